@@ -1,0 +1,75 @@
+"""Every Redis key actionq uses, built in one place. Nothing else spells a key.
+
+Per-conversation keys carry the conversation id as a hash tag (``{id}``), so
+one conversation's keys live on one Redis Cluster slot and each transition
+(one Lua script) touches a single slot. The few global keys are indexes that
+are updated with separate commands and are safe to be briefly stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "actionq"
+
+    def _conv(self, conversation_id: str) -> str:
+        return f"{self.prefix}:{{{conversation_id}}}"
+
+    # --- per conversation (one hash slot) ---
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: status, timestamps, last_seq, the active action."""
+        return self._conv(conversation_id) + ":conv"
+
+    def events(self, conversation_id: str) -> str:
+        """Stream: one entry per event, entry id ``<seq>-0``."""
+        return self._conv(conversation_id) + ":events"
+
+    def queue(self, conversation_id: str) -> str:
+        """List: action ids waiting for their turn, in submission order."""
+        return self._conv(conversation_id) + ":queue"
+
+    def actions(self, conversation_id: str) -> str:
+        """List: every action id of the conversation, in submission order."""
+        return self._conv(conversation_id) + ":actions"
+
+    def idempotency(self, conversation_id: str) -> str:
+        """Hash: idempotency key -> action id."""
+        return self._conv(conversation_id) + ":idempotency"
+
+    def tool_calls(self, conversation_id: str) -> str:
+        """Hash: tool_call_id -> action id (tool_call_id is unique per conversation)."""
+        return self._conv(conversation_id) + ":tool-calls"
+
+    def crashes(self, conversation_id: str) -> str:
+        """Hash: action fingerprint -> number of crashes."""
+        return self._conv(conversation_id) + ":crashes"
+
+    def action(self, conversation_id: str, action_id: str) -> str:
+        """Hash: the action's state (see ``ActionRecord``)."""
+        return self._conv(conversation_id) + f":action:{action_id}"
+
+    # --- global indexes ---
+    def conversation_index(self) -> str:
+        """Sorted set: conversation id scored by creation time."""
+        return f"{self.prefix}:conversations"
+
+    def action_index(self) -> str:
+        """Hash: action id -> conversation id."""
+        return f"{self.prefix}:action-conversation"
+
+    def worker_leases(self) -> str:
+        """Sorted set: worker id scored by lease expiry (Redis server time, seconds)."""
+        return f"{self.prefix}:worker-leases"
+
+    def worker_info(self, worker_id: str) -> str:
+        """Hash: host, pid, started_at of a worker."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    def worker_claims(self, worker_id: str) -> str:
+        """Set: ``conversation_id/action_id`` of claims a worker may hold."""
+        return f"{self.prefix}:worker-claims:{worker_id}"

@@ -1,0 +1,148 @@
+"""Ending actions from outside their run: crashes, lost workers, cancellation.
+
+These build the terminal events and call the store's one atomic transition.
+Every function here is idempotent: a second call for the same failure (Celery
+can fire ``task_failure`` twice on a time limit) writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from app.models import (
+    ActionRecord,
+    ActionState,
+    AgentErrorEvent,
+    ConversationStatus,
+    ErrorCause,
+    ErrorClassification,
+    ErrorDetail,
+    Event,
+    UserRejectObservation,
+)
+from app.store import ActionStore
+
+__all__ = ["agent_error_event", "cancel_action", "crash_action"]
+
+log = logging.getLogger(__name__)
+
+_CRASH_MESSAGES = {
+    ErrorCause.WORKER_LOST: "the process running this action died ({how}); it was not re-run",
+    ErrorCause.TIME_LIMIT: "the action exceeded its hard time limit and was killed; "
+    "it was not re-run",
+    ErrorCause.REDELIVERED: "the worker running this action disappeared and its message came "
+    "back; the action was not re-run",
+    ErrorCause.LEASE_EXPIRED: "the worker running this action stopped heartbeating (it died "
+    "or was cut off); the action was not re-run",
+    ErrorCause.WORKER_SHUTDOWN: "the worker was shut down while this action ran; "
+    "it was not re-run",
+}
+
+
+def agent_error_event(
+    action: ActionRecord, cause: ErrorCause, error: str, **detail: object
+) -> AgentErrorEvent:
+    return AgentErrorEvent(
+        error=error,
+        tool_name=action.tool,
+        tool_call_id=action.tool_call_id,
+        action_id=action.id,
+        classification=ErrorClassification(
+            kind="crash" if cause.is_crash else cause.value,
+            retryable=cause in (ErrorCause.NOT_RUN, ErrorCause.TOOL_EXCEPTION),
+        ),
+        detail=ErrorDetail(cause=cause, **detail),  # type: ignore[arg-type]
+    )
+
+
+def _not_run_event(action: ActionRecord) -> Event:
+    return agent_error_event(
+        action,
+        ErrorCause.NOT_RUN,
+        "not run: an earlier action of this conversation crashed and the conversation "
+        "stopped; submit it again after resuming if it is still wanted",
+    )
+
+
+def crash_action(
+    store: ActionStore,
+    conversation_id: str,
+    action_id: str,
+    cause: ErrorCause,
+    *,
+    how: str = "",
+    signal: int | None = None,
+    exitcode: int | None = None,
+    expected_fence: int | None = None,
+) -> bool:
+    """The action crashed (or may have): AgentErrorEvent, conversation ``error``,
+    actions queued behind it not run. Returns False if it had already ended."""
+
+    def event_for(action: ActionRecord) -> Event:
+        runtime = round(time.time() - action.claimed_at, 3) if action.claimed_at else None
+        message = _CRASH_MESSAGES[cause].format(how=how or "killed")
+        return agent_error_event(
+            action,
+            cause,
+            message,
+            signal=signal,
+            exitcode=exitcode,
+            host=action.host,
+            pid=action.pid,
+            attempt=action.attempt,
+            runtime_s=runtime,
+        )
+
+    stopped = store.stop_conversation(
+        conversation_id,
+        ConversationStatus.ERROR,
+        target_action_id=action_id,
+        target_event=event_for,
+        expected_fence=expected_fence,
+        drop_queue=True,
+        count_crash=True,
+        queued_event=_not_run_event,
+    )
+    if stopped:
+        log.error(
+            "action %s of conversation %s crashed (%s%s); conversation -> error, not re-run",
+            action_id,
+            conversation_id,
+            cause.value,
+            f": {how}" if how else "",
+        )
+    return stopped
+
+
+def cancel_action(
+    store: ActionStore, conversation_id: str, action_id: str, reason: str = "stopped by the user"
+) -> bool:
+    """The user stopped the action: it ends, the conversation is ``paused``,
+    later actions stay queued until resume."""
+
+    def event_for(action: ActionRecord) -> Event:
+        if action.state == ActionState.PENDING:  # never started: a plain rejection
+            return UserRejectObservation(
+                action_id=action.id,
+                tool_call_id=action.tool_call_id,
+                tool_name=action.tool,
+                rejection_reason=reason,
+            )
+        return agent_error_event(
+            action, ErrorCause.CANCELLED, f"cancelled while running: {reason}", host=action.host,
+            pid=action.pid, attempt=action.attempt,
+        )
+
+    stopped = store.stop_conversation(
+        conversation_id,
+        ConversationStatus.PAUSED,
+        target_action_id=action_id,
+        target_event=event_for,
+        drop_queue=False,
+        target_state=ActionState.CANCELLED,
+    )
+    if stopped:
+        log.warning("action %s of conversation %s cancelled; conversation -> paused",
+                    action_id, conversation_id)
+    return stopped

@@ -1,0 +1,27 @@
+-- End a claimed action normally (observation or tool-level error), only with
+-- the matching fencing token, and hand the turn to the next queued action.
+-- KEYS[1] conversation hash  KEYS[2] events stream  KEYS[3] queue list
+-- KEYS[4] action hash
+-- ARGV[1] action id  ARGV[2] fence  ARGV[3] new state  ARGV[4] event JSON
+-- ARGV[5] now (ISO)  ARGV[6] now (epoch s)  ARGV[7] id for a status event
+-- ARGV[8] terminal event kind
+-- Returns {'ok', seq, next action id or ''} | {'stale', current state}
+local f = redis.call('HMGET', KEYS[4], 'state', 'fence')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[2] then
+  return {'stale', f[1] or 'missing'}
+end
+local seq = append_event(KEYS[1], KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[4], 'state', ARGV[3], 'finished_at', ARGV[6],
+  'terminal_kind', ARGV[8], 'terminal_seq', seq)
+local next_id = ''
+if redis.call('HGET', KEYS[1], 'active') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'active', '')
+  if redis.call('HGET', KEYS[1], 'status') == 'running' then
+    next_id = dispatch_next(KEYS[1], KEYS[3]) or ''
+    if next_id == '' then
+      set_status(KEYS[1], KEYS[2], 'idle', ARGV[7], ARGV[5])
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+return {'ok', seq, next_id}

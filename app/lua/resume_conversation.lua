@@ -1,0 +1,25 @@
+-- Resume a stopped conversation: error|paused -> running (the next queued
+-- action becomes active) or idle (nothing queued). Nothing is re-run: the
+-- actions that crashed stay errored, their AgentErrorEvents stay in history.
+-- KEYS[1] conversation hash  KEYS[2] events stream  KEYS[3] queue list
+-- ARGV[1] now (ISO)  ARGV[2] id for a status event
+-- Returns {'resumed', new status, dispatched action id or ''}
+--       | {'refused', current status} | {'no_conversation'}
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return {'no_conversation'}
+end
+if status ~= 'error' and status ~= 'paused' then
+  return {'refused', status}
+end
+local next_id = ''
+local active = redis.call('HGET', KEYS[1], 'active') or ''
+if active == '' then
+  next_id = dispatch_next(KEYS[1], KEYS[3]) or ''
+end
+local new_status = 'idle'
+if next_id ~= '' or active ~= '' then
+  new_status = 'running'
+end
+set_status(KEYS[1], KEYS[2], new_status, ARGV[2], ARGV[1])
+return {'resumed', new_status, next_id}

@@ -1,0 +1,244 @@
+"""Conversation, action and event models.
+
+Events are one discriminated union on ``kind`` (the class name) with
+OpenHands' field names, so an OpenHands client can read them. ``seq`` is a
+per-conversation counter assigned by the store, contiguous from 1.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+__all__ = [
+    "ACTIVE_ACTION_STATES",
+    "ActionEvent",
+    "ActionRecord",
+    "ActionState",
+    "AgentErrorEvent",
+    "Conversation",
+    "ConversationErrorEvent",
+    "ConversationStateUpdateEvent",
+    "ConversationStatus",
+    "ErrorCause",
+    "ErrorClassification",
+    "ErrorDetail",
+    "Event",
+    "EventPage",
+    "MessageEvent",
+    "ObservationEvent",
+    "UserRejectObservation",
+    "event_adapter",
+    "new_id",
+    "utc_now",
+]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ConversationStatus(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"
+    FINISHED = "finished"
+    ERROR = "error"
+    STUCK = "stuck"
+
+
+class ActionState(StrEnum):
+    PENDING = "pending"  # stored, waiting for its turn or its worker
+    CLAIMED = "claimed"  # a worker owns it and may be running the tool
+    DONE = "done"  # ended normally (observation, or a tool-level error)
+    ERRORED = "errored"  # crashed or abandoned; never re-run
+    CANCELLED = "cancelled"  # stopped by the user
+
+
+ACTIVE_ACTION_STATES = frozenset({ActionState.PENDING, ActionState.CLAIMED})
+
+
+class ErrorCause(StrEnum):
+    WORKER_LOST = "worker_lost"  # the pool child died (SIGKILL, OOM killer, segfault)
+    TIME_LIMIT = "time_limit"  # hard time limit exceeded
+    REDELIVERED = "redelivered"  # message came back; the claim's owner is dead
+    LEASE_EXPIRED = "lease_expired"  # the claim's owner stopped heartbeating
+    WORKER_SHUTDOWN = "worker_shutdown"  # cold shutdown cut the action off
+    TOOL_EXCEPTION = "tool_exception"  # the tool raised; the agent may continue
+    INVALID_ARGUMENTS = "invalid_arguments"
+    UNKNOWN_TOOL = "unknown_tool"
+    CANCELLED = "cancelled"
+    NOT_RUN = "not_run"  # queued behind an action that crashed; never started
+
+    @property
+    def is_crash(self) -> bool:
+        """A crash may have left side effects, and stops the conversation."""
+        return self in _CRASH_CAUSES
+
+
+_CRASH_CAUSES = frozenset(
+    {
+        ErrorCause.WORKER_LOST,
+        ErrorCause.TIME_LIMIT,
+        ErrorCause.REDELIVERED,
+        ErrorCause.LEASE_EXPIRED,
+        ErrorCause.WORKER_SHUTDOWN,
+    }
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorClassification(_Model):
+    """As OpenHands has it: what kind of error, and may the same call be tried again."""
+
+    kind: str
+    retryable: bool
+
+
+class ErrorDetail(_Model):
+    cause: ErrorCause
+    signal: int | None = None
+    exitcode: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    attempt: int | None = None
+    runtime_s: float | None = None
+    max_rss_bytes: int | None = None
+
+
+class _EventBase(_Model):
+    id: str = Field(default_factory=new_id)
+    timestamp: str = Field(default_factory=utc_now)
+    source: Literal["agent", "user", "environment"]
+    seq: int = 0
+
+
+class LLMMessage(_Model):
+    role: Literal["user", "assistant", "system", "tool"]
+    content: str
+
+
+class MessageEvent(_EventBase):
+    kind: Literal["MessageEvent"] = "MessageEvent"
+    llm_message: LLMMessage
+
+
+class ActionEvent(_EventBase):
+    """A tool call. Its ``id`` is the action id that the other events refer to."""
+
+    kind: Literal["ActionEvent"] = "ActionEvent"
+    source: Literal["agent", "user", "environment"] = "agent"
+    tool_name: str
+    tool_call_id: str
+    action: dict[str, Any]
+    thought: str = ""
+    retry_of: str | None = None
+
+
+class ObservationEvent(_EventBase):
+    kind: Literal["ObservationEvent"] = "ObservationEvent"
+    source: Literal["agent", "user", "environment"] = "environment"
+    action_id: str
+    tool_call_id: str
+    tool_name: str
+    observation: dict[str, Any]
+
+
+class UserRejectObservation(_EventBase):
+    kind: Literal["UserRejectObservation"] = "UserRejectObservation"
+    source: Literal["agent", "user", "environment"] = "user"
+    action_id: str
+    tool_call_id: str
+    tool_name: str
+    rejection_reason: str
+
+
+class AgentErrorEvent(_EventBase):
+    kind: Literal["AgentErrorEvent"] = "AgentErrorEvent"
+    source: Literal["agent", "user", "environment"] = "environment"
+    error: str
+    tool_name: str
+    tool_call_id: str
+    action_id: str
+    classification: ErrorClassification
+    detail: ErrorDetail
+
+
+class ConversationStateUpdateEvent(_EventBase):
+    kind: Literal["ConversationStateUpdateEvent"] = "ConversationStateUpdateEvent"
+    source: Literal["agent", "user", "environment"] = "environment"
+    key: str
+    value: Any
+
+
+class ConversationErrorEvent(_EventBase):
+    kind: Literal["ConversationErrorEvent"] = "ConversationErrorEvent"
+    source: Literal["agent", "user", "environment"] = "environment"
+    code: str
+    detail: str
+
+
+Event = Annotated[
+    MessageEvent
+    | ActionEvent
+    | ObservationEvent
+    | UserRejectObservation
+    | AgentErrorEvent
+    | ConversationStateUpdateEvent
+    | ConversationErrorEvent,
+    Field(discriminator="kind"),
+]
+event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+TERMINAL_EVENT_KINDS = frozenset({"ObservationEvent", "AgentErrorEvent", "UserRejectObservation"})
+
+
+class EventPage(_Model):
+    """One page of a conversation's events, like OpenHands' ``{items, next_page_id}``."""
+
+    items: list[Event]
+    next_after_seq: int | None
+
+
+class Conversation(_Model):
+    id: str
+    status: ConversationStatus
+    created_at: str
+    updated_at: str
+    last_seq: int = 0
+    active_action_id: str | None = None
+    queued_actions: int = 0
+
+
+class ActionRecord(_Model):
+    """The stored state of one action (not an event: it changes as the action runs)."""
+
+    id: str
+    conversation_id: str
+    state: ActionState
+    tool: str
+    arguments: dict[str, Any]
+    tool_call_id: str
+    fingerprint: str
+    created_at: str
+    attempt: int = 0  # how many times a message for it was delivered
+    fence: int = 0
+    owner: str | None = None  # worker id of the claim
+    host: str | None = None
+    pid: int | None = None
+    claimed_at: float | None = None  # epoch seconds
+    finished_at: float | None = None
+    terminal_kind: str | None = None
+    retry_of: str | None = None

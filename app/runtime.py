@@ -1,0 +1,17 @@
+"""Process-wide shared objects, created on first use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from app.settings import get_settings
+from app.store import ActionStore
+
+__all__ = ["get_store"]
+
+
+@lru_cache(maxsize=1)
+def get_store() -> ActionStore:
+    """The store for this process (redis-py re-creates connections after fork)."""
+    settings = get_settings()
+    return ActionStore.from_url(settings.redis_url, settings.key_prefix)

@@ -1,0 +1,144 @@
+"""The Python API: what an agent server (or the HTTP API) calls.
+
+    aq = ActionQ()
+    conversation = aq.create_conversation()
+    action = aq.submit_action(conversation.id, "terminal", {"command": "ls"})
+    aq.wait_for_action(action.id)
+    page = aq.list_events(conversation.id)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from functools import cached_property, partial
+
+from celery import Celery
+
+from app.dispatch import Dispatch, send_action
+from app.errors import InvalidTransition, QuarantinedAction
+from app.models import ActionRecord, ActionState, Conversation, EventPage
+from app.settings import Settings, get_settings
+from app.store import ActionStore
+
+__all__ = ["ActionQ"]
+
+
+class ActionQ:
+    """Conversations and their actions. Thread-safe; one per process is enough."""
+
+    def __init__(self, settings: Settings | None = None, store: ActionStore | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = store or ActionStore.from_url(
+            self.settings.redis_url, self.settings.key_prefix
+        )
+
+    @cached_property
+    def celery_app(self) -> Celery:
+        from app.celery_app import create_celery_app
+
+        return create_celery_app(self.settings)
+
+    @cached_property
+    def dispatch(self) -> Dispatch:
+        return partial(send_action, self.celery_app, self.settings.queue)
+
+    def create_conversation(self, conversation_id: str | None = None) -> Conversation:
+        return self.store.create_conversation(conversation_id)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        return self.store.get_conversation(conversation_id)
+
+    def list_conversations(self, offset: int = 0, limit: int = 100) -> list[Conversation]:
+        return [
+            self.store.get_conversation(cid)
+            for cid in self.store.list_conversation_ids(offset, limit)
+        ]
+
+    def submit_action(
+        self,
+        conversation_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        tool_call_id: str | None = None,
+        idempotency_key: str | None = None,
+        thought: str = "",
+    ) -> ActionRecord:
+        """Record the tool call, then send it to a worker when its turn comes.
+
+        With an ``idempotency_key`` already used in this conversation, the
+        existing action is returned and nothing new runs.
+        """
+        result = self.store.submit_action(
+            conversation_id,
+            tool,
+            arguments,
+            tool_call_id=tool_call_id,
+            idempotency_key=idempotency_key,
+            thought=thought,
+        )
+        if result.dispatch_action_id:
+            self.dispatch(conversation_id, result.dispatch_action_id)
+        elif not result.created:
+            self._redispatch_if_stranded(conversation_id, result.action_id)
+        return self.store.get_action(result.action_id, conversation_id)
+
+    def _redispatch_if_stranded(self, conversation_id: str, action_id: str) -> None:
+        # A client retrying after an error may have lost the send; sending the
+        # active pending action again is harmless (only one delivery claims it).
+        conversation = self.store.get_conversation(conversation_id)
+        action = self.store.get_action(action_id, conversation_id)
+        if conversation.active_action_id == action_id and action.state == ActionState.PENDING:
+            self.dispatch(conversation_id, action_id)
+
+    def get_action(self, action_id: str) -> ActionRecord:
+        return self.store.get_action(action_id)
+
+    def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
+        return self.store.list_events(conversation_id, after_seq, limit)
+
+    def resume(self, conversation_id: str) -> Conversation:
+        """error|paused -> running: the next queued action runs; nothing crashed is re-run."""
+        next_action = self.store.resume_conversation(conversation_id)
+        if next_action:
+            self.dispatch(conversation_id, next_action)
+        return self.store.get_conversation(conversation_id)
+
+    def retry_action(self, action_id: str, *, force: bool = False) -> ActionRecord:
+        """Submit a *new* action with the same tool and arguments as an ended one.
+
+        Refused (``QuarantinedAction``) once the same call crashed
+        ``quarantine_threshold`` times in this conversation, unless ``force``.
+        """
+        original = self.store.get_action(action_id)
+        if original.state in (ActionState.PENDING, ActionState.CLAIMED):
+            raise InvalidTransition(f"action {action_id} has not ended ({original.state.value})")
+        crashes = self.store.crash_count(original.conversation_id, original.fingerprint)
+        if crashes >= self.settings.quarantine_threshold and not force:
+            raise QuarantinedAction(
+                f"{original.tool} with these arguments crashed {crashes} time(s) in this "
+                f"conversation (threshold {self.settings.quarantine_threshold}); "
+                "retry with force to run it anyway"
+            )
+        result = self.store.submit_action(
+            original.conversation_id, original.tool, original.arguments, retry_of=original.id
+        )
+        if result.dispatch_action_id:
+            self.dispatch(original.conversation_id, result.dispatch_action_id)
+        return self.store.get_action(result.action_id, original.conversation_id)
+
+    def wait_for_action(
+        self, action_id: str, timeout: float = 60.0, poll: float = 0.05
+    ) -> ActionRecord:
+        """Poll until the action has ended (or raise ``TimeoutError``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            action = self.store.get_action(action_id)
+            if action.state not in (ActionState.PENDING, ActionState.CLAIMED):
+                return action
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"action {action_id} still {action.state.value} after {timeout}s")
+            time.sleep(poll)
+

@@ -1,0 +1,125 @@
+"""All configuration, read once from the environment (prefix ``ACTIONQ_``).
+
+A mistyped setting is an error, not silently ignored: unknown ``ACTIONQ_*``
+variables are rejected when the settings are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.errors import ConfigurationError
+
+ENV_PREFIX = "ACTIONQ_"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """actionq settings. Every field maps to ``ACTIONQ_<FIELD NAME IN CAPITALS>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL,
+        description="State store; also the default broker. Unset for `actionq up` = embedded.",
+    )
+    broker_url: str | None = Field(None, description="Optional separate broker, e.g. amqp://.")
+    key_prefix: str = Field("actionq", description="Prefix of every Redis key actionq writes.")
+    queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys for the HTTP API."
+    )
+
+    worker_lease_seconds: float = Field(
+        3.0, gt=0, description="A worker whose heartbeat is older than this is dead."
+    )
+    heartbeat_interval: float = Field(1.0, gt=0, description="How often a worker renews its lease.")
+    sweep_interval: float = Field(
+        1.0, gt=0, description="How often a worker looks for claims of dead workers."
+    )
+    recover_on_start: bool = Field(
+        True, description="Error the actions of dead workers when a worker starts."
+    )
+    pool_maintain_interval: float = Field(
+        0.25,
+        gt=0,
+        description="How often the worker parent reaps dead pool children (Celery's is 5 s).",
+    )
+
+    visibility_timeout: int = Field(
+        3600, gt=0, description="Redis broker: seconds before an unacked message is redelivered."
+    )
+    unacked_restore_interval: int = Field(
+        10, gt=0, description="Redis broker: seconds between scans for expired unacked messages."
+    )
+    action_time_limit: float = Field(
+        3600.0, gt=0, description="Hard limit for one action; past it the action errors."
+    )
+    max_output_bytes: int = Field(
+        64 * 1024, gt=0, description="Tool output beyond this is cut, with a visible marker."
+    )
+    action_memory_limit_mb: int | None = Field(
+        2048, description="Address-space cap for a tool's subprocess (None: no cap)."
+    )
+    quarantine_threshold: int = Field(
+        2, ge=1, description="Crashes of one fingerprint after which a retry needs force."
+    )
+    tool_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules to import in workers; they register tools with @tool.",
+    )
+    workdir: str = Field(".", description="Working directory for the built-in file and shell tools.")
+
+    @field_validator("api_keys", "tool_modules", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> Settings:
+        if self.heartbeat_interval >= self.worker_lease_seconds:
+            raise ValueError(
+                "ACTIONQ_HEARTBEAT_INTERVAL must be shorter than ACTIONQ_WORKER_LEASE_SECONDS, "
+                "or live workers would look dead"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+def _unknown_env_names() -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; a clear error for typos and bad values."""
+    unknown = _unknown_env_names()
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(ENV_PREFIX + n.upper() for n in Settings.model_fields))}"
+        )
+    try:
+        return Settings(**overrides)
+    except ValueError as e:
+        raise ConfigurationError(f"invalid actionq settings: {e}") from e
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

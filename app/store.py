@@ -1,0 +1,585 @@
+"""ActionStore: the only code that talks to Redis.
+
+Every state change is one Lua script (see ``app/lua/``), so an action's state,
+its event and the conversation move together or not at all. Reads are plain
+commands. Redis errors are translated to ``StoreUnavailableError`` here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+from redis.commands.core import Script
+
+from app.errors import (
+    ActionNotFound,
+    ConversationNotFound,
+    DuplicateToolCallId,
+    InvalidTransition,
+    StoreUnavailableError,
+)
+from app.keys import Keys
+from app.models import (
+    ActionEvent,
+    ActionRecord,
+    ActionState,
+    Conversation,
+    ConversationStatus,
+    Event,
+    EventPage,
+    new_id,
+    utc_now,
+)
+
+__all__ = [
+    "ActionStore",
+    "Claim",
+    "ClaimRefused",
+    "FinishResult",
+    "SubmitResult",
+    "WorkerIdentity",
+    "fingerprint",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SCRIPT_NAMES = (
+    "submit_action",
+    "claim_action",
+    "finish_action",
+    "stop_conversation",
+    "renew_lease",
+    "resume_conversation",
+)
+_STOP_RETRIES = 20
+
+
+def fingerprint(tool: str, arguments: dict[str, Any]) -> str:
+    """Tool + canonical JSON arguments: the identity of 'the same call'."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who holds a claim: one Celery worker (its main process) and its host."""
+
+    id: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    action_id: str
+    created: bool  # False: an existing action was returned for the idempotency key
+    dispatch_action_id: str | None  # an action that must now be sent to a worker
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A successful claim: the caller may run the tool, then finish with ``fence``."""
+
+    action_id: str
+    conversation_id: str
+    fence: int
+    attempt: int
+    tool: str
+    arguments: dict[str, Any]
+    tool_call_id: str
+
+
+@dataclass(frozen=True)
+class ClaimRefused:
+    """The action must not run. ``reason``: missing, not_dispatched or not_pending."""
+
+    reason: str
+    attempt: int = 0
+    state: ActionState | None = None
+    owner: str | None = None
+    fence: int | None = None
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    appended: bool  # False: stale token or already finished; nothing was written
+    next_action_id: str | None = None
+
+
+def _load_scripts(client: redis.Redis) -> dict[str, Script]:
+    lua = resources.files("app") / "lua"
+    lib = (lua / "_lib.lua").read_text()
+    return {
+        name: client.register_script(lib + "\n" + (lua / f"{name}.lua").read_text())
+        for name in _SCRIPT_NAMES
+    }
+
+
+class ActionStore:
+    """Conversations, actions, events and worker leases in Redis."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self.redis = client
+        self.keys = keys or Keys()
+        self._scripts = _load_scripts(client)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "actionq") -> ActionStore:
+        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        return cls(client, Keys(prefix))
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise StoreUnavailableError(f"Redis state store unavailable: {e}") from e
+
+    def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        return self._call(lambda: script(keys=list(keys), args=list(args)))
+
+    def ping(self) -> bool:
+        return bool(self._call(self.redis.ping))
+
+    def server_time(self) -> float:
+        seconds, micros = self._call(self.redis.time)
+        return float(seconds) + micros / 1_000_000
+
+    # ------------------------------------------------------------------ conversations
+    def create_conversation(self, conversation_id: str | None = None) -> Conversation:
+        cid = conversation_id or new_id()
+        now = utc_now()
+        fields = {
+            "id": cid,
+            "status": ConversationStatus.IDLE.value,
+            "created_at": now,
+            "updated_at": now,
+            "last_seq": 0,
+            "active": "",
+        }
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self.keys.conversation(cid), "id", cid)
+        pipe.hset(self.keys.conversation(cid), mapping=fields)
+        pipe.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
+        self._call(pipe.execute)
+        return self.get_conversation(cid)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        raw = self._call(lambda: self.redis.hgetall(self.keys.conversation(conversation_id)))
+        if not raw:
+            raise ConversationNotFound(f"no conversation {conversation_id!r}")
+        queued = self._call(lambda: self.redis.llen(self.keys.queue(conversation_id)))
+        return _conversation_from_hash(raw, queued)
+
+    def list_conversation_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
+        ids = self._call(
+            lambda: self.redis.zrange(self.keys.conversation_index(), offset, offset + limit - 1)
+        )
+        return list(ids)
+
+    def iter_conversation_ids(self, batch: int = 500) -> Iterator[str]:
+        offset = 0
+        while True:
+            ids = self.list_conversation_ids(offset, batch)
+            yield from ids
+            if len(ids) < batch:
+                return
+            offset += batch
+
+    # ------------------------------------------------------------------ actions
+    def submit_action(
+        self,
+        conversation_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        tool_call_id: str | None = None,
+        idempotency_key: str | None = None,
+        thought: str = "",
+        retry_of: str | None = None,
+    ) -> SubmitResult:
+        """Append the ActionEvent and store the action as pending, in one step."""
+        action_id = new_id()
+        event = ActionEvent(
+            id=action_id,
+            tool_name=tool,
+            tool_call_id=tool_call_id or f"call_{action_id.replace('-', '')}",
+            action=arguments,
+            thought=thought,
+            retry_of=retry_of,
+        )
+        k = self.keys
+        cid = conversation_id
+        self._call(lambda: self.redis.hset(k.action_index(), action_id, cid))
+        result = self._script(
+            "submit_action",
+            [
+                k.conversation(cid),
+                k.events(cid),
+                k.queue(cid),
+                k.actions(cid),
+                k.idempotency(cid),
+                k.tool_calls(cid),
+                k.action(cid, action_id),
+            ],
+            [
+                action_id,
+                idempotency_key or "",
+                event.tool_call_id,
+                event.model_dump_json(exclude={"seq"}),
+                event.timestamp,
+                new_id(),
+                tool,
+                json.dumps(arguments),
+                fingerprint(tool, arguments),
+                retry_of or "",
+            ],
+        )
+        outcome = result[0]
+        if outcome == "created":
+            return SubmitResult(action_id, True, result[2] or None)
+        self._call(lambda: self.redis.hdel(k.action_index(), action_id))
+        if outcome == "existing":
+            return SubmitResult(result[1], False, None)
+        if outcome == "duplicate_tool_call":
+            raise DuplicateToolCallId(
+                f"tool_call_id {event.tool_call_id!r} is already used by action {result[1]} "
+                f"in conversation {cid}"
+            )
+        raise ConversationNotFound(f"no conversation {cid!r}")
+
+    def conversation_of_action(self, action_id: str) -> str:
+        cid = self._call(lambda: self.redis.hget(self.keys.action_index(), action_id))
+        if not cid:
+            raise ActionNotFound(f"no action {action_id!r}")
+        return str(cid)
+
+    def get_action(self, action_id: str, conversation_id: str | None = None) -> ActionRecord:
+        cid = conversation_id or self.conversation_of_action(action_id)
+        raw = self._call(lambda: self.redis.hgetall(self.keys.action(cid, action_id)))
+        if not raw:
+            raise ActionNotFound(f"no action {action_id!r} in conversation {cid!r}")
+        return _action_from_hash(raw)
+
+    def list_action_ids(self, conversation_id: str) -> list[str]:
+        return list(self._call(lambda: self.redis.lrange(self.keys.actions(conversation_id), 0, -1)))
+
+    def crash_count(self, conversation_id: str, action_fingerprint: str) -> int:
+        raw = self._call(
+            lambda: self.redis.hget(self.keys.crashes(conversation_id), action_fingerprint)
+        )
+        return int(raw or 0)
+
+    def claim_action(
+        self, conversation_id: str, action_id: str, worker: WorkerIdentity
+    ) -> Claim | ClaimRefused:
+        """pending -> claimed, owned by ``worker``. Only a Claim may run the tool."""
+        k = self.keys
+        cid = conversation_id
+        claim_ref = f"{cid}/{action_id}"
+        # The claim index entry goes in before the claim and out after the
+        # finish, so a sweeper never misses a claim of a dead worker.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(k.worker_claims(worker.id), claim_ref)
+        self._scripts["claim_action"](
+            keys=[k.conversation(cid), k.action(cid, action_id)],
+            args=[action_id, worker.id, worker.host, worker.pid, time.time()],
+            client=pipe,
+        )
+        _, result = self._call(pipe.execute)
+        if result[0] == "claimed":
+            return Claim(
+                action_id=action_id,
+                conversation_id=cid,
+                fence=int(result[1]),
+                attempt=int(result[2]),
+                tool=result[3],
+                arguments=json.loads(result[4]),
+                tool_call_id=result[5],
+            )
+        self._call(lambda: self.redis.srem(k.worker_claims(worker.id), claim_ref))
+        if result[0] == "not_pending":
+            return ClaimRefused(
+                "not_pending",
+                attempt=int(result[4]),
+                state=ActionState(result[1]),
+                owner=result[2] or None,
+                fence=int(result[3]),
+            )
+        if result[0] == "not_dispatched":
+            return ClaimRefused("not_dispatched", attempt=int(result[1]))
+        return ClaimRefused("missing")
+
+    def finish_action(
+        self,
+        claim: Claim,
+        event: Event,
+        worker: WorkerIdentity,
+        state: ActionState = ActionState.DONE,
+    ) -> FinishResult:
+        """claimed -> done with ``event``, only if ``claim.fence`` is still current."""
+        k = self.keys
+        cid = claim.conversation_id
+        now_iso = utc_now()
+        pipe = self.redis.pipeline(transaction=False)
+        self._scripts["finish_action"](
+            keys=[k.conversation(cid), k.events(cid), k.queue(cid), k.action(cid, claim.action_id)],
+            args=[
+                claim.action_id,
+                claim.fence,
+                state.value,
+                event.model_dump_json(exclude={"seq"}),
+                now_iso,
+                time.time(),
+                new_id(),
+                event.kind,
+            ],
+            client=pipe,
+        )
+        pipe.srem(k.worker_claims(worker.id), f"{cid}/{claim.action_id}")
+        result, _ = self._call(pipe.execute)
+        if result[0] != "ok":
+            log.warning(
+                "dropped late result of action %s (conversation %s, fence %s): action is %s",
+                claim.action_id,
+                cid,
+                claim.fence,
+                result[1],
+            )
+            return FinishResult(False)
+        return FinishResult(True, result[2] or None)
+
+    def stop_conversation(
+        self,
+        conversation_id: str,
+        new_status: ConversationStatus,
+        *,
+        target_action_id: str,
+        target_event: Callable[[ActionRecord], Event],
+        expected_fence: int | None = None,
+        drop_queue: bool,
+        target_state: ActionState = ActionState.ERRORED,
+        count_crash: bool = False,
+        queued_event: Callable[[ActionRecord], Event] | None = None,
+    ) -> bool:
+        """Give the target action (and, with ``drop_queue``, every action queued
+        behind it) its terminal event and set the conversation status, atomically.
+
+        Returns False (and writes nothing) if the target is already finished or
+        its fencing token moved on. Safe to call twice for one failure.
+        """
+        k = self.keys
+        cid = conversation_id
+        for _ in range(_STOP_RETRIES):
+            conv = self._call(lambda: self.redis.hmget(k.conversation(cid), "active", "status"))
+            active = conv[0] or ""
+            queue = self._call(lambda: self.redis.lrange(k.queue(cid), 0, -1))
+            try:
+                target = self.get_action(target_action_id, cid)
+            except ActionNotFound:
+                return False
+            if target.state not in (ActionState.PENDING, ActionState.CLAIMED):
+                return False
+            if expected_fence is not None and target.fence != expected_fence:
+                return False
+            listed: list[tuple[ActionRecord, Event, ActionState, str]] = [
+                (
+                    target,
+                    target_event(target),
+                    target_state,
+                    target.fingerprint if count_crash else "",
+                )
+            ]
+            if drop_queue and queued_event is not None:
+                for queued_id in queue:
+                    if queued_id == target.id:
+                        continue
+                    queued = self.get_action(queued_id, cid)
+                    if queued.state == ActionState.PENDING:
+                        listed.append((queued, queued_event(queued), ActionState.ERRORED, ""))
+            args: list[Any] = [
+                utc_now(),
+                time.time(),
+                new_id(),
+                new_status.value,
+                active,
+                ",".join(queue),
+                "1" if drop_queue else "0",
+            ]
+            for record, event, state, crash_fp in listed:
+                fence = (
+                    str(expected_fence) if record is target and expected_fence is not None else ""
+                )
+                args += [
+                    record.id,
+                    ",pending,claimed,",
+                    fence,
+                    state.value,
+                    event.model_dump_json(exclude={"seq"}),
+                    event.kind,
+                    crash_fp,
+                ]
+            keys = [k.conversation(cid), k.events(cid), k.queue(cid), k.crashes(cid)]
+            keys += [k.action(cid, record.id) for record, *_ in listed]
+            result = self._script("stop_conversation", keys, args)
+            if result[0] == "ok":
+                return True
+            log.debug("stop_conversation %s: state moved (%s); reading again", cid, result[1])
+        raise StoreUnavailableError(
+            f"conversation {cid} kept changing; could not stop it after {_STOP_RETRIES} tries"
+        )
+
+    def resume_conversation(self, conversation_id: str) -> str | None:
+        """error|paused -> running (or idle if nothing is queued).
+
+        Returns the action that must now be dispatched, if any. Raises
+        ``InvalidTransition`` when the conversation is not in error or paused,
+        so two concurrent resumes cannot both succeed.
+        """
+        k = self.keys
+        cid = conversation_id
+        result = self._script(
+            "resume_conversation",
+            [k.conversation(cid), k.events(cid), k.queue(cid)],
+            [utc_now(), new_id()],
+        )
+        if result[0] == "no_conversation":
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        if result[0] == "refused":
+            raise InvalidTransition(
+                f"conversation {cid} is {result[1]}; only a conversation in error or paused "
+                "can be resumed"
+            )
+        return str(result[2]) or None
+
+    # ------------------------------------------------------------------ events
+    def list_events(
+        self, conversation_id: str, after_seq: int = 0, limit: int = 100
+    ) -> EventPage:
+        """Events with seq > after_seq, at most ``limit``: O(limit), not O(history)."""
+        from app.models import event_adapter
+
+        if not self._call(lambda: self.redis.exists(self.keys.conversation(conversation_id))):
+            raise ConversationNotFound(f"no conversation {conversation_id!r}")
+        entries = self._call(
+            lambda: self.redis.xrange(
+                self.keys.events(conversation_id), min=f"{after_seq + 1}-0", count=limit
+            )
+        )
+        items: list[Event] = []
+        for entry_id, fields in entries:
+            event = event_adapter.validate_json(fields["e"])
+            event.seq = int(entry_id.split("-", 1)[0])
+            items.append(event)
+        next_after = items[-1].seq if len(items) == limit else None
+        return EventPage(items=items, next_after_seq=next_after)
+
+    def all_events(self, conversation_id: str) -> list[Event]:
+        events: list[Event] = []
+        after = 0
+        while True:
+            page = self.list_events(conversation_id, after, 1000)
+            events += page.items
+            if page.next_after_seq is None:
+                return events
+            after = page.next_after_seq
+
+    # ------------------------------------------------------------------ workers
+    def renew_worker_lease(self, worker: WorkerIdentity, lease_seconds: float) -> float:
+        """Extend the worker's lease by ``lease_seconds`` from now (server time)."""
+        expiry = self._script("renew_lease", [self.keys.worker_leases()], [worker.id, lease_seconds])
+        return float(expiry)
+
+    def register_worker(self, worker: WorkerIdentity, lease_seconds: float) -> None:
+        self._call(
+            lambda: self.redis.hset(
+                self.keys.worker_info(worker.id),
+                mapping={"host": worker.host, "pid": worker.pid, "started_at": utc_now()},
+            )
+        )
+        self.renew_worker_lease(worker, lease_seconds)
+
+    def release_worker_lease(self, worker: WorkerIdentity) -> None:
+        """A clean shutdown: the worker is gone now, not in ``lease_seconds``."""
+        self._call(lambda: self.redis.zadd(self.keys.worker_leases(), {worker.id: 0}))
+
+    def is_worker_alive(self, worker_id: str, now: float | None = None) -> bool:
+        expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
+        return expiry is not None and float(expiry) > (now if now is not None else self.server_time())
+
+    def expired_worker_ids(self, now: float | None = None) -> list[str]:
+        now = self.server_time() if now is None else now
+        ids = self._call(lambda: self.redis.zrangebyscore(self.keys.worker_leases(), "-inf", now))
+        return list(ids)
+
+    def live_worker_ids(self, now: float | None = None) -> list[str]:
+        now = self.server_time() if now is None else now
+        ids = self._call(lambda: self.redis.zrangebyscore(self.keys.worker_leases(), f"({now}", "+inf"))
+        return list(ids)
+
+    def worker_claim_refs(self, worker_id: str) -> list[tuple[str, str]]:
+        refs = self._call(lambda: self.redis.smembers(self.keys.worker_claims(worker_id)))
+        return [tuple(ref.split("/", 1)) for ref in refs]  # type: ignore[misc]
+
+    def forget_worker_claim(self, worker_id: str, conversation_id: str, action_id: str) -> None:
+        self._call(
+            lambda: self.redis.srem(
+                self.keys.worker_claims(worker_id), f"{conversation_id}/{action_id}"
+            )
+        )
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop a dead worker whose claims are all settled."""
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(k.worker_leases(), worker_id)
+        pipe.delete(k.worker_info(worker_id), k.worker_claims(worker_id))
+        self._call(pipe.execute)
+
+
+def _conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:
+    return Conversation(
+        id=raw["id"],
+        status=ConversationStatus(raw["status"]),
+        created_at=raw["created_at"],
+        updated_at=raw["updated_at"],
+        last_seq=int(raw.get("last_seq", 0)),
+        active_action_id=raw.get("active") or None,
+        queued_actions=queued,
+    )
+
+
+def _action_from_hash(raw: dict[str, str]) -> ActionRecord:
+    def opt_float(name: str) -> float | None:
+        value = raw.get(name)
+        return float(value) if value else None
+
+    pid = raw.get("pid")
+    return ActionRecord(
+        id=raw["id"],
+        conversation_id=raw["conversation_id"],
+        state=ActionState(raw["state"]),
+        tool=raw["tool"],
+        arguments=json.loads(raw["arguments"]),
+        tool_call_id=raw["tool_call_id"],
+        fingerprint=raw["fingerprint"],
+        created_at=raw["created_at"],
+        attempt=int(raw.get("attempt", 0)),
+        fence=int(raw.get("fence", 0)),
+        owner=raw.get("owner") or None,
+        host=raw.get("host") or None,
+        pid=int(pid) if pid else None,
+        claimed_at=opt_float("claimed_at"),
+        finished_at=opt_float("finished_at"),
+        terminal_kind=raw.get("terminal_kind") or None,
+        retry_of=raw.get("retry_of") or None,
+    )

@@ -1,0 +1,13 @@
+"""Tools that actions run. Importing this package registers the built-ins."""
+
+from app.tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
+from app.tools.registry import (
+    Tool,
+    ToolContext,
+    get_tool,
+    load_tool_modules,
+    registered_tools,
+    tool,
+)
+
+__all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]

@@ -1,0 +1,91 @@
+"""The tool registry. A tool is a name, a pydantic argument model (its JSON
+schema is the LLM tool spec) and a function that returns an observation dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from app.errors import ConfigurationError, UnknownToolError
+
+__all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the action it runs for."""
+
+    conversation_id: str
+    action_id: str
+    workdir: Path
+    max_output_bytes: int
+    memory_limit_mb: int | None
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args_model: type[BaseModel]
+    run: Callable[[Any, ToolContext], dict[str, Any]]
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as an LLM function spec (OpenAI style)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.args_model.model_json_schema(),
+            },
+        }
+
+
+_REGISTRY: dict[str, Tool] = {}
+
+
+def tool(
+    name: str, args_model: type[ArgsT], description: str | None = None
+) -> Callable[[Callable[[ArgsT, ToolContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register a function as the tool ``name``.
+
+    The function gets the validated arguments and a ``ToolContext`` and returns
+    a JSON-compatible observation dict.
+    """
+
+    def register(
+        fn: Callable[[ArgsT, ToolContext], dict[str, Any]],
+    ) -> Callable[..., dict[str, Any]]:
+        _REGISTRY[name] = Tool(name, description or (fn.__doc__ or "").strip(), args_model, fn)
+        return fn
+
+    return register
+
+
+def get_tool(name: str) -> Tool:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownToolError(f"unknown tool {name!r}; registered tools: {known}") from None
+
+
+def registered_tools() -> list[Tool]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def load_tool_modules(modules: Iterable[str]) -> None:
+    """Import modules that register extra tools (``ACTIONQ_TOOL_MODULES``)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigurationError(f"cannot import tool module {module!r}: {e}") from e

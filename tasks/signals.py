@@ -1,0 +1,148 @@
+"""Celery signal handlers, one concern each, connected by ``connect_signal_handlers``.
+
+Crash handlers run in the worker's **main** process: when a pool child dies,
+Celery raises ``WorkerLostError`` there and fires ``task_failure`` there;
+``Task.on_failure`` does not run. Each handler catches and logs its own errors,
+so one failing handler never stops the others.
+"""
+
+from __future__ import annotations
+
+import functools
+from functools import partial
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import signals
+from celery.exceptions import TimeLimitExceeded
+
+from app.celery_app import RUN_ACTION_TASK
+from app.dispatch import send_action
+from app.lifecycle import cancel_action, crash_action
+from app.models import ErrorCause
+from app.recovery import recover_orphaned_actions
+from app.runtime import get_store
+from app.settings import get_settings
+from app.tools import load_tool_modules
+from tasks.identity import current_worker, init_worker_identity
+
+__all__ = ["connect_signal_handlers", "parse_worker_lost"]
+
+log = logging.getLogger(__name__)
+
+_SIGNAL_RE = re.compile(r"signal (\d+)")
+_EXITCODE_RE = re.compile(r"exitcode (-?\d+)")
+
+
+def _logged(fn: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.exception("actionq signal handler %s failed", fn.__name__)
+
+    return wrapper
+
+
+def parse_worker_lost(message: str) -> tuple[int | None, int | None]:
+    """(signal, exit code) from billiard's 'Worker exited prematurely: signal 9 (SIGKILL)'."""
+    sig = _SIGNAL_RE.search(message)
+    code = _EXITCODE_RE.search(message)
+    return (int(sig.group(1)) if sig else None, int(code.group(1)) if code else None)
+
+
+def _action_ids(args: Any, kwargs: Any) -> tuple[str, str] | None:
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    try:
+        conversation_id = kwargs.get("conversation_id") or args[0]
+        action_id = kwargs.get("action_id") or args[1]
+    except IndexError:
+        return None
+    return str(conversation_id), str(action_id)
+
+
+def on_worker_init(sender: Any = None, **_: Any) -> None:
+    """Main process, before the pool forks: identity, lease, tools, recovery.
+
+    A worker that cannot set these up must not take work: it exits.
+    """
+    try:
+        _init_worker(sender)
+    except Exception as e:
+        log.critical("actionq worker cannot start: %s", e, exc_info=True)
+        raise SystemExit(1) from e
+
+
+def _init_worker(sender: Any) -> None:
+    settings = get_settings()
+    load_tool_modules(settings.tool_modules)
+    worker = init_worker_identity(getattr(sender, "hostname", None))
+    store = get_store()
+    store.register_worker(worker, settings.worker_lease_seconds)
+    log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
+    if settings.recover_on_start:
+        dispatch = partial(send_action, sender.app, settings.queue)
+        recovered = recover_orphaned_actions(store, dispatch)
+        if recovered:
+            log.warning("start-up recovery errored %d orphaned action(s)", len(recovered))
+
+
+@_logged
+def on_task_failure(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
+) -> None:
+    """A pool child died or hit the hard time limit: error the action, never requeue."""
+    if getattr(sender, "name", None) != RUN_ACTION_TASK:
+        return
+    if isinstance(exception, TimeLimitExceeded):
+        cause, how, sig, code = ErrorCause.TIME_LIMIT, f"hard time limit {exception}s", None, None
+    elif isinstance(exception, WorkerLostError):
+        sig, code = parse_worker_lost(str(exception))
+        cause, how = ErrorCause.WORKER_LOST, str(exception)
+    else:
+        return  # run_action handles tool errors itself; anything else is a bug, logged by Celery
+    ids = _action_ids(args, kwargs)
+    if ids is None:
+        log.error("task %s failed with %r but carries no action ids", task_id, exception)
+        return
+    crash_action(get_store(), ids[0], ids[1], cause, how=how, signal=sig, exitcode=code)
+
+
+@_logged
+def on_task_revoked(
+    sender: Any = None, request: Any = None, terminated: bool = False, **_: Any
+) -> None:
+    """The user stopped the action (``revoke``, with or without terminate)."""
+    if getattr(sender, "name", None) != RUN_ACTION_TASK or request is None:
+        return
+    ids = _action_ids(getattr(request, "args", None), getattr(request, "kwargs", None))
+    if ids is not None:
+        reason = "stopped by the user" + (" (process terminated)" if terminated else "")
+        cancel_action(get_store(), ids[0], ids[1], reason)
+
+
+@_logged
+def on_worker_shutdown(**_: Any) -> None:
+    """Clean exit (after a warm shutdown drained the pool): give up the lease
+    now, so a cold-cut action is swept at once rather than after the lease."""
+    get_store().release_worker_lease(current_worker())
+
+
+def connect_signal_handlers() -> None:
+    """Connect every handler once (``weak=False``: they are module functions)."""
+    signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="actionq.worker_init")
+    signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="actionq.task_failure")
+    signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="actionq.task_revoked")
+    signals.worker_shutdown.connect(
+        on_worker_shutdown, weak=False, dispatch_uid="actionq.worker_shutdown"
+    )

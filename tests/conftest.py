@@ -1,0 +1,104 @@
+"""Fixtures: a Redis-compatible server the session starts itself, a fresh
+database per test (flushed only because this session created the server), and
+real Celery worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.service import ActionQ
+from app.settings import Settings
+from tests.helpers import ROOT, ValkeyServer, WorkerProcess
+
+_db_numbers = itertools.count(1)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(valkey_server: ValkeyServer) -> Iterator[str]:
+    db = next(_db_numbers)
+    url = valkey_server.url(db)
+    yield url
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # our own server, our own database number
+    client.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings_env(redis_url: str, workdir: Path) -> dict[str, str]:
+    """ACTIONQ_* settings shared by the test process and its workers."""
+    return {
+        "ACTIONQ_REDIS_URL": redis_url,
+        "ACTIONQ_TOOL_MODULES": "tests.tools_for_tests",
+        "ACTIONQ_WORKDIR": str(workdir),
+        "ACTIONQ_VISIBILITY_TIMEOUT": "5",
+        "ACTIONQ_UNACKED_RESTORE_INTERVAL": "1",
+        "ACTIONQ_WORKER_LEASE_SECONDS": "3",
+        "ACTIONQ_HEARTBEAT_INTERVAL": "0.5",
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("ACTIONQ_").lower(): v for k, v in settings_env.items()})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def aq(settings: Settings) -> ActionQ:
+    return ActionQ(settings)
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(
+    settings_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[WorkerFactory]:
+    """Start a real prefork worker: ``start_worker("w1", concurrency=1, **env)``."""
+    started: list[WorkerProcess] = []
+    names = itertools.count(1)
+
+    def start(
+        name: str | None = None, concurrency: int = 1, wait: bool = True, **env: str
+    ) -> WorkerProcess:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+        full_env = base | settings_env | env | {"PYTHONPATH": str(ROOT)}
+        worker = WorkerProcess(name or f"w{next(names)}", full_env, tmp_path, concurrency)
+        started.append(worker.start())
+        return worker.wait_ready() if wait else worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=5)
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        for worker in started:
+            print(f"\n===== log of worker {worker.name} =====\n{worker.log()[-6000:]}")

@@ -1,0 +1,49 @@
+"""Small readers over a conversation's events, for assertions."""
+
+from __future__ import annotations
+
+from app.models import TERMINAL_EVENT_KINDS, AgentErrorEvent, Event
+from app.service import ActionQ
+
+
+def events_of(aq: ActionQ, conversation_id: str) -> list[Event]:
+    return aq.store.all_events(conversation_id)
+
+
+def terminal_events(aq: ActionQ, conversation_id: str, action_id: str) -> list[Event]:
+    return [
+        e
+        for e in events_of(aq, conversation_id)
+        if e.kind in TERMINAL_EVENT_KINDS and getattr(e, "action_id", None) == action_id
+    ]
+
+
+def only_error(aq: ActionQ, conversation_id: str, action_id: str) -> AgentErrorEvent:
+    terminal = terminal_events(aq, conversation_id, action_id)
+    assert len(terminal) == 1, f"expected one terminal event, got {terminal}"
+    assert isinstance(terminal[0], AgentErrorEvent), terminal[0]
+    return terminal[0]
+
+
+def assert_log_consistent(aq: ActionQ, conversation_id: str) -> None:
+    """seq contiguous from 1; ids unique; no action has two terminal events."""
+    events = events_of(aq, conversation_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len({e.id for e in events}) == len(events)
+    ended = [getattr(e, "action_id", None) for e in events if e.kind in TERMINAL_EVENT_KINDS]
+    assert len(ended) == len(set(ended)), f"an action ended twice: {ended}"
+
+
+def status_changes(aq: ActionQ, conversation_id: str) -> list[str]:
+    return [
+        str(e.value)
+        for e in events_of(aq, conversation_id)
+        if e.kind == "ConversationStateUpdateEvent"
+    ]
+
+
+def count_lines(path: object) -> int:
+    from pathlib import Path
+
+    p = Path(str(path))
+    return len(p.read_text().splitlines()) if p.exists() else 0

@@ -1,0 +1,143 @@
+"""Crash paths with real prefork workers, really SIGKILLed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.models import ConversationStatus, ErrorCause
+from app.service import ActionQ
+from tests.conftest import WorkerFactory
+from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
+from tests.helpers import wait_for
+
+
+def wait_status(aq: ActionQ, conversation_id: str, status: ConversationStatus, timeout: float = 30):
+    return wait_for(
+        lambda: aq.get_conversation(conversation_id).status == status,
+        timeout,
+        what=f"conversation {conversation_id} to be {status.value}",
+    )
+
+
+def assert_stays(predicate, seconds: float, what: str) -> None:
+    """Watch ``predicate`` for ``seconds`` (to prove that something does NOT happen)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), what
+        time.sleep(0.2)
+
+
+def unacked_messages(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.hlen("unacked")) + int(client.llen("actionq"))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("how", ["shell_kills_its_parent", "python_tool_kills_itself"])
+def test_killed_child_becomes_agent_error_and_never_reruns(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path, redis_url: str, how: str
+) -> None:
+    worker = start_worker()
+    conversation = aq.create_conversation()
+    marker = workdir / "side-effect.log"
+    if how == "shell_kills_its_parent":
+        tool, arguments = "terminal", {"command": f"echo ran >> {marker}; kill -9 $PPID; sleep 3"}
+    else:
+        tool, arguments = "kill_own_process", {"marker_file": str(marker)}
+
+    action = aq.submit_action(conversation.id, tool, arguments)
+    wait_status(aq, conversation.id, ConversationStatus.ERROR)
+
+    error = only_error(aq, conversation.id, action.id)
+    assert error.detail.cause == ErrorCause.WORKER_LOST
+    assert error.detail.signal == signal.SIGKILL
+    assert error.classification.kind == "crash"
+    assert error.tool_call_id == action.tool_call_id
+    assert count_lines(marker) == 1
+    # Past the 5 s visibility timeout (and kombu's 1 s restore scan), the
+    # message must not come back: it was acked, not requeued.
+    assert_stays(
+        lambda: count_lines(marker) == 1 and aq.get_action(action.id).attempt == 1,
+        7,
+        "the crashed action ran again",
+    )
+    assert unacked_messages(redis_url) == 0
+    assert len(terminal_events(aq, conversation.id, action.id)) == 1
+    assert aq.get_conversation(conversation.id).status == ConversationStatus.ERROR
+    assert_log_consistent(aq, conversation.id)
+    assert worker.is_alive()  # the parent survived and replaced its child
+
+
+def test_whole_worker_killed_redelivery_runs_nothing(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    first = start_worker("first")
+    conversation = aq.create_conversation()
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(
+        conversation.id, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60}
+    )
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+    first.kill_everything()
+
+    # The second worker neither sweeps nor recovers at start, so only the
+    # redelivery guard can catch this: the message comes back after the
+    # visibility timeout and finds the action claimed by a dead owner.
+    start_worker("second", ACTIONQ_RECOVER_ON_START="false", ACTIONQ_SWEEP_INTERVAL="3600")
+    wait_status(aq, conversation.id, ConversationStatus.ERROR, timeout=40)
+
+    error = only_error(aq, conversation.id, action.id)
+    assert error.detail.cause == ErrorCause.REDELIVERED
+    assert count_lines(marker) == 1
+    assert aq.get_action(action.id).attempt == 2
+    assert_log_consistent(aq, conversation.id)
+
+
+def test_hard_time_limit_errors_once_without_requeue(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path, redis_url: str
+) -> None:
+    start_worker(ACTIONQ_ACTION_TIME_LIMIT="2")
+    conversation = aq.create_conversation()
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(
+        conversation.id, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60}
+    )
+    wait_status(aq, conversation.id, ConversationStatus.ERROR)
+
+    error = only_error(aq, conversation.id, action.id)
+    assert error.detail.cause == ErrorCause.TIME_LIMIT
+    assert_stays(
+        lambda: count_lines(marker) == 1 and len(terminal_events(aq, conversation.id, action.id)) == 1,
+        7,
+        "the timed-out action ran again or ended twice",
+    )
+    assert unacked_messages(redis_url) == 0
+    assert_log_consistent(aq, conversation.id)
+
+
+def test_action_outliving_visibility_timeout_completes_once(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    start_worker("one")
+    start_worker("two")
+    conversation = aq.create_conversation()
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(
+        conversation.id, "sleep_after_mark", {"marker_file": str(marker), "seconds": 9}
+    )
+    wait_for(lambda: aq.get_action(action.id).state == "done", 40, what="the action to finish")
+
+    terminal = terminal_events(aq, conversation.id, action.id)
+    assert [e.kind for e in terminal] == ["ObservationEvent"]
+    assert count_lines(marker) == 1
+    # It really was delivered again while it ran (9 s > 5 s visibility timeout).
+    assert aq.get_action(action.id).attempt >= 2
+    assert aq.get_conversation(conversation.id).status == ConversationStatus.IDLE
+    assert_log_consistent(aq, conversation.id)

@@ -1,0 +1,58 @@
+"""Extra tools for the tests, loaded by workers via ACTIONQ_TOOL_MODULES.
+
+Each side effect is a line appended to a file, so a test can count how many
+times an action really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.tools import ToolContext, tool
+
+
+class MarkArgs(BaseModel):
+    marker_file: str
+    line: str = "ran"
+
+
+class SleepArgs(MarkArgs):
+    seconds: float
+
+
+class RaiseArgs(BaseModel):
+    message: str
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@tool("kill_own_process", MarkArgs)
+def kill_own_process(args: MarkArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Append a line, then SIGKILL the process running the tool (the pool child)."""
+    _append(args.marker_file, args.line)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+@tool("sleep_after_mark", SleepArgs)
+def sleep_after_mark(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Append a line, then sleep (a long action with a side effect at its start)."""
+    _append(args.marker_file, args.line)
+    time.sleep(args.seconds)
+    return {"slept": args.seconds, "line": args.line}
+
+
+@tool("raise_error", RaiseArgs)
+def raise_error(args: RaiseArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Raise an ordinary exception."""
+    raise RuntimeError(args.message)
