@@ -1,16 +1,16 @@
 """The actionq error tree. Every error actionq raises derives from ``ActionqError``.
 
-    ActionqError
-    ├── ConfigurationError        bad or unknown ACTIONQ_* setting
-    ├── StoreUnavailableError     the Redis state store cannot be reached
-    ├── NotFoundError
-    │   ├── ConversationNotFound
-    │   └── ActionNotFound
-    ├── ConflictError             the state does not allow the operation
-    │   ├── DuplicateToolCallId
-    │   ├── InvalidTransition     e.g. resume of a conversation that is running
-    │   └── QuarantinedAction     retry refused: the fingerprint crashed too often
-    └── UnknownToolError          no tool with that name is registered
+ActionqError
+├── ConfigurationError        bad or unknown ACTIONQ_* setting
+├── StoreUnavailableError     the Redis state store cannot be reached
+├── NotFoundError
+│   ├── ConversationNotFound
+│   └── ActionNotFound
+├── ConflictError             the state does not allow the operation
+│   ├── DuplicateToolCallId
+│   ├── InvalidTransition     e.g. resume of a conversation that is running
+│   └── QuarantinedAction     retry refused: the fingerprint crashed too often
+└── UnknownToolError          no tool with that name is registered
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ _CRASH_MESSAGES = {
     "back; the action was not re-run",
     ErrorCause.LEASE_EXPIRED: "the worker running this action stopped heartbeating (it died "
     "or was cut off); the action was not re-run",
-    ErrorCause.WORKER_SHUTDOWN: "the worker was shut down while this action ran; "
-    "it was not re-run",
+    ErrorCause.WORKER_SHUTDOWN: "the worker was shut down while this action ran; it was not re-run",
 }
 
 
@@ -52,7 +51,7 @@ def agent_error_event(
             kind="crash" if cause.is_crash else cause.value,
             retryable=cause in (ErrorCause.NOT_RUN, ErrorCause.TOOL_EXCEPTION),
         ),
-        detail=ErrorDetail(cause=cause, **detail),  # type: ignore[arg-type]
+        detail=ErrorDetail.model_validate({"cause": cause, **detail}),
     )
 
 
@@ -130,8 +129,12 @@ def cancel_action(
                 rejection_reason=reason,
             )
         return agent_error_event(
-            action, ErrorCause.CANCELLED, f"cancelled while running: {reason}", host=action.host,
-            pid=action.pid, attempt=action.attempt,
+            action,
+            ErrorCause.CANCELLED,
+            f"cancelled while running: {reason}",
+            host=action.host,
+            pid=action.pid,
+            attempt=action.attempt,
         )
 
     stopped = store.stop_conversation(
@@ -143,6 +146,9 @@ def cancel_action(
         target_state=ActionState.CANCELLED,
     )
     if stopped:
-        log.warning("action %s of conversation %s cancelled; conversation -> paused",
-                    action_id, conversation_id)
+        log.warning(
+            "action %s of conversation %s cancelled; conversation -> paused",
+            action_id,
+            conversation_id,
+        )
     return stopped

@@ -1,23 +1,22 @@
 """The Python API: what an agent server (or the HTTP API) calls.
 
-    aq = ActionQ()
-    conversation = aq.create_conversation()
-    action = aq.submit_action(conversation.id, "terminal", {"command": "ls"})
-    aq.wait_for_action(action.id)
-    page = aq.list_events(conversation.id)
+aq = ActionQ()
+conversation = aq.create_conversation()
+action = aq.submit_action(conversation.id, "terminal", {"command": "ls"})
+aq.wait_for_action(action.id)
+page = aq.list_events(conversation.id)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from functools import cached_property, partial
+from typing import Any
 
 from celery import Celery
 
 from app.dispatch import Dispatch, send_action
-from app.errors import InvalidTransition, QuarantinedAction
+from app.errors import ConversationNotFound, InvalidTransition, QuarantinedAction
 from app.models import ActionRecord, ActionState, Conversation, EventPage
 from app.settings import Settings, get_settings
 from app.store import ActionStore
@@ -51,10 +50,13 @@ class ActionQ:
         return self.store.get_conversation(conversation_id)
 
     def list_conversations(self, offset: int = 0, limit: int = 100) -> list[Conversation]:
-        return [
-            self.store.get_conversation(cid)
-            for cid in self.store.list_conversation_ids(offset, limit)
-        ]
+        conversations = []
+        for cid in self.store.list_conversation_ids(offset, limit):
+            try:
+                conversations.append(self.store.get_conversation(cid))
+            except ConversationNotFound:  # indexed a moment before it is written
+                continue
+        return conversations
 
     def submit_action(
         self,
@@ -139,6 +141,7 @@ class ActionQ:
             if action.state not in (ActionState.PENDING, ActionState.CLAIMED):
                 return action
             if time.monotonic() > deadline:
-                raise TimeoutError(f"action {action_id} still {action.state.value} after {timeout}s")
+                raise TimeoutError(
+                    f"action {action_id} still {action.state.value} after {timeout}s"
+                )
             time.sleep(poll)
-

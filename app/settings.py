@@ -32,7 +32,7 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        description="State store; also the default broker. Unset for `actionq up` = embedded.",
+        description="Redis URL of the state store; also the broker unless a broker URL is set.",
     )
     broker_url: str | None = Field(None, description="Optional separate broker, e.g. amqp://.")
     key_prefix: str = Field("actionq", description="Prefix of every Redis key actionq writes.")
@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(
         64 * 1024, gt=0, description="Tool output beyond this is cut, with a visible marker."
     )
-    action_memory_limit_mb: int | None = Field(
-        2048, description="Address-space cap for a tool's subprocess (None: no cap)."
+    action_memory_limit_mb: int = Field(
+        2048, ge=0, description="Address-space cap (MiB) for a tool's subprocess; 0 = no cap."
     )
     quarantine_threshold: int = Field(
         2, ge=1, description="Crashes of one fingerprint after which a retry needs force."
@@ -79,7 +79,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra modules to import in workers; they register tools with @tool.",
     )
-    workdir: str = Field(".", description="Working directory for the built-in file and shell tools.")
+    workdir: str = Field(
+        ".", description="Working directory for the built-in file and shell tools."
+    )
 
     @field_validator("api_keys", "tool_modules", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -50,9 +50,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _SCRIPT_NAMES = (
+    "create_conversation",
     "submit_action",
     "claim_action",
     "finish_action",
@@ -137,7 +137,9 @@ class ActionStore:
         client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
         return cls(client, Keys(prefix))
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run a Redis call; redis-py's replies are loosely typed, so callers
+        convert what they read explicitly."""
         try:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as e:
@@ -152,25 +154,18 @@ class ActionStore:
 
     def server_time(self) -> float:
         seconds, micros = self._call(self.redis.time)
-        return float(seconds) + micros / 1_000_000
+        return float(seconds) + float(micros) / 1_000_000
 
     # ------------------------------------------------------------------ conversations
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
         cid = conversation_id or new_id()
         now = utc_now()
-        fields = {
-            "id": cid,
-            "status": ConversationStatus.IDLE.value,
-            "created_at": now,
-            "updated_at": now,
-            "last_seq": 0,
-            "active": "",
-        }
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(self.keys.conversation(cid), "id", cid)
-        pipe.hset(self.keys.conversation(cid), mapping=fields)
-        pipe.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
-        self._call(pipe.execute)
+        # Index first: a conversation may be listed a moment before it exists,
+        # never exist without being found by start-up recovery.
+        self._call(
+            lambda: self.redis.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
+        )
+        self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
         return self.get_conversation(cid)
 
     def get_conversation(self, conversation_id: str) -> Conversation:
@@ -184,7 +179,7 @@ class ActionStore:
         ids = self._call(
             lambda: self.redis.zrange(self.keys.conversation_index(), offset, offset + limit - 1)
         )
-        return list(ids)
+        return [str(i) for i in ids]
 
     def iter_conversation_ids(self, batch: int = 500) -> Iterator[str]:
         offset = 0
@@ -219,10 +214,11 @@ class ActionStore:
         )
         k = self.keys
         cid = conversation_id
-        self._call(lambda: self.redis.hset(k.action_index(), action_id, cid))
-        result = self._script(
-            "submit_action",
-            [
+        # One round trip: the global action index entry, then the transition.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(k.action_index(), action_id, cid)
+        self._scripts["submit_action"](
+            keys=[
                 k.conversation(cid),
                 k.events(cid),
                 k.queue(cid),
@@ -231,7 +227,7 @@ class ActionStore:
                 k.tool_calls(cid),
                 k.action(cid, action_id),
             ],
-            [
+            args=[
                 action_id,
                 idempotency_key or "",
                 event.tool_call_id,
@@ -243,7 +239,9 @@ class ActionStore:
                 fingerprint(tool, arguments),
                 retry_of or "",
             ],
+            client=pipe,
         )
+        _, result = self._call(pipe.execute)
         outcome = result[0]
         if outcome == "created":
             return SubmitResult(action_id, True, result[2] or None)
@@ -271,7 +269,9 @@ class ActionStore:
         return _action_from_hash(raw)
 
     def list_action_ids(self, conversation_id: str) -> list[str]:
-        return list(self._call(lambda: self.redis.lrange(self.keys.actions(conversation_id), 0, -1)))
+        return list(
+            self._call(lambda: self.redis.lrange(self.keys.actions(conversation_id), 0, -1))
+        )
 
     def crash_count(self, conversation_id: str, action_fingerprint: str) -> int:
         raw = self._call(
@@ -462,9 +462,7 @@ class ActionStore:
         return str(result[2]) or None
 
     # ------------------------------------------------------------------ events
-    def list_events(
-        self, conversation_id: str, after_seq: int = 0, limit: int = 100
-    ) -> EventPage:
+    def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
         """Events with seq > after_seq, at most ``limit``: O(limit), not O(history)."""
         from app.models import event_adapter
 
@@ -496,7 +494,9 @@ class ActionStore:
     # ------------------------------------------------------------------ workers
     def renew_worker_lease(self, worker: WorkerIdentity, lease_seconds: float) -> float:
         """Extend the worker's lease by ``lease_seconds`` from now (server time)."""
-        expiry = self._script("renew_lease", [self.keys.worker_leases()], [worker.id, lease_seconds])
+        expiry = self._script(
+            "renew_lease", [self.keys.worker_leases()], [worker.id, lease_seconds]
+        )
         return float(expiry)
 
     def register_worker(self, worker: WorkerIdentity, lease_seconds: float) -> None:
@@ -514,21 +514,26 @@ class ActionStore:
 
     def is_worker_alive(self, worker_id: str, now: float | None = None) -> bool:
         expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
-        return expiry is not None and float(expiry) > (now if now is not None else self.server_time())
+        return expiry is not None and float(expiry) > (
+            now if now is not None else self.server_time()
+        )
 
     def expired_worker_ids(self, now: float | None = None) -> list[str]:
         now = self.server_time() if now is None else now
         ids = self._call(lambda: self.redis.zrangebyscore(self.keys.worker_leases(), "-inf", now))
-        return list(ids)
+        return [str(i) for i in ids]
 
     def live_worker_ids(self, now: float | None = None) -> list[str]:
         now = self.server_time() if now is None else now
-        ids = self._call(lambda: self.redis.zrangebyscore(self.keys.worker_leases(), f"({now}", "+inf"))
-        return list(ids)
+        ids = self._call(
+            lambda: self.redis.zrangebyscore(self.keys.worker_leases(), f"({now}", "+inf")
+        )
+        return [str(i) for i in ids]
 
     def worker_claim_refs(self, worker_id: str) -> list[tuple[str, str]]:
         refs = self._call(lambda: self.redis.smembers(self.keys.worker_claims(worker_id)))
-        return [tuple(ref.split("/", 1)) for ref in refs]  # type: ignore[misc]
+        pairs = [str(ref).split("/", 1) for ref in refs]
+        return [(pair[0], pair[1]) for pair in pairs]
 
     def forget_worker_claim(self, worker_id: str, conversation_id: str, action_id: str) -> None:
         self._call(

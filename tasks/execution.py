@@ -81,7 +81,9 @@ def _run_tool(claim: Claim, settings: Settings) -> tuple[Event, bool]:
     try:
         tool = get_tool(claim.tool)
     except UnknownToolError as e:
-        return agent_error_event(record, ErrorCause.UNKNOWN_TOOL, str(e), attempt=claim.attempt), False
+        return agent_error_event(
+            record, ErrorCause.UNKNOWN_TOOL, str(e), attempt=claim.attempt
+        ), False
     try:
         args = tool.args_model.model_validate(claim.arguments)
     except ValidationError as e:

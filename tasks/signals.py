@@ -9,10 +9,10 @@ so one failing handler never stops the others.
 from __future__ import annotations
 
 import functools
-from functools import partial
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from billiard.exceptions import WorkerLostError

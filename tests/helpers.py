@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +14,8 @@ from typing import TypeVar
 
 import psutil
 import redis
+
+from app.processes import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -62,12 +64,18 @@ class ValkeyServer:
             self.process = subprocess.Popen(
                 [
                     valkey_binary(),
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--databases", "1024",
-                    "--dir", str(self.workdir),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--databases",
+                    "1024",
+                    "--dir",
+                    str(self.workdir),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -94,9 +102,7 @@ class ValkeyServer:
 class WorkerProcess:
     """A real ``celery -A app worker`` with the prefork pool."""
 
-    def __init__(
-        self, name: str, env: dict[str, str], logdir: Path, concurrency: int = 1
-    ) -> None:
+    def __init__(self, name: str, env: dict[str, str], logdir: Path, concurrency: int = 1) -> None:
         self.name = name
         self.env = env
         self.log_path = logdir / f"worker-{name}.log"
@@ -106,14 +112,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "celery", "-A", "app", "worker",
-                    "--pool", "prefork",
-                    "--concurrency", str(self.concurrency),
-                    "--hostname", f"{self.name}@%h",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "--loglevel", "INFO",
-                ],
+                [*worker_command(self.concurrency, f"{self.name}@%h"), "--without-heartbeat"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -154,10 +153,8 @@ class WorkerProcess:
         family = self.children()
         os.kill(self.pid, signal.SIGKILL)
         for child in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         assert self.process is not None
         self.process.wait(10)
 

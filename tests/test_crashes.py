@@ -114,7 +114,9 @@ def test_hard_time_limit_errors_once_without_requeue(
     error = only_error(aq, conversation.id, action.id)
     assert error.detail.cause == ErrorCause.TIME_LIMIT
     assert_stays(
-        lambda: count_lines(marker) == 1 and len(terminal_events(aq, conversation.id, action.id)) == 1,
+        lambda: (
+            count_lines(marker) == 1 and len(terminal_events(aq, conversation.id, action.id)) == 1
+        ),
         7,
         "the timed-out action ran again or ended twice",
     )

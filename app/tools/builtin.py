@@ -47,7 +47,7 @@ class FinishArgs(_Args):
     message: str = ""
 
 
-def _memory_cap(limit_mb: int | None) -> Callable[[], None] | None:
+def _memory_cap(limit_mb: int) -> Callable[[], None] | None:
     if not limit_mb:
         return None
     limit = limit_mb * 1024 * 1024

@@ -27,7 +27,7 @@ class ToolContext:
     action_id: str
     workdir: Path
     max_output_bytes: int
-    memory_limit_mb: int | None
+    memory_limit_mb: int  # 0 = no cap
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""The ``actionq`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from app.settings import get_settings
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="actionq")
+def main() -> None:
+    """actionq: every tool call of an AI agent is a durable Celery job.
+
+    Settings come from ACTIONQ_* environment variables (see docs/configuration.md).
+    """
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the demo's server data and logs here (default: a temp folder).",
+)
+def demo(data_dir: Path | None) -> None:
+    """Show a crashing action become an AgentErrorEvent, not a second run.
+
+    Starts an embedded server and a worker, runs a conversation in which one
+    action kills its worker process, resumes, and runs the next action.
+    """
+    from app.demo import run_demo
+
+    sys.exit(0 if run_demo(data_dir) else 1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "-c", "--concurrency", type=int, default=None, help="Pool processes (default: number of CPUs)."
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
+    """Run a worker (``celery -A app worker`` with actionq's pool settings).
+
+    Extra arguments are passed to ``celery worker``.
+    """
+    from app.processes import worker_command
+
+    command = worker_command(concurrency or os.cpu_count() or 1) + list(celery_args)
+    os.execv(sys.executable, command)
+
+
+@main.command()
+def recover() -> None:
+    """Error the actions of dead workers once, as a worker does at start-up."""
+    from functools import partial
+
+    from app.celery_app import celery_app
+    from app.dispatch import send_action
+    from app.recovery import recover_orphaned_actions
+    from app.runtime import get_store
+
+    settings = get_settings()
+    errored = recover_orphaned_actions(
+        get_store(), partial(send_action, celery_app, settings.queue)
+    )
+    click.echo(f"errored {len(errored)} orphaned action(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
+def tools(as_json: bool) -> None:
+    """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""
+    from app.tools import load_tool_modules, registered_tools
+
+    load_tool_modules(get_settings().tool_modules)
+    if as_json:
+        click.echo(json.dumps([t.spec() for t in registered_tools()], indent=2))
+        return
+    for t in registered_tools():
+        click.echo(f"{t.name:12} {t.description}")

@@ -1,0 +1,46 @@
+"""The project's promises about itself: docs list every setting, settings
+refuse typos, the public surface is what ``__all__`` says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import app
+from app.errors import ConfigurationError
+from app.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [n for n in Settings.model_fields if f"ACTIONQ_{n.upper()}" not in doc]
+    assert missing == []
+
+
+def test_mistyped_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTIONQ_VISIBILTY_TIMEOUT", "5")
+    with pytest.raises(ConfigurationError, match="ACTIONQ_VISIBILTY_TIMEOUT"):
+        load_settings()
+
+
+def test_invalid_setting_value_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTIONQ_HEARTBEAT_INTERVAL", "10")
+    monkeypatch.setenv("ACTIONQ_WORKER_LEASE_SECONDS", "3")
+    with pytest.raises(ConfigurationError, match="HEARTBEAT_INTERVAL must be shorter"):
+        load_settings()
+
+
+def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTIONQ_API_KEYS", "a, b,,c")
+    assert load_settings().api_keys == ["a", "b", "c"]
+
+
+def test_public_surface() -> None:
+    assert sorted(app.__all__) == ["ActionQ", "celery"]
+    assert app.celery.conf.task_acks_late is True
+    assert app.celery.conf.task_reject_on_worker_lost is False
+    assert app.celery.conf.accept_content == ["json"]
+    assert app.celery.conf.worker_prefetch_multiplier == 1

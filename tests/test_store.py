@@ -1,0 +1,278 @@
+"""The store's transitions against a real Redis-compatible server.
+
+Paths that need no crash (fencing, recovery of planted state, idempotency)
+are driven directly through the store, with ``now`` passed in where leases
+matter.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from app.errors import ConversationNotFound, DuplicateToolCallId, InvalidTransition
+from app.lifecycle import crash_action
+from app.models import (
+    ActionState,
+    AgentErrorEvent,
+    ConversationStatus,
+    ErrorCause,
+    ObservationEvent,
+)
+from app.recovery import recover_orphaned_actions, sweep_expired_leases
+from app.service import ActionQ
+from app.store import ActionStore, Claim, WorkerIdentity
+from tests.events import assert_log_consistent, only_error
+
+DEAD = WorkerIdentity(id="dead@host:1:aaaa", host="host", pid=1)
+ALIVE = WorkerIdentity(id="alive@host:2:bbbb", host="host", pid=2)
+
+
+@pytest.fixture
+def store(aq: ActionQ) -> ActionStore:
+    return aq.store
+
+
+def observation(claim: Claim, output: str = "ok") -> ObservationEvent:
+    return ObservationEvent(
+        action_id=claim.action_id,
+        tool_call_id=claim.tool_call_id,
+        tool_name=claim.tool,
+        observation={"output": output},
+    )
+
+
+def claimed(store: ActionStore, cid: str, aid: str, worker: WorkerIdentity) -> Claim:
+    claim = store.claim_action(cid, aid, worker)
+    assert isinstance(claim, Claim), claim
+    return claim
+
+
+def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    first = store.submit_action(cid, "terminal", {"command": "true"})
+    second = store.submit_action(cid, "terminal", {"command": "false"})
+    assert first.dispatch_action_id == first.action_id
+    assert second.dispatch_action_id is None  # queued behind the first
+
+    # The second may not run before its turn, even if a message for it arrives.
+    refused = store.claim_action(cid, second.action_id, ALIVE)
+    assert not isinstance(refused, Claim) and refused.reason == "not_dispatched"
+
+    claim = claimed(store, cid, first.action_id, ALIVE)
+    result = store.finish_action(claim, observation(claim), ALIVE)
+    assert result.appended and result.next_action_id == second.action_id
+    claim2 = claimed(store, cid, second.action_id, ALIVE)
+    assert store.finish_action(claim2, observation(claim2), ALIVE).next_action_id is None
+
+    assert store.get_conversation(cid).status == ConversationStatus.IDLE
+    assert status_changes_of(store, cid) == ["running", "idle"]
+    events = store.all_events(cid)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events] == [
+        "ActionEvent",
+        "ConversationStateUpdateEvent",
+        "ActionEvent",
+        "ObservationEvent",
+        "ObservationEvent",
+        "ConversationStateUpdateEvent",
+    ]
+
+
+def status_changes_of(store: ActionStore, cid: str) -> list[str]:
+    return [str(e.value) for e in store.all_events(cid) if e.kind == "ConversationStateUpdateEvent"]
+
+
+def test_late_completion_with_stale_fence_appends_nothing(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "sleep 100"}).action_id
+    zombie = claimed(store, cid, aid, DEAD)
+    assert crash_action(store, cid, aid, ErrorCause.LEASE_EXPIRED, expected_fence=zombie.fence)
+    before = store.all_events(cid)
+
+    late = store.finish_action(zombie, observation(zombie, "late result"), DEAD)
+
+    assert not late.appended
+    assert store.all_events(cid) == before
+    assert store.get_action(aid, cid).state == ActionState.ERRORED
+    assert store.get_conversation(cid).status == ConversationStatus.ERROR
+
+
+def test_crash_handling_is_idempotent(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "x"}).action_id
+    claimed(store, cid, aid, ALIVE)
+    assert crash_action(store, cid, aid, ErrorCause.TIME_LIMIT)
+    events = store.all_events(cid)
+    # Celery can fire task_failure twice for one time limit (and WorkerLostError after it).
+    assert not crash_action(store, cid, aid, ErrorCause.TIME_LIMIT)
+    assert not crash_action(store, cid, aid, ErrorCause.WORKER_LOST, signal=9)
+    assert store.all_events(cid) == events
+    assert store.crash_count(cid, store.get_action(aid, cid).fingerprint) == 1
+
+
+def test_signal_handler_twice_writes_one_error(
+    aq: ActionQ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real task_failure handler, called twice as Celery may do."""
+    from billiard.exceptions import WorkerLostError
+
+    from app.celery_app import RUN_ACTION_TASK
+    from tasks import signals
+
+    monkeypatch.setattr(signals, "get_store", lambda: aq.store)
+    cid = aq.store.create_conversation().id
+    aid = aq.store.submit_action(cid, "terminal", {"command": "x"}).action_id
+    claimed(aq.store, cid, aid, ALIVE)
+
+    class Sender:
+        name = RUN_ACTION_TASK
+
+    lost = WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 3.")
+    for _ in range(2):
+        signals.on_task_failure(sender=Sender(), task_id=aid, exception=lost, args=[cid, aid])
+
+    error = only_error(aq, cid, aid)
+    assert (error.detail.cause, error.detail.signal) == (ErrorCause.WORKER_LOST, 9)
+    assert aq.store.get_conversation(cid).status == ConversationStatus.ERROR
+
+
+def test_recovery_errors_every_unmatched_action_not_only_the_newest(aq: ActionQ) -> None:
+    """The seed's scenario: left RUNNING, two unmatched actions, no live worker."""
+    store = aq.store
+    cid = store.create_conversation().id
+    first = store.submit_action(cid, "terminal", {"command": "leak-memory"}).action_id
+    second = store.submit_action(cid, "terminal", {"command": "echo next"}).action_id
+    store.register_worker(DEAD, lease_seconds=1)
+    claimed(store, cid, first, DEAD)
+    assert store.get_conversation(cid).status == ConversationStatus.RUNNING
+    dispatched: list[tuple[str, str]] = []
+
+    later = store.server_time() + 5  # the dead worker's 1 s lease has expired by then
+    errored = recover_orphaned_actions(store, lambda c, a: dispatched.append((c, a)), now=later)
+
+    assert errored == [first]
+    assert only_error(aq, cid, first).detail.cause == ErrorCause.LEASE_EXPIRED
+    assert only_error(aq, cid, second).detail.cause == ErrorCause.NOT_RUN
+    assert store.get_conversation(cid).status == ConversationStatus.ERROR
+    assert store.get_conversation(cid).active_action_id is None
+    assert dispatched == []
+    assert_log_consistent(aq, cid)
+
+
+def test_recovery_leaves_live_workers_alone(aq: ActionQ) -> None:
+    store = aq.store
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "sleep 5"}).action_id
+    store.register_worker(ALIVE, lease_seconds=60)
+    claimed(store, cid, aid, ALIVE)
+
+    assert recover_orphaned_actions(store, lambda c, a: None) == []
+    assert store.get_action(aid, cid).state == ActionState.CLAIMED
+    assert store.get_conversation(cid).status == ConversationStatus.RUNNING
+
+
+def test_sweep_errors_claims_of_expired_leases_only(aq: ActionQ) -> None:
+    store = aq.store
+    dead_cid = store.create_conversation().id
+    live_cid = store.create_conversation().id
+    dead_aid = store.submit_action(dead_cid, "terminal", {"command": "a"}).action_id
+    live_aid = store.submit_action(live_cid, "terminal", {"command": "b"}).action_id
+    store.register_worker(DEAD, lease_seconds=1)
+    store.register_worker(ALIVE, lease_seconds=600)
+    claimed(store, dead_cid, dead_aid, DEAD)
+    claimed(store, live_cid, live_aid, ALIVE)
+
+    now = store.server_time()
+    assert sweep_expired_leases(store, now=now) == []  # nothing has expired yet
+    assert sweep_expired_leases(store, now=now + 10) == [dead_aid]
+    assert sweep_expired_leases(store, now=now + 10) == []  # idempotent
+
+    assert only_error(aq, dead_cid, dead_aid).detail.cause == ErrorCause.LEASE_EXPIRED
+    assert store.get_action(live_aid, live_cid).state == ActionState.CLAIMED
+    assert DEAD.id not in store.expired_worker_ids(now + 10)  # forgotten once settled
+
+
+def test_idempotency_key_returns_the_existing_action(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    first = store.submit_action(cid, "terminal", {"command": "date"}, idempotency_key="k1")
+    again = store.submit_action(cid, "terminal", {"command": "date"}, idempotency_key="k1")
+    assert (again.action_id, again.created, again.dispatch_action_id) == (
+        first.action_id,
+        False,
+        None,
+    )
+    assert len(store.list_action_ids(cid)) == 1
+    assert [e.kind for e in store.all_events(cid)].count("ActionEvent") == 1
+
+
+def test_tool_call_id_is_unique_per_conversation(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    store.submit_action(cid, "terminal", {"command": "a"}, tool_call_id="call_1")
+    with pytest.raises(DuplicateToolCallId):
+        store.submit_action(cid, "terminal", {"command": "b"}, tool_call_id="call_1")
+    assert len(store.list_action_ids(cid)) == 1
+
+
+def test_submit_to_unknown_conversation_is_refused(store: ActionStore) -> None:
+    with pytest.raises(ConversationNotFound):
+        store.submit_action("nope", "terminal", {"command": "a"})
+
+
+def test_error_holds_the_conversation_until_resume(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    crashed = store.submit_action(cid, "terminal", {"command": "a"}).action_id
+    claimed(store, cid, crashed, ALIVE)
+    crash_action(store, cid, crashed, ErrorCause.WORKER_LOST, signal=9)
+
+    held = store.submit_action(cid, "terminal", {"command": "b"})
+    assert held.dispatch_action_id is None  # nothing runs in a conversation in error
+    assert store.resume_conversation(cid) == held.action_id
+    assert store.get_conversation(cid).status == ConversationStatus.RUNNING
+    with pytest.raises(InvalidTransition):
+        store.resume_conversation(cid)
+    # The crashed action stays errored; resume re-ran nothing.
+    assert store.get_action(crashed, cid).state == ActionState.ERRORED
+
+
+def test_only_known_keys_remain_after_a_run(store: ActionStore, redis_url: str) -> None:
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "a"}).action_id
+    store.register_worker(ALIVE, lease_seconds=60)
+    claim = claimed(store, cid, aid, ALIVE)
+    store.finish_action(claim, observation(claim), ALIVE)
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = sorted(client.keys("*"))
+    client.close()
+    k = store.keys
+    assert keys == sorted(
+        [
+            k.conversation(cid),
+            k.events(cid),
+            k.actions(cid),
+            k.tool_calls(cid),
+            k.action(cid, aid),
+            k.conversation_index(),
+            k.action_index(),
+            k.worker_leases(),
+            k.worker_info(ALIVE.id),
+        ]
+    )  # no claim index left behind, no queue, no stray lock
+
+
+def test_agent_error_event_round_trips(store: ActionStore) -> None:
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "a", "list": []}).action_id
+    claimed(store, cid, aid, ALIVE)
+    crash_action(store, cid, aid, ErrorCause.WORKER_LOST, signal=9, exitcode=None)
+    events = store.all_events(cid)
+    error = next(e for e in events if isinstance(e, AgentErrorEvent))
+    assert error.detail.host == "host" and error.detail.pid == 2 and error.detail.attempt == 1
+    assert error.detail.runtime_s is not None
+    assert events[0].action == {"command": "a", "list": []}  # type: ignore[union-attr]
+    assert len(terminal_events_of(events, aid)) == 1
+
+
+def terminal_events_of(events: list, aid: str) -> list:
+    return [e for e in events if getattr(e, "action_id", None) == aid]
