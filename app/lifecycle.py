@@ -8,6 +8,9 @@ can fire ``task_failure`` twice on a time limit) writes nothing.
 from __future__ import annotations
 
 import logging
+import os
+import signal as signals
+import socket
 import time
 
 from app.models import (
@@ -64,6 +67,19 @@ def _not_run_event(action: ActionRecord) -> Event:
     )
 
 
+def kill_leftover_processes(store: ActionStore, conversation_id: str, action_id: str) -> None:
+    """Kill what is left of the action's command (a shell's children outlive the
+    process that ran the tool). Only on the host that ran it."""
+    action = store.get_action(action_id, conversation_id)
+    if action.pgid is None or action.host != socket.gethostname():
+        return
+    try:
+        os.killpg(action.pgid, signals.SIGKILL)
+        log.info("killed process group %d left by action %s", action.pgid, action_id)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def crash_action(
     store: ActionStore,
     conversation_id: str,
@@ -104,6 +120,7 @@ def crash_action(
         queued_event=_not_run_event,
     )
     if stopped:
+        kill_leftover_processes(store, conversation_id, action_id)
         log.error(
             "action %s of conversation %s crashed (%s%s); conversation -> error, not re-run",
             action_id,
@@ -146,6 +163,7 @@ def cancel_action(
         target_state=ActionState.CANCELLED,
     )
     if stopped:
+        kill_leftover_processes(store, conversation_id, action_id)
         log.warning(
             "action %s of conversation %s cancelled; conversation -> paused",
             action_id,

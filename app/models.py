@@ -145,6 +145,7 @@ class ActionEvent(_EventBase):
     action: dict[str, Any]
     thought: str = ""
     retry_of: str | None = None
+    pgid: int | None = None  # process group of a command it started
 
 
 class ObservationEvent(_EventBase):
@@ -242,3 +243,4 @@ class ActionRecord(_Model):
     finished_at: float | None = None
     terminal_kind: str | None = None
     retry_of: str | None = None
+    pgid: int | None = None  # process group of a command it started

@@ -17,6 +17,7 @@ from celery import Celery
 
 from app.dispatch import Dispatch, send_action
 from app.errors import ConversationNotFound, InvalidTransition, QuarantinedAction
+from app.lifecycle import cancel_action
 from app.models import ActionRecord, ActionState, Conversation, EventPage
 from app.settings import Settings, get_settings
 from app.store import ActionStore
@@ -106,6 +107,23 @@ class ActionQ:
         next_action = self.store.resume_conversation(conversation_id)
         if next_action:
             self.dispatch(conversation_id, next_action)
+        return self.store.get_conversation(conversation_id)
+
+    def pause(self, conversation_id: str) -> Conversation:
+        """Stop the conversation. A running action is terminated (AgentErrorEvent
+        cause ``cancelled``); one not started yet is rejected
+        (UserRejectObservation). Queued actions wait for ``resume``."""
+        active_id = self.store.pause_conversation(conversation_id)
+        if active_id:
+            action = self.store.get_action(active_id, conversation_id)
+            if action.state == ActionState.PENDING:
+                # Not started: end it here; its message, if it comes, runs nothing.
+                cancel_action(self.store, conversation_id, active_id, "stopped before it started")
+                self.celery_app.control.revoke(active_id)
+            elif action.state == ActionState.CLAIMED:
+                # The worker's main process kills the child and reports task_revoked,
+                # whose handler records the cancellation.
+                self.celery_app.control.revoke(active_id, terminate=True, signal="SIGKILL")
         return self.store.get_conversation(conversation_id)
 
     def retry_action(self, action_id: str, *, force: bool = False) -> ActionRecord:

@@ -59,6 +59,7 @@ _SCRIPT_NAMES = (
     "stop_conversation",
     "renew_lease",
     "resume_conversation",
+    "pause_conversation",
 )
 _STOP_RETRIES = 20
 
@@ -319,6 +320,11 @@ class ActionStore:
             return ClaimRefused("not_dispatched", attempt=int(result[1]))
         return ClaimRefused("missing")
 
+    def record_process_group(self, conversation_id: str, action_id: str, pgid: int) -> None:
+        """Remember the process group of a command the action started."""
+        key = self.keys.action(conversation_id, action_id)
+        self._call(lambda: self.redis.hset(key, "pgid", pgid))
+
     def finish_action(
         self,
         claim: Claim,
@@ -461,6 +467,22 @@ class ActionStore:
             )
         return str(result[2]) or None
 
+    def pause_conversation(self, conversation_id: str) -> str | None:
+        """-> paused (nothing new is dispatched). Returns the active action id.
+
+        Raises ``InvalidTransition`` for a conversation in error (resume it first).
+        """
+        k = self.keys
+        cid = conversation_id
+        result = self._script(
+            "pause_conversation", [k.conversation(cid), k.events(cid)], [utc_now(), new_id()]
+        )
+        if result[0] == "no_conversation":
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        if result[0] == "refused":
+            raise InvalidTransition(f"conversation {cid} is {result[1]}; it cannot be paused")
+        return str(result[1]) or None
+
     # ------------------------------------------------------------------ events
     def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
         """Events with seq > after_seq, at most ``limit``: O(limit), not O(history)."""
@@ -587,4 +609,5 @@ def _action_from_hash(raw: dict[str, str]) -> ActionRecord:
         finished_at=opt_float("finished_at"),
         terminal_kind=raw.get("terminal_kind") or None,
         retry_of=raw.get("retry_of") or None,
+        pgid=int(raw["pgid"]) if raw.get("pgid") else None,
     )

@@ -75,7 +75,7 @@ def _handle_refused(
     return f"skipped: {refused.reason}"
 
 
-def _run_tool(claim: Claim, settings: Settings) -> tuple[Event, bool]:
+def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Event, bool]:
     """Run the tool. Returns the terminal event and whether it is an observation."""
     record = _claim_record(claim)
     try:
@@ -97,6 +97,9 @@ def _run_tool(claim: Claim, settings: Settings) -> tuple[Event, bool]:
         workdir=Path(settings.workdir),
         max_output_bytes=settings.max_output_bytes,
         memory_limit_mb=settings.action_memory_limit_mb,
+        register_process_group=lambda pgid: store.record_process_group(
+            claim.conversation_id, claim.action_id, pgid
+        ),
     )
     try:
         observation = tool.run(args, context)
@@ -136,7 +139,7 @@ def execute_action(
         claim.attempt,
         claim.fence,
     )
-    event, observed = _run_tool(claim, settings)
+    event, observed = _run_tool(claim, settings, store)
     finished = store.finish_action(claim, event, worker)
     elapsed = time.monotonic() - started
     if not finished.appended:

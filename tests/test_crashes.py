@@ -143,3 +143,25 @@ def test_action_outliving_visibility_timeout_completes_once(
     assert aq.get_action(action.id).attempt >= 2
     assert aq.get_conversation(conversation.id).status == ConversationStatus.IDLE
     assert_log_consistent(aq, conversation.id)
+
+
+def test_worker_start_up_recovers_a_conversation_left_running(
+    aq: ActionQ, start_worker: WorkerFactory
+) -> None:
+    """State left by a crash of everything: a claim by a worker that no longer
+    exists. The next worker to start errors it, and the action queued behind it,
+    before it takes any work."""
+    from app.store import Claim, WorkerIdentity
+
+    gone = WorkerIdentity(id="gone@old-host:99:dead", host="old-host", pid=99)
+    cid = aq.create_conversation().id
+    crashed = aq.store.submit_action(cid, "terminal", {"command": "leak"}).action_id
+    queued = aq.store.submit_action(cid, "terminal", {"command": "echo next"}).action_id
+    assert isinstance(aq.store.claim_action(cid, crashed, gone), Claim)
+    assert aq.get_conversation(cid).status == ConversationStatus.RUNNING
+
+    start_worker()
+    wait_status(aq, cid, ConversationStatus.ERROR, timeout=20)
+    assert only_error(aq, cid, crashed).detail.cause == ErrorCause.LEASE_EXPIRED
+    assert only_error(aq, cid, queued).detail.cause == ErrorCause.NOT_RUN
+    assert_log_consistent(aq, cid)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,13 +49,21 @@ class FinishArgs(_Args):
     message: str = ""
 
 
-def _memory_cap(limit_mb: int) -> Callable[[], None] | None:
-    if not limit_mb:
-        return None
-    limit = limit_mb * 1024 * 1024
+_PR_SET_PDEATHSIG = 1
 
-    def apply() -> None:  # runs in the forked subprocess, before exec
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+def _prepare_subprocess(limit_mb: int) -> Callable[[], None]:
+    """Runs in the forked subprocess before exec: cap its memory, and have the
+    kernel kill it if the worker process running the action dies (so a
+    crashed or cancelled action leaves no orphaned command behind)."""
+    limit = limit_mb * 1024 * 1024
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+    def apply() -> None:
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return apply
 
@@ -70,8 +80,9 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so a timeout kills all of it
-        preexec_fn=_memory_cap(ctx.memory_limit_mb),
+        preexec_fn=_prepare_subprocess(ctx.memory_limit_mb),
     )
+    ctx.register_process_group(proc.pid)  # its own session: pgid == pid
     assert proc.stdout is not None
     try:
         output, timed_out = read_bounded(proc.stdout, ctx.max_output_bytes, started + args.timeout)

@@ -28,6 +28,9 @@ class ToolContext:
     workdir: Path
     max_output_bytes: int
     memory_limit_mb: int  # 0 = no cap
+    # Called with the process group id of a command the tool started, so the
+    # worker can kill what is left of it if the action crashes or is cancelled.
+    register_process_group: Callable[[int], None] = lambda pgid: None
 
 
 @dataclass(frozen=True)
