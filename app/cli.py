@@ -75,6 +75,49 @@ def recover() -> None:
 
 
 @main.command()
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Seconds between sweeps (default: ACTIONQ_SWEEP_INTERVAL).",
+)
+@click.option("--once", is_flag=True, help="Sweep once and exit.")
+def sweeper(interval: float | None, once: bool) -> None:
+    """Error the actions of workers whose lease expired, until stopped.
+
+    Every worker already sweeps; run this as well when workers may all be
+    gone (or scaled to zero), so a dead worker's action is still reported
+    within the lease. Starts with a full recovery scan.
+    """
+    import logging
+    import time
+    from functools import partial
+
+    from app.celery_app import celery_app
+    from app.dispatch import send_action
+    from app.errors import ActionqError
+    from app.recovery import recover_orphaned_actions, sweep_expired_leases
+    from app.runtime import get_store
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    store = get_store()
+    recovered = recover_orphaned_actions(store, partial(send_action, celery_app, settings.queue))
+    click.echo(f"start-up recovery errored {len(recovered)} action(s)")
+    period = interval or settings.sweep_interval
+    while True:
+        try:
+            errored = sweep_expired_leases(store)
+            if errored:
+                click.echo(f"errored {len(errored)} action(s) of dead workers: {errored}")
+        except ActionqError as e:  # Redis away for a moment: keep going
+            click.echo(f"sweep failed: {e}", err=True)
+        if once:
+            return
+        time.sleep(period)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
 def tools(as_json: bool) -> None:
     """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""

@@ -18,7 +18,7 @@ from celery import Celery
 from app.dispatch import Dispatch, send_action
 from app.errors import ConversationNotFound, InvalidTransition, QuarantinedAction
 from app.lifecycle import cancel_action
-from app.models import ActionRecord, ActionState, Conversation, EventPage
+from app.models import ActionRecord, ActionState, Conversation, ConversationStatus, EventPage
 from app.settings import Settings, get_settings
 from app.store import ActionStore
 
@@ -127,27 +127,36 @@ class ActionQ:
         return self.store.get_conversation(conversation_id)
 
     def retry_action(self, action_id: str, *, force: bool = False) -> ActionRecord:
-        """Submit a *new* action with the same tool and arguments as an ended one.
+        """Run an ended action's call again, as a **new** action (new id, same
+        tool and arguments, ``retry_of`` = the original). A conversation in
+        ``error`` or ``paused`` is resumed so that the retry runs.
 
-        Refused (``QuarantinedAction``) once the same call crashed
-        ``quarantine_threshold`` times in this conversation, unless ``force``.
+        Refused (``QuarantinedAction``) once the same call (tool + canonical
+        arguments) crashed ``quarantine_threshold`` times in this conversation,
+        unless ``force``.
         """
         original = self.store.get_action(action_id)
+        cid = original.conversation_id
         if original.state in (ActionState.PENDING, ActionState.CLAIMED):
             raise InvalidTransition(f"action {action_id} has not ended ({original.state.value})")
-        crashes = self.store.crash_count(original.conversation_id, original.fingerprint)
+        crashes = self.store.crash_count(cid, original.fingerprint)
         if crashes >= self.settings.quarantine_threshold and not force:
             raise QuarantinedAction(
                 f"{original.tool} with these arguments crashed {crashes} time(s) in this "
-                f"conversation (threshold {self.settings.quarantine_threshold}); "
-                "retry with force to run it anyway"
+                f"conversation (quarantine threshold {self.settings.quarantine_threshold}); "
+                "it is likely to crash again: retry with force to run it anyway"
             )
         result = self.store.submit_action(
-            original.conversation_id, original.tool, original.arguments, retry_of=original.id
+            cid, original.tool, original.arguments, retry_of=original.id
         )
         if result.dispatch_action_id:
-            self.dispatch(original.conversation_id, result.dispatch_action_id)
-        return self.store.get_action(result.action_id, original.conversation_id)
+            self.dispatch(cid, result.dispatch_action_id)
+        elif self.store.get_conversation(cid).status in (
+            ConversationStatus.ERROR,
+            ConversationStatus.PAUSED,
+        ):
+            self.resume(cid)
+        return self.store.get_action(result.action_id, cid)
 
     def wait_for_action(
         self, action_id: str, timeout: float = 60.0, poll: float = 0.05

@@ -8,8 +8,10 @@ so one failing handler never stops the others.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import os
 import re
 from collections.abc import Callable
 from functools import partial
@@ -18,11 +20,12 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
+from celery.worker import state as worker_state
 
 from app.celery_app import RUN_ACTION_TASK
 from app.dispatch import send_action
 from app.lifecycle import cancel_action, crash_action
-from app.models import ErrorCause
+from app.models import ActionState, ErrorCause
 from app.recovery import recover_orphaned_actions
 from app.runtime import get_store
 from app.settings import get_settings
@@ -85,6 +88,8 @@ def _init_worker(sender: Any) -> None:
     store = get_store()
     store.register_worker(worker, settings.worker_lease_seconds)
     log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
+    # A cold shutdown sends no worker_shutdown signal; settle at exit instead.
+    atexit.register(on_worker_shutdown)
     if settings.recover_on_start:
         dispatch = partial(send_action, sender.app, settings.queue)
         recovered = recover_orphaned_actions(store, dispatch)
@@ -108,7 +113,10 @@ def on_task_failure(
         cause, how, sig, code = ErrorCause.TIME_LIMIT, f"hard time limit {exception}s", None, None
     elif isinstance(exception, WorkerLostError):
         sig, code = parse_worker_lost(str(exception))
-        cause, how = ErrorCause.WORKER_LOST, str(exception)
+        # During a cold shutdown the worker itself killed the child.
+        shutting_down = worker_state.should_terminate is not None
+        cause = ErrorCause.WORKER_SHUTDOWN if shutting_down else ErrorCause.WORKER_LOST
+        how = str(exception)
     else:
         return  # run_action handles tool errors itself; anything else is a bug, logged by Celery
     ids = _action_ids(args, kwargs)
@@ -133,9 +141,26 @@ def on_task_revoked(
 
 @_logged
 def on_worker_shutdown(**_: Any) -> None:
-    """Clean exit (after a warm shutdown drained the pool): give up the lease
-    now, so a cold-cut action is swept at once rather than after the lease."""
-    get_store().release_worker_lease(current_worker())
+    """The worker's main process is exiting (warm shutdown: sent by Celery;
+    cold shutdown: Celery sends nothing, so this also runs at exit). Actions
+    it still holds were cut off: error them now (cause ``worker_shutdown``)
+    rather than after the lease; then give up the lease."""
+    worker = current_worker()
+    if worker.pid != os.getpid():
+        return  # a pool child inherited the atexit hook
+    store = get_store()
+    for conversation_id, action_id in store.worker_claim_refs(worker.id):
+        action = store.get_action(action_id, conversation_id)
+        if action.state == ActionState.CLAIMED and action.owner == worker.id:
+            crash_action(
+                store,
+                conversation_id,
+                action_id,
+                ErrorCause.WORKER_SHUTDOWN,
+                how="the worker shut down while it ran",
+                expected_fence=action.fence,
+            )
+    store.release_worker_lease(worker)
 
 
 def connect_signal_handlers() -> None:

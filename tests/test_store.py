@@ -177,6 +177,7 @@ def test_sweep_errors_claims_of_expired_leases_only(aq: ActionQ) -> None:
     dead_cid = store.create_conversation().id
     live_cid = store.create_conversation().id
     dead_aid = store.submit_action(dead_cid, "terminal", {"command": "a"}).action_id
+    behind = store.submit_action(dead_cid, "terminal", {"command": "queued"}).action_id
     live_aid = store.submit_action(live_cid, "terminal", {"command": "b"}).action_id
     store.register_worker(DEAD, lease_seconds=1)
     store.register_worker(ALIVE, lease_seconds=600)
@@ -189,6 +190,8 @@ def test_sweep_errors_claims_of_expired_leases_only(aq: ActionQ) -> None:
     assert sweep_expired_leases(store, now=now + 10) == []  # idempotent
 
     assert only_error(aq, dead_cid, dead_aid).detail.cause == ErrorCause.LEASE_EXPIRED
+    assert only_error(aq, dead_cid, behind).detail.cause == ErrorCause.NOT_RUN
+    assert store.get_conversation(dead_cid).status == ConversationStatus.ERROR
     assert store.get_action(live_aid, live_cid).state == ActionState.CLAIMED
     assert DEAD.id not in store.expired_worker_ids(now + 10)  # forgotten once settled
 

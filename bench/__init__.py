@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each starts its own server and workers and prints a table."""

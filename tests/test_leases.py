@@ -1,0 +1,219 @@
+"""Lost workers, shutdown, resume, retry and ordering, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.errors import InvalidTransition, QuarantinedAction
+from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
+from app.service import ActionQ
+from tests.conftest import WorkerFactory
+from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
+from tests.helpers import ROOT, wait_for
+
+
+@pytest.fixture
+def sweeper(settings_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A standalone ``actionq sweeper`` process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    env |= settings_env | {"PYTHONPATH": str(ROOT)}
+    with (tmp_path / "sweeper.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "sweeper"], cwd=ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    yield process
+    process.terminate()
+    process.wait(10)
+
+
+def wait_status(aq: ActionQ, cid: str, status: ConversationStatus, timeout: float = 30) -> None:
+    wait_for(lambda: aq.get_conversation(cid).status == status, timeout, what=f"status {status}")
+
+
+def test_sweeper_reports_a_killed_worker_within_the_lease(
+    aq: ActionQ,
+    start_worker: WorkerFactory,
+    sweeper: subprocess.Popen[bytes],
+    workdir: Path,
+) -> None:
+    worker = start_worker("doomed")
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60})
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+    worker.kill_everything()  # parent and children, as when a node dies
+
+    # Lease 3 s + sweep every 1 s; the bound is generous for a loaded machine.
+    wait_status(aq, cid, ConversationStatus.ERROR, timeout=15)
+    assert only_error(aq, cid, action.id).detail.cause == ErrorCause.LEASE_EXPIRED
+
+    # The broker hands the message out again (visibility timeout 5 s); the new
+    # worker runs nothing and adds no second terminal event.
+    start_worker("successor")
+    wait_for(lambda: aq.get_action(action.id).attempt >= 2, 30, what="the redelivery")
+    assert count_lines(marker) == 1
+    assert len(terminal_events(aq, cid, action.id)) == 1
+    assert aq.get_conversation(cid).status == ConversationStatus.ERROR
+    assert_log_consistent(aq, cid)
+
+
+def test_resume_after_error_runs_the_next_action(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    crashed = aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+    wait_status(aq, cid, ConversationStatus.ERROR)
+    held = aq.submit_action(cid, "terminal", {"command": "echo after"})
+    assert aq.get_action(held.id).state == ActionState.PENDING  # nothing runs in `error`
+
+    aq.resume(cid)
+    assert aq.wait_for_action(held.id, 20).terminal_kind == "ObservationEvent"
+    assert aq.get_action(crashed.id).state == ActionState.ERRORED  # not re-run
+    assert count_lines(marker) == 1
+    assert aq.get_conversation(cid).status == ConversationStatus.IDLE
+    assert_log_consistent(aq, cid)
+
+
+def test_concurrent_resumes_exactly_one_succeeds(aq: ActionQ) -> None:
+    cid = aq.create_conversation().id
+    aid = aq.store.submit_action(cid, "terminal", {"command": "x"}).action_id
+    from app.lifecycle import crash_action
+
+    crash_action(aq.store, cid, aid, ErrorCause.WORKER_LOST)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def resume() -> None:
+        barrier.wait()
+        try:
+            aq.store.resume_conversation(cid)
+            outcomes.append("ok")
+        except InvalidTransition:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=resume) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(outcomes) == ["ok"] + ["refused"] * 7
+
+
+def test_retry_makes_a_new_action_and_quarantines_a_repeat_crasher(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    first = aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+    wait_status(aq, cid, ConversationStatus.ERROR)
+
+    second = aq.retry_action(first.id)
+    assert second.id != first.id and second.retry_of == first.id
+    assert second.arguments == first.arguments
+    aq.wait_for_action(second.id, 30)
+    wait_status(aq, cid, ConversationStatus.ERROR)
+    assert count_lines(marker) == 2  # the retry is a new, explicit run
+
+    with pytest.raises(QuarantinedAction, match="crashed 2 time"):
+        aq.retry_action(second.id)
+    assert count_lines(marker) == 2
+    assert len(aq.store.list_action_ids(cid)) == 2  # nothing was submitted
+
+    third = aq.retry_action(second.id, force=True)
+    aq.wait_for_action(third.id, 30)
+    assert count_lines(marker) == 3
+    assert only_error(aq, cid, third.id).detail.cause == ErrorCause.WORKER_LOST
+    assert_log_consistent(aq, cid)
+
+
+def test_one_conversation_runs_in_order_across_workers(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    for name in ("a", "b", "c"):
+        start_worker(name)
+    cid = aq.create_conversation().id
+    marker = workdir / "order.log"
+    actions = [
+        aq.submit_action(
+            cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 0.1, "line": str(i)}
+        )
+        for i in range(10)
+    ]
+    for action in actions:
+        aq.wait_for_action(action.id, 60)
+
+    assert marker.read_text().split() == [str(i) for i in range(10)]
+    observed = [
+        e.observation["line"] for e in aq.store.all_events(cid) if isinstance(e, ObservationEvent)
+    ]
+    assert observed == [str(i) for i in range(10)]
+    assert_log_consistent(aq, cid)
+
+
+def test_conversations_run_in_parallel_on_all_workers(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    for name in ("a", "b", "c"):
+        start_worker(name)
+    actions = []
+    for i in range(10):
+        cid = aq.create_conversation().id
+        actions.append(
+            aq.submit_action(
+                cid,
+                "sleep_after_mark",
+                {"marker_file": str(workdir / f"{i}.log"), "seconds": 1.0},
+            )
+        )
+    records = [aq.wait_for_action(a.id, 60) for a in actions]
+    # Owner ids look like "a@host:pid:nonce": every worker took a share.
+    assert {str(r.owner).split("@")[0] for r in records} == {"a", "b", "c"}
+
+
+def test_warm_shutdown_lets_a_short_action_finish(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    worker = start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 3})
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+
+    os.kill(worker.pid, signal.SIGTERM)  # warm shutdown, to the main process only
+    assert worker.process is not None
+    assert worker.process.wait(30) == 0
+
+    [event] = terminal_events(aq, cid, action.id)
+    assert isinstance(event, ObservationEvent)
+    assert aq.get_conversation(cid).status == ConversationStatus.IDLE
+
+
+def test_cold_shutdown_errors_the_cut_off_action(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    worker = start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60})
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+
+    os.kill(worker.pid, signal.SIGQUIT)  # cold shutdown
+    assert worker.process is not None
+    worker.process.wait(30)
+
+    error = only_error(aq, cid, action.id)
+    assert error.detail.cause == ErrorCause.WORKER_SHUTDOWN
+    assert aq.get_conversation(cid).status == ConversationStatus.ERROR
+    assert count_lines(marker) == 1
