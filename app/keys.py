@@ -62,14 +62,15 @@ class Keys:
         """Hash: action id -> conversation id."""
         return f"{self.prefix}:action-conversation"
 
+    # --- workers (one hash slot, so a worker can be forgotten atomically) ---
     def worker_leases(self) -> str:
         """Sorted set: worker id scored by lease expiry (Redis server time, seconds)."""
-        return f"{self.prefix}:worker-leases"
+        return f"{self.prefix}:{{workers}}:leases"
 
     def worker_info(self, worker_id: str) -> str:
         """Hash: host, pid, started_at of a worker."""
-        return f"{self.prefix}:worker:{worker_id}"
+        return f"{self.prefix}:{{workers}}:info:{worker_id}"
 
     def worker_claims(self, worker_id: str) -> str:
         """Set: ``conversation_id/action_id`` of claims a worker may hold."""
-        return f"{self.prefix}:worker-claims:{worker_id}"
+        return f"{self.prefix}:{{workers}}:claims:{worker_id}"

@@ -11,7 +11,6 @@ import logging
 import os
 import signal as signals
 import socket
-import time
 
 from app.models import (
     ActionRecord,
@@ -39,6 +38,8 @@ _CRASH_MESSAGES = {
     ErrorCause.LEASE_EXPIRED: "the worker running this action stopped heartbeating (it died "
     "or was cut off); the action was not re-run",
     ErrorCause.WORKER_SHUTDOWN: "the worker was shut down while this action ran; it was not re-run",
+    ErrorCause.ABANDONED: "the worker stopped running this action without recording its "
+    "outcome (for example, the state store was unreachable); it was not re-run",
 }
 
 
@@ -94,8 +95,10 @@ def crash_action(
     """The action crashed (or may have): AgentErrorEvent, conversation ``error``,
     actions queued behind it not run. Returns False if it had already ended."""
 
+    now = store.server_time()
+
     def event_for(action: ActionRecord) -> Event:
-        runtime = round(time.time() - action.claimed_at, 3) if action.claimed_at else None
+        runtime = round(now - action.claimed_at, 3) if action.claimed_at else None
         message = _CRASH_MESSAGES[cause].format(how=how or "killed")
         return agent_error_event(
             action,
@@ -132,10 +135,16 @@ def crash_action(
 
 
 def cancel_action(
-    store: ActionStore, conversation_id: str, action_id: str, reason: str = "stopped by the user"
+    store: ActionStore,
+    conversation_id: str,
+    action_id: str,
+    reason: str = "stopped by the user",
+    *,
+    only_if_pending: bool = False,
 ) -> bool:
     """The user stopped the action: it ends, the conversation is ``paused``,
-    later actions stay queued until resume."""
+    later actions stay queued until resume. With ``only_if_pending``, an
+    action that has started meanwhile is left alone (returns False)."""
 
     def event_for(action: ActionRecord) -> Event:
         if action.state == ActionState.PENDING:  # never started: a plain rejection
@@ -161,6 +170,9 @@ def cancel_action(
         target_event=event_for,
         drop_queue=False,
         target_state=ActionState.CANCELLED,
+        target_states=(ActionState.PENDING,)
+        if only_if_pending
+        else (ActionState.PENDING, ActionState.CLAIMED),
     )
     if stopped:
         kill_leftover_processes(store, conversation_id, action_id)

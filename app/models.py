@@ -73,6 +73,7 @@ class ErrorCause(StrEnum):
     REDELIVERED = "redelivered"  # message came back; the claim's owner is dead
     LEASE_EXPIRED = "lease_expired"  # the claim's owner stopped heartbeating
     WORKER_SHUTDOWN = "worker_shutdown"  # cold shutdown cut the action off
+    ABANDONED = "abandoned"  # its worker stopped running it without recording an outcome
     TOOL_EXCEPTION = "tool_exception"  # the tool raised; the agent may continue
     INVALID_ARGUMENTS = "invalid_arguments"
     UNKNOWN_TOOL = "unknown_tool"
@@ -92,6 +93,7 @@ _CRASH_CAUSES = frozenset(
         ErrorCause.REDELIVERED,
         ErrorCause.LEASE_EXPIRED,
         ErrorCause.WORKER_SHUTDOWN,
+        ErrorCause.ABANDONED,
     }
 )
 
@@ -239,7 +241,7 @@ class ActionRecord(_Model):
     owner: str | None = None  # worker id of the claim
     host: str | None = None
     pid: int | None = None
-    claimed_at: float | None = None  # epoch seconds
+    claimed_at: float | None = None  # epoch seconds, Redis server time
     finished_at: float | None = None
     terminal_kind: str | None = None
     retry_of: str | None = None

@@ -13,21 +13,21 @@ from __future__ import annotations
 import logging
 
 from app.dispatch import Dispatch
+from app.errors import NotFoundError
 from app.lifecycle import crash_action
 from app.models import ActionState, ConversationStatus, ErrorCause
-from app.store import ActionStore
+from app.store import ActionStore, WorkerIdentity
 
-__all__ = ["recover_orphaned_actions", "sweep_expired_leases"]
+__all__ = ["audit_own_claims", "recover_orphaned_actions", "sweep_expired_leases"]
 
 log = logging.getLogger(__name__)
 
-# A dead worker's claim-index entry for an action it never claimed is kept this
-# long after its lease expired (the claim may be in flight), then dropped.
+# A dead worker's index entry for an action it never claimed (it died between
+# adding the entry and claiming) is dropped once its lease expired this long ago.
 _STALE_ENTRY_SECONDS = 60.0
-
-
-def _owner_is_dead(store: ActionStore, owner: str | None, live: set[str]) -> bool:
-    return owner is None or owner not in live
+# A live worker's claim that none of its running tasks holds any more is
+# declared abandoned after this long (covers the child reporting its start late).
+_ABANDONED_AFTER_SECONDS = 5.0
 
 
 def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[str]:
@@ -38,11 +38,11 @@ def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[s
     now = store.server_time() if now is None else now
     errored: list[str] = []
     for worker_id in store.expired_worker_ids(now):
-        pending_left = False
+        expiry = store.lease_expiry(worker_id) or 0.0
         for conversation_id, action_id in store.worker_claim_refs(worker_id):
             try:
                 action = store.get_action(action_id, conversation_id)
-            except Exception:  # the action vanished: nothing to settle
+            except NotFoundError:  # the action vanished: nothing to settle
                 store.forget_worker_claim(worker_id, conversation_id, action_id)
                 continue
             if action.state == ActionState.CLAIMED and action.owner == worker_id:
@@ -55,12 +55,48 @@ def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[s
                     expected_fence=action.fence,
                 ):
                     errored.append(action_id)
-            elif action.state == ActionState.PENDING:
-                pending_left = True
-                continue
+            elif action.state == ActionState.PENDING and now - expiry < _STALE_ENTRY_SECONDS:
+                continue  # its claim may still be in flight
             store.forget_worker_claim(worker_id, conversation_id, action_id)
-        if not pending_left:
-            store.forget_worker(worker_id)
+        store.forget_worker(worker_id, now)
+    return errored
+
+
+def audit_own_claims(
+    store: ActionStore,
+    worker: WorkerIdentity,
+    running_action_ids: set[str],
+    now: float | None = None,
+) -> list[str]:
+    """A live worker checks its own claim index: an action still claimed by it
+    that none of its running tasks holds ended without an outcome (e.g. Redis
+    was unreachable when it finished): error it as ``abandoned``. Entries for
+    actions that ended are dropped. Returns the ids it errored."""
+    now = store.server_time() if now is None else now
+    errored: list[str] = []
+    for conversation_id, action_id in store.worker_claim_refs(worker.id):
+        if action_id in running_action_ids:
+            continue
+        try:
+            action = store.get_action(action_id, conversation_id)
+        except NotFoundError:
+            store.forget_worker_claim(worker.id, conversation_id, action_id)
+            continue
+        if action.state == ActionState.CLAIMED and action.owner == worker.id:
+            if now - (action.claimed_at or now) < _ABANDONED_AFTER_SECONDS:
+                continue
+            if crash_action(
+                store,
+                conversation_id,
+                action_id,
+                ErrorCause.ABANDONED,
+                how="its task ended without recording an outcome",
+                expected_fence=action.fence,
+            ):
+                errored.append(action_id)
+        elif action.state == ActionState.PENDING:
+            continue  # a claim in flight
+        store.forget_worker_claim(worker.id, conversation_id, action_id)
     return errored
 
 
@@ -81,7 +117,9 @@ def recover_orphaned_actions(
         if active_id is None:
             continue
         action = store.get_action(active_id, conversation_id)
-        if action.state == ActionState.CLAIMED and _owner_is_dead(store, action.owner, live):
+        if action.state == ActionState.CLAIMED and (
+            action.owner is None or action.owner not in live
+        ):
             if crash_action(
                 store,
                 conversation_id,

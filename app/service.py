@@ -103,7 +103,8 @@ class ActionQ:
         return self.store.list_events(conversation_id, after_seq, limit)
 
     def resume(self, conversation_id: str) -> Conversation:
-        """error|paused -> running: the next queued action runs; nothing crashed is re-run."""
+        """error|paused -> running (the next queued action runs) or idle (none
+        queued). Nothing that crashed is re-run; its error stays in history."""
         next_action = self.store.resume_conversation(conversation_id)
         if next_action:
             self.dispatch(conversation_id, next_action)
@@ -114,22 +115,27 @@ class ActionQ:
         cause ``cancelled``); one not started yet is rejected
         (UserRejectObservation). Queued actions wait for ``resume``."""
         active_id = self.store.pause_conversation(conversation_id)
-        if active_id:
-            action = self.store.get_action(active_id, conversation_id)
-            if action.state == ActionState.PENDING:
-                # Not started: end it here; its message, if it comes, runs nothing.
-                cancel_action(self.store, conversation_id, active_id, "stopped before it started")
-                self.celery_app.control.revoke(active_id)
-            elif action.state == ActionState.CLAIMED:
-                # The worker's main process kills the child and reports task_revoked,
-                # whose handler records the cancellation.
-                self.celery_app.control.revoke(active_id, terminate=True, signal="SIGKILL")
+        if active_id is None:
+            return self.store.get_conversation(conversation_id)
+        # Not started: end it here; a message that still comes runs nothing.
+        if cancel_action(
+            self.store,
+            conversation_id,
+            active_id,
+            "stopped before it started",
+            only_if_pending=True,
+        ):
+            self.celery_app.control.revoke(active_id)
+        elif self.store.get_action(active_id, conversation_id).state == ActionState.CLAIMED:
+            # Running (or claimed meanwhile): the worker's main process kills
+            # the child and its task_revoked handler records the cancellation.
+            self.celery_app.control.revoke(active_id, terminate=True, signal="SIGKILL")
         return self.store.get_conversation(conversation_id)
 
     def retry_action(self, action_id: str, *, force: bool = False) -> ActionRecord:
         """Run an ended action's call again, as a **new** action (new id, same
         tool and arguments, ``retry_of`` = the original). A conversation in
-        ``error`` or ``paused`` is resumed so that the retry runs.
+        ``error`` is resumed so that the retry runs (a paused one stays paused).
 
         Refused (``QuarantinedAction``) once the same call (tool + canonical
         arguments) crashed ``quarantine_threshold`` times in this conversation,
@@ -151,10 +157,7 @@ class ActionQ:
         )
         if result.dispatch_action_id:
             self.dispatch(cid, result.dispatch_action_id)
-        elif self.store.get_conversation(cid).status in (
-            ConversationStatus.ERROR,
-            ConversationStatus.PAUSED,
-        ):
+        elif self.store.get_conversation(cid).status == ConversationStatus.ERROR:
             self.resume(cid)
         return self.store.get_action(result.action_id, cid)
 

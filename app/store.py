@@ -60,6 +60,7 @@ _SCRIPT_NAMES = (
     "renew_lease",
     "resume_conversation",
     "pause_conversation",
+    "forget_worker",
 )
 _STOP_RETRIES = 20
 
@@ -293,7 +294,7 @@ class ActionStore:
         pipe.sadd(k.worker_claims(worker.id), claim_ref)
         self._scripts["claim_action"](
             keys=[k.conversation(cid), k.action(cid, action_id)],
-            args=[action_id, worker.id, worker.host, worker.pid, time.time()],
+            args=[action_id, worker.id, worker.host, worker.pid],
             client=pipe,
         )
         _, result = self._call(pipe.execute)
@@ -320,6 +321,11 @@ class ActionStore:
             return ClaimRefused("not_dispatched", attempt=int(result[1]))
         return ClaimRefused("missing")
 
+    def count_lost_delivery(self, conversation_id: str, action_id: str) -> int:
+        """Count a delivery whose process died before it claimed the action."""
+        key = self.keys.action(conversation_id, action_id)
+        return int(self._call(lambda: self.redis.hincrby(key, "lost_deliveries", 1)))
+
     def record_process_group(self, conversation_id: str, action_id: str, pgid: int) -> None:
         """Remember the process group of a command the action started."""
         key = self.keys.action(conversation_id, action_id)
@@ -331,8 +337,11 @@ class ActionStore:
         event: Event,
         worker: WorkerIdentity,
         state: ActionState = ActionState.DONE,
+        quiet_status: ConversationStatus = ConversationStatus.IDLE,
     ) -> FinishResult:
-        """claimed -> done with ``event``, only if ``claim.fence`` is still current."""
+        """claimed -> done with ``event``, only if ``claim.fence`` is still current.
+
+        If nothing is queued the conversation becomes ``quiet_status``."""
         k = self.keys
         cid = claim.conversation_id
         now_iso = utc_now()
@@ -348,6 +357,7 @@ class ActionStore:
                 time.time(),
                 new_id(),
                 event.kind,
+                quiet_status.value,
             ],
             client=pipe,
         )
@@ -376,6 +386,7 @@ class ActionStore:
         target_state: ActionState = ActionState.ERRORED,
         count_crash: bool = False,
         queued_event: Callable[[ActionRecord], Event] | None = None,
+        target_states: tuple[ActionState, ...] = (ActionState.PENDING, ActionState.CLAIMED),
     ) -> bool:
         """Give the target action (and, with ``drop_queue``, every action queued
         behind it) its terminal event and set the conversation status, atomically.
@@ -393,7 +404,7 @@ class ActionStore:
                 target = self.get_action(target_action_id, cid)
             except ActionNotFound:
                 return False
-            if target.state not in (ActionState.PENDING, ActionState.CLAIMED):
+            if target.state not in target_states:
                 return False
             if expected_fence is not None and target.fence != expected_fence:
                 return False
@@ -409,7 +420,10 @@ class ActionStore:
                 for queued_id in queue:
                     if queued_id == target.id:
                         continue
-                    queued = self.get_action(queued_id, cid)
+                    try:
+                        queued = self.get_action(queued_id, cid)
+                    except ActionNotFound:  # its hash was deleted by hand
+                        continue
                     if queued.state == ActionState.PENDING:
                         listed.append((queued, queued_event(queued), ActionState.ERRORED, ""))
             args: list[Any] = [
@@ -427,7 +441,9 @@ class ActionStore:
                 )
                 args += [
                     record.id,
-                    ",pending,claimed,",
+                    "," + ",".join(st.value for st in target_states) + ","
+                    if record is target
+                    else ",pending,",
                     fence,
                     state.value,
                     event.model_dump_json(exclude={"seq"}),
@@ -564,13 +580,20 @@ class ActionStore:
             )
         )
 
-    def forget_worker(self, worker_id: str) -> None:
-        """Drop a dead worker whose claims are all settled."""
+    def forget_worker(self, worker_id: str, now: float) -> bool:
+        """Drop a dead worker whose claims are all settled (it must still be
+        expired at ``now``: a stalled worker that came back is kept)."""
         k = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(k.worker_leases(), worker_id)
-        pipe.delete(k.worker_info(worker_id), k.worker_claims(worker_id))
-        self._call(pipe.execute)
+        result = self._script(
+            "forget_worker",
+            [k.worker_leases(), k.worker_claims(worker_id), k.worker_info(worker_id)],
+            [worker_id, now],
+        )
+        return bool(result)
+
+    def lease_expiry(self, worker_id: str) -> float | None:
+        expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
+        return float(expiry) if expiry is not None else None
 
 
 def _conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:

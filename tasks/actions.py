@@ -10,7 +10,7 @@ from app.celery_app import RUN_ACTION_TASK, celery_app
 from app.dispatch import send_action
 from app.runtime import get_store
 from app.settings import get_settings
-from tasks.execution import execute_action
+from tasks.execution import ClaimUnavailableError, execute_action
 from tasks.identity import current_worker
 
 __all__ = ["run_action"]
@@ -27,11 +27,15 @@ __all__ = ["run_action"]
     time_limit=get_settings().action_time_limit,
 )
 def run_action(self: Task, conversation_id: str, action_id: str) -> str:
-    return execute_action(
-        get_store(),
-        get_settings(),
-        current_worker(),
-        conversation_id,
-        action_id,
-        partial(send_action, celery_app, get_settings().queue),
-    )
+    try:
+        return execute_action(
+            get_store(),
+            get_settings(),
+            current_worker(),
+            conversation_id,
+            action_id,
+            partial(send_action, celery_app, get_settings().queue),
+        )
+    except ClaimUnavailableError as e:
+        # Redis was unreachable before anything ran: deliver again later.
+        raise self.retry(exc=e, countdown=2, max_retries=None) from e

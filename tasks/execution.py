@@ -12,21 +12,52 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
-from app.errors import UnknownToolError
+from app.errors import NotFoundError, StoreUnavailableError, UnknownToolError
 from app.lifecycle import agent_error_event, crash_action
-from app.models import ActionRecord, ActionState, ErrorCause, Event, ObservationEvent
+from app.models import (
+    ActionRecord,
+    ActionState,
+    ConversationStatus,
+    ErrorCause,
+    Event,
+    ObservationEvent,
+)
 from app.settings import Settings
 from app.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from app.tools import ToolContext, get_tool
 
-__all__ = ["execute_action"]
+__all__ = ["ClaimUnavailableError", "execute_action", "settle_lost_task"]
 
 log = logging.getLogger(__name__)
 
 Dispatcher = Callable[[str, str], None]
+T = TypeVar("T")
+
+# Retries for writes after the tool ran: a short Redis outage must not lose
+# an outcome. Past this, the worker's claim audit errors the action
+# (``abandoned``) once Redis is back.
+_RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 15.0)
+# A delivery whose process died before it could claim the action never ran
+# the tool: it is sent again, at most this many times.
+MAX_LOST_BEFORE_CLAIM = 3
+
+
+class ClaimUnavailableError(StoreUnavailableError):
+    """The store could not be reached to claim the action; nothing ran."""
+
+
+def _with_retries(operation: Callable[[], T], what: str) -> T:
+    for delay in _RETRY_DELAYS:
+        try:
+            return operation()
+        except StoreUnavailableError as e:
+            log.warning("could not %s (%s); retrying in %.1fs", what, e, delay)
+            time.sleep(delay)
+    return operation()
 
 
 def _claim_record(claim: Claim) -> ActionRecord:
@@ -128,7 +159,10 @@ def execute_action(
 ) -> str:
     """Claim, run, finish. Returns a short outcome (shown in Flower)."""
     started = time.monotonic()
-    claim = store.claim_action(conversation_id, action_id, worker)
+    try:
+        claim = store.claim_action(conversation_id, action_id, worker)
+    except StoreUnavailableError as e:
+        raise ClaimUnavailableError(str(e)) from e
     if isinstance(claim, ClaimRefused):
         return _handle_refused(store, conversation_id, action_id, claim)
     log.info(
@@ -140,7 +174,15 @@ def execute_action(
         claim.fence,
     )
     event, observed = _run_tool(claim, settings, store)
-    finished = store.finish_action(claim, event, worker)
+    # The agent's `finish` tool ends the conversation (until something new is posted).
+    quiet = (
+        ConversationStatus.FINISHED
+        if observed and claim.tool == "finish"
+        else ConversationStatus.IDLE
+    )
+    finished = _with_retries(
+        lambda: store.finish_action(claim, event, worker, quiet_status=quiet), "record outcome"
+    )
     elapsed = time.monotonic() - started
     if not finished.appended:
         return "dropped: late result"
@@ -152,5 +194,64 @@ def execute_action(
         event.kind,
     )
     if finished.next_action_id:
-        dispatch(conversation_id, finished.next_action_id)
+        next_id = finished.next_action_id
+        _with_retries(lambda: dispatch(conversation_id, next_id), "send the next action")
     return "done" if observed else "done: tool error"
+
+
+def settle_lost_task(
+    store: ActionStore,
+    worker: WorkerIdentity,
+    conversation_id: str,
+    action_id: str,
+    cause: ErrorCause,
+    dispatch: Dispatcher,
+    *,
+    how: str = "",
+    signal: int | None = None,
+    exitcode: int | None = None,
+) -> str:
+    """The process running a delivery of ``action_id`` died (killed, OOM,
+    time limit). Called in the worker's main process. Returns what it did."""
+    try:
+        action = store.get_action(action_id, conversation_id)
+    except NotFoundError:
+        return "missing"
+    if action.state == ActionState.CLAIMED and action.owner == worker.id:
+        crash_action(
+            store,
+            conversation_id,
+            action_id,
+            cause,
+            how=how,
+            signal=signal,
+            exitcode=exitcode,
+            expected_fence=action.fence,
+        )
+        return "errored"
+    conversation = store.get_conversation(conversation_id)
+    if action.state == ActionState.PENDING:
+        if conversation.active_action_id != action_id:
+            return "not its turn"
+        # It died before claiming: the tool never ran, so it may be sent again.
+        if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
+            dispatch(conversation_id, action_id)
+            return "sent again"
+        crash_action(
+            store, conversation_id, action_id, cause, how=how, signal=signal, exitcode=exitcode
+        )
+        return "errored"
+    # Ended already, or claimed by another worker (this was a redelivery). If the
+    # child died right after finishing, the next action may not have been sent:
+    # send it (a second message for it is harmless).
+    next_id = conversation.active_action_id
+    stranded = (
+        next_id is not None
+        and next_id != action_id
+        and conversation.status == ConversationStatus.RUNNING
+        and store.get_action(next_id, conversation_id).state == ActionState.PENDING
+    )
+    if stranded and next_id is not None:
+        dispatch(conversation_id, next_id)
+        return "sent the next action"
+    return "already settled"

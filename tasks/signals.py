@@ -24,12 +24,14 @@ from celery.worker import state as worker_state
 
 from app.celery_app import RUN_ACTION_TASK
 from app.dispatch import send_action
+from app.errors import NotFoundError
 from app.lifecycle import cancel_action, crash_action
 from app.models import ActionState, ErrorCause
 from app.recovery import recover_orphaned_actions
 from app.runtime import get_store
 from app.settings import get_settings
 from app.tools import load_tool_modules
+from tasks.execution import settle_lost_task
 from tasks.identity import current_worker, init_worker_identity
 
 __all__ = ["connect_signal_handlers", "parse_worker_lost"]
@@ -123,7 +125,18 @@ def on_task_failure(
     if ids is None:
         log.error("task %s failed with %r but carries no action ids", task_id, exception)
         return
-    crash_action(get_store(), ids[0], ids[1], cause, how=how, signal=sig, exitcode=code)
+    outcome = settle_lost_task(
+        get_store(),
+        current_worker(),
+        ids[0],
+        ids[1],
+        cause,
+        partial(send_action, sender.app, get_settings().queue),
+        how=how,
+        signal=sig,
+        exitcode=code,
+    )
+    log.info("lost delivery of action %s settled: %s", ids[1], outcome)
 
 
 @_logged
@@ -150,7 +163,10 @@ def on_worker_shutdown(**_: Any) -> None:
         return  # a pool child inherited the atexit hook
     store = get_store()
     for conversation_id, action_id in store.worker_claim_refs(worker.id):
-        action = store.get_action(action_id, conversation_id)
+        try:
+            action = store.get_action(action_id, conversation_id)
+        except NotFoundError:
+            continue
         if action.state == ActionState.CLAIMED and action.owner == worker.id:
             crash_action(
                 store,

@@ -15,9 +15,10 @@ import logging
 from typing import Any
 
 from celery import bootsteps
+from celery.worker import state as worker_state
 
 from app.errors import ActionqError
-from app.recovery import sweep_expired_leases
+from app.recovery import audit_own_claims, sweep_expired_leases
 from app.runtime import get_store
 from app.settings import get_settings
 from tasks.identity import current_worker
@@ -60,10 +61,16 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             log.warning("could not renew worker lease: %s", e)
 
     def sweep(self) -> None:
+        """Other workers' expired leases, then this worker's own claims."""
+        store = get_store()
         try:
-            errored = sweep_expired_leases(get_store())
+            errored = sweep_expired_leases(store)
+            running = {request.id for request in worker_state.active_requests}
+            abandoned = audit_own_claims(store, current_worker(), running)
         except ActionqError as e:
             log.warning("lease sweep failed: %s", e)
             return
         if errored:
             log.warning("lease sweep errored %d action(s) of dead workers", len(errored))
+        if abandoned:
+            log.warning("claim audit errored %d abandoned action(s)", len(abandoned))

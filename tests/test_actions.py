@@ -53,6 +53,10 @@ def test_normal_actions_each_get_one_observation(
     assert aq.get_conversation(cid).status == ConversationStatus.IDLE
     assert_log_consistent(aq, cid)
 
+    done = aq.submit_action(cid, "finish", {"message": "all done"})
+    wait_ended(aq, done.id)
+    assert aq.get_conversation(cid).status == ConversationStatus.FINISHED
+
 
 def test_terminal_timeout_kills_the_command(aq: ActionQ, start_worker: WorkerFactory) -> None:
     start_worker()

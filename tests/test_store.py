@@ -121,12 +121,14 @@ def test_signal_handler_twice_writes_one_error(
     from tasks import signals
 
     monkeypatch.setattr(signals, "get_store", lambda: aq.store)
+    monkeypatch.setattr(signals, "current_worker", lambda: ALIVE)
     cid = aq.store.create_conversation().id
     aid = aq.store.submit_action(cid, "terminal", {"command": "x"}).action_id
     claimed(aq.store, cid, aid, ALIVE)
 
     class Sender:
         name = RUN_ACTION_TASK
+        app = aq.celery_app
 
     lost = WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL) Job: 3.")
     for _ in range(2):
@@ -279,3 +281,90 @@ def test_agent_error_event_round_trips(store: ActionStore) -> None:
 
 def terminal_events_of(events: list, aid: str) -> list:
     return [e for e in events if getattr(e, "action_id", None) == aid]
+
+
+def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ) -> None:
+    """A redelivered message's process dies on worker B while the action runs on A."""
+    from tasks.execution import settle_lost_task
+
+    store = aq.store
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "long"}).action_id
+    claimed(store, cid, aid, ALIVE)
+    other = WorkerIdentity(id="b@host:3:cccc", host="host", pid=3)
+    sent: list[str] = []
+    outcome = settle_lost_task(
+        store, other, cid, aid, ErrorCause.WORKER_LOST, lambda c, a: sent.append(a)
+    )
+    assert outcome == "already settled" and sent == []
+    assert store.get_action(aid, cid).state == ActionState.CLAIMED
+
+
+def test_delivery_lost_before_claim_is_sent_again_then_errored(aq: ActionQ) -> None:
+    from tasks.execution import MAX_LOST_BEFORE_CLAIM, settle_lost_task
+
+    store = aq.store
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "x"}).action_id
+    sent: list[str] = []
+
+    def record(conversation_id: str, action_id: str) -> None:
+        sent.append(action_id)
+
+    outcomes = [
+        settle_lost_task(
+            store, ALIVE, cid, aid, ErrorCause.WORKER_LOST, lambda c, a: sent.append(a)
+        )
+        for _ in range(MAX_LOST_BEFORE_CLAIM)
+    ]
+    assert outcomes == ["sent again"] * (MAX_LOST_BEFORE_CLAIM - 1) + ["errored"]
+    assert sent == [aid] * (MAX_LOST_BEFORE_CLAIM - 1)
+    assert only_error(aq, cid, aid).detail.cause == ErrorCause.WORKER_LOST
+
+
+def test_child_dying_after_finish_sends_the_next_action(aq: ActionQ) -> None:
+    from tasks.execution import settle_lost_task
+
+    store = aq.store
+    cid = store.create_conversation().id
+    first = store.submit_action(cid, "terminal", {"command": "a"}).action_id
+    second = store.submit_action(cid, "terminal", {"command": "b"}).action_id
+    claim = claimed(store, cid, first, ALIVE)
+    assert store.finish_action(claim, observation(claim), ALIVE).next_action_id == second
+    # ... and the child dies before it sends the message for `second`.
+    sent: list[str] = []
+    outcome = settle_lost_task(
+        store, ALIVE, cid, first, ErrorCause.WORKER_LOST, lambda c, a: sent.append(a)
+    )
+    assert (outcome, sent) == ("sent the next action", [second])
+    assert store.get_conversation(cid).status == ConversationStatus.RUNNING
+
+
+def test_claim_audit_errors_only_abandoned_claims(aq: ActionQ) -> None:
+    from app.recovery import audit_own_claims
+
+    store = aq.store
+    abandoned_cid = store.create_conversation().id
+    running_cid = store.create_conversation().id
+    abandoned = store.submit_action(abandoned_cid, "terminal", {"command": "a"}).action_id
+    running = store.submit_action(running_cid, "terminal", {"command": "b"}).action_id
+    claimed(store, abandoned_cid, abandoned, ALIVE)
+    claimed(store, running_cid, running, ALIVE)
+
+    now = store.server_time()
+    assert audit_own_claims(store, ALIVE, {running}, now=now) == []  # too fresh to judge
+    assert audit_own_claims(store, ALIVE, {running}, now=now + 30) == [abandoned]
+    assert only_error(aq, abandoned_cid, abandoned).detail.cause == ErrorCause.ABANDONED
+    assert store.get_action(running, running_cid).state == ActionState.CLAIMED
+    assert store.worker_claim_refs(ALIVE.id) == [(running_cid, running)]
+
+
+def test_pause_does_not_cancel_an_action_claimed_meanwhile(aq: ActionQ) -> None:
+    from app.lifecycle import cancel_action
+
+    store = aq.store
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "a"}).action_id
+    claimed(store, cid, aid, ALIVE)
+    assert not cancel_action(store, cid, aid, "stop", only_if_pending=True)
+    assert store.get_action(aid, cid).state == ActionState.CLAIMED

@@ -2,7 +2,6 @@
 -- a new fencing token. Counts every delivery as an attempt, claimed or not.
 -- KEYS[1] conversation hash   KEYS[2] action hash
 -- ARGV[1] action id  ARGV[2] worker id  ARGV[3] host  ARGV[4] pid
--- ARGV[5] now (epoch seconds)
 -- Returns {'claimed', fence, attempt, tool, arguments JSON, tool_call_id}
 --       | {'not_pending', state, owner, fence, attempt}
 --       | {'not_dispatched', attempt}   (queued behind another action)
@@ -19,6 +18,7 @@ if redis.call('HGET', KEYS[1], 'active') ~= ARGV[1] then
   return {'not_dispatched', attempt}
 end
 local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
+local t = redis.call('TIME')  -- server time: comparable across hosts
 redis.call('HSET', KEYS[2], 'state', 'claimed', 'owner', ARGV[2], 'host', ARGV[3],
-  'pid', ARGV[4], 'claimed_at', ARGV[5])
+  'pid', ARGV[4], 'claimed_at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
 return {'claimed', fence, attempt, f[4], f[5], f[6]}

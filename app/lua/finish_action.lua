@@ -4,7 +4,8 @@
 -- KEYS[4] action hash
 -- ARGV[1] action id  ARGV[2] fence  ARGV[3] new state  ARGV[4] event JSON
 -- ARGV[5] now (ISO)  ARGV[6] now (epoch s)  ARGV[7] id for a status event
--- ARGV[8] terminal event kind
+-- ARGV[8] terminal event kind  ARGV[9] status when nothing is left to run
+--   ('idle', or 'finished' after the agent's finish tool)
 -- Returns {'ok', seq, next action id or ''} | {'stale', current state}
 local f = redis.call('HMGET', KEYS[4], 'state', 'fence')
 if f[1] ~= 'claimed' or f[2] ~= ARGV[2] then
@@ -19,7 +20,7 @@ if redis.call('HGET', KEYS[1], 'active') == ARGV[1] then
   if redis.call('HGET', KEYS[1], 'status') == 'running' then
     next_id = dispatch_next(KEYS[1], KEYS[3]) or ''
     if next_id == '' then
-      set_status(KEYS[1], KEYS[2], 'idle', ARGV[7], ARGV[5])
+      set_status(KEYS[1], KEYS[2], ARGV[9], ARGV[7], ARGV[5])
     end
   end
 end
