@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from app.cli_client import conversations
 from app.settings import get_settings
 
 __all__ = ["main"]
@@ -21,6 +22,50 @@ def main() -> None:
 
     Settings come from ACTIONQ_* environment variables (see docs/configuration.md).
     """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="API address.")
+@click.option("--port", default=8000, show_default=True, type=int, help="API port.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".actionq"),
+    show_default=True,
+    help="Server data (append-only file), API key, logs.",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=int,
+    help="Worker pool processes (actions that run at once).",
+)
+def up(host: str, port: int, data_dir: Path, workers: int) -> None:
+    """Start everything: state server, a worker and the HTTP API.
+
+    With no ACTIONQ_REDIS_URL an embedded server keeps its data in DATA_DIR,
+    so restarting on the same folder keeps every conversation. An API key is
+    created (or reused) in DATA_DIR and printed, unless ACTIONQ_API_KEYS is set.
+    """
+    from app.up import run_up
+
+    run_up(data_dir, host, port, workers)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address (default: ACTIONQ_API_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default: ACTIONQ_API_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (needs ACTIONQ_API_KEYS)."""
+    import uvicorn
+
+    from app.api import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings), host=host or settings.api_host, port=port or settings.api_port
+    )
 
 
 @main.command()
@@ -129,3 +174,6 @@ def tools(as_json: bool) -> None:
         return
     for t in registered_tools():
         click.echo(f"{t.name:12} {t.description}")
+
+
+main.add_command(conversations)

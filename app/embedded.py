@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 
 from app.errors import ConfigurationError, StoreUnavailableError
+from app.processes import die_with_parent_hook
 
 __all__ = ["EmbeddedServer", "find_server_binary"]
 
@@ -51,11 +52,25 @@ def _free_port() -> int:
 class EmbeddedServer:
     """A private valkey-server whose data lives in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, die_with_parent: bool = False
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.password = self._password()
+        self.die_with_parent = die_with_parent
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "server.pid"
+
+    def stop_leftover(self) -> bool:
+        """Stop a server left running on this folder by a process that was
+        killed (two servers must never share one append-only file)."""
+        from app.processes import stop_pidfile_process
+
+        return stop_pidfile_process(self.pidfile, ("valkey-server", "redis-server"))
 
     def _password(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,10 +96,12 @@ class EmbeddedServer:
                     "--appendonly", "yes",
                     "--appendfsync", "everysec",
                     "--save", "",
+                    "--pidfile", str(self.pidfile),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to us; we stop it in order
+                preexec_fn=die_with_parent_hook() if self.die_with_parent else None,
             )  # fmt: skip
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout

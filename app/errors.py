@@ -22,6 +22,7 @@ __all__ = [
     "ConflictError",
     "ConversationNotFound",
     "DuplicateToolCallId",
+    "InvalidArgumentsError",
     "InvalidTransition",
     "NotFoundError",
     "QuarantinedAction",
@@ -74,3 +75,7 @@ class QuarantinedAction(ConflictError):
 
 class UnknownToolError(ActionqError):
     code = "unknown_tool"
+
+
+class InvalidArgumentsError(ActionqError):
+    code = "invalid_arguments"

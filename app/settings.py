@@ -38,8 +38,20 @@ class Settings(BaseSettings):
     key_prefix: str = Field("actionq", description="Prefix of every Redis key actionq writes.")
     queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated API keys for the HTTP API."
+        default_factory=list,
+        description="Comma-separated keys the HTTP API accepts (required to serve it).",
     )
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
+    api_max_body_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest request body the API accepts (larger: 413)."
+    )
+    api_url: str | None = Field(
+        None,
+        description="Client commands: the API to talk to (default: the one `actionq up` "
+        "started in ./.actionq, else http://127.0.0.1:8000).",
+    )
+    api_key: str | None = Field(None, description="Client commands: the API key to send.")
 
     worker_lease_seconds: float = Field(
         3.0, gt=0, description="A worker whose heartbeat is older than this is dead."

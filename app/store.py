@@ -7,12 +7,10 @@ commands. Redis errors are translated to ``StoreUnavailableError`` here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -37,6 +35,16 @@ from app.models import (
     EventPage,
     new_id,
     utc_now,
+)
+from app.records import (
+    Claim,
+    ClaimRefused,
+    FinishResult,
+    SubmitResult,
+    WorkerIdentity,
+    action_from_hash,
+    conversation_from_hash,
+    fingerprint,
 )
 
 __all__ = [
@@ -63,58 +71,6 @@ _SCRIPT_NAMES = (
     "forget_worker",
 )
 _STOP_RETRIES = 20
-
-
-def fingerprint(tool: str, arguments: dict[str, Any]) -> str:
-    """Tool + canonical JSON arguments: the identity of 'the same call'."""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who holds a claim: one Celery worker (its main process) and its host."""
-
-    id: str
-    host: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    action_id: str
-    created: bool  # False: an existing action was returned for the idempotency key
-    dispatch_action_id: str | None  # an action that must now be sent to a worker
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A successful claim: the caller may run the tool, then finish with ``fence``."""
-
-    action_id: str
-    conversation_id: str
-    fence: int
-    attempt: int
-    tool: str
-    arguments: dict[str, Any]
-    tool_call_id: str
-
-
-@dataclass(frozen=True)
-class ClaimRefused:
-    """The action must not run. ``reason``: missing, not_dispatched or not_pending."""
-
-    reason: str
-    attempt: int = 0
-    state: ActionState | None = None
-    owner: str | None = None
-    fence: int | None = None
-
-
-@dataclass(frozen=True)
-class FinishResult:
-    appended: bool  # False: stale token or already finished; nothing was written
-    next_action_id: str | None = None
 
 
 def _load_scripts(client: redis.Redis) -> dict[str, Script]:
@@ -175,13 +131,16 @@ class ActionStore:
         if not raw:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
         queued = self._call(lambda: self.redis.llen(self.keys.queue(conversation_id)))
-        return _conversation_from_hash(raw, queued)
+        return conversation_from_hash(raw, queued)
 
     def list_conversation_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
         ids = self._call(
             lambda: self.redis.zrange(self.keys.conversation_index(), offset, offset + limit - 1)
         )
         return [str(i) for i in ids]
+
+    def count_conversations(self) -> int:
+        return int(self._call(lambda: self.redis.zcard(self.keys.conversation_index())))
 
     def iter_conversation_ids(self, batch: int = 500) -> Iterator[str]:
         offset = 0
@@ -268,7 +227,7 @@ class ActionStore:
         raw = self._call(lambda: self.redis.hgetall(self.keys.action(cid, action_id)))
         if not raw:
             raise ActionNotFound(f"no action {action_id!r} in conversation {cid!r}")
-        return _action_from_hash(raw)
+        return action_from_hash(raw)
 
     def list_action_ids(self, conversation_id: str) -> list[str]:
         return list(
@@ -594,43 +553,3 @@ class ActionStore:
     def lease_expiry(self, worker_id: str) -> float | None:
         expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
         return float(expiry) if expiry is not None else None
-
-
-def _conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:
-    return Conversation(
-        id=raw["id"],
-        status=ConversationStatus(raw["status"]),
-        created_at=raw["created_at"],
-        updated_at=raw["updated_at"],
-        last_seq=int(raw.get("last_seq", 0)),
-        active_action_id=raw.get("active") or None,
-        queued_actions=queued,
-    )
-
-
-def _action_from_hash(raw: dict[str, str]) -> ActionRecord:
-    def opt_float(name: str) -> float | None:
-        value = raw.get(name)
-        return float(value) if value else None
-
-    pid = raw.get("pid")
-    return ActionRecord(
-        id=raw["id"],
-        conversation_id=raw["conversation_id"],
-        state=ActionState(raw["state"]),
-        tool=raw["tool"],
-        arguments=json.loads(raw["arguments"]),
-        tool_call_id=raw["tool_call_id"],
-        fingerprint=raw["fingerprint"],
-        created_at=raw["created_at"],
-        attempt=int(raw.get("attempt", 0)),
-        fence=int(raw.get("fence", 0)),
-        owner=raw.get("owner") or None,
-        host=raw.get("host") or None,
-        pid=int(pid) if pid else None,
-        claimed_at=opt_float("claimed_at"),
-        finished_at=opt_float("finished_at"),
-        terminal_kind=raw.get("terminal_kind") or None,
-        retry_of=raw.get("retry_of") or None,
-        pgid=int(raw["pgid"]) if raw.get("pgid") else None,
-    )

@@ -1,0 +1,63 @@
+"""The HTTP API (FastAPI; OpenAPI at ``/docs``). Build it with ``create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from app.api.body_limit import BodySizeLimit
+from app.api.errors import install_error_handlers
+from app.api.metrics import ApiMetrics
+from app.api.routes import protected, public
+from app.errors import ConfigurationError
+from app.event_stream import EventFollower
+from app.service import ActionQ
+from app.settings import Settings, get_settings
+from app.tools import load_tool_modules
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.api_keys:
+        raise ConfigurationError(
+            "ACTIONQ_API_KEYS is empty: the API refuses to run without a key "
+            "(set ACTIONQ_API_KEYS=<key>[,<key>...]; `actionq up` makes one for you)"
+        )
+    load_tool_modules(settings.tool_modules)
+    follower = EventFollower(settings.redis_url, ActionQ(settings).store.keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await follower.close()
+
+    app = FastAPI(
+        title="actionq",
+        version="0.1.0",
+        summary="Every tool call of an AI agent as a durable Celery job.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.aq = ActionQ(settings)
+    app.state.metrics = ApiMetrics()
+    app.state.follower = follower
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(public)
+    app.include_router(protected)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        app.state.metrics.requests.labels(request.method, path, response.status_code).inc()
+        return response
+
+    return app

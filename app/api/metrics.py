@@ -1,0 +1,32 @@
+"""Prometheus metrics of the API process (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["ApiMetrics"]
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "actionq_api_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.actions_submitted = Counter(
+            "actionq_actions_submitted", "Actions created through the API", registry=self.registry
+        )
+        self.live_workers = Gauge(
+            "actionq_live_workers", "Workers holding a lease (at scrape time)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.conversations = Gauge(
+            "actionq_conversations", "Conversations stored (at scrape time)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.sse_clients = Gauge(
+            "actionq_sse_clients", "Open event streams", registry=self.registry
+        )

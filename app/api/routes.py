@@ -1,0 +1,209 @@
+"""The HTTP routes. Every route but ``/health`` needs an API key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from app.api.auth import require_api_key
+from app.api.schemas import (
+    ConversationList,
+    CreateConversationRequest,
+    ErrorResponse,
+    HealthResponse,
+    RetryRequest,
+    SubmitActionRequest,
+)
+from app.errors import ActionqError, InvalidArgumentsError
+from app.event_stream import EventFollower
+from app.models import ActionRecord, Conversation, EventPage
+from app.service import ActionQ
+from app.tools import get_tool
+
+__all__ = ["protected", "public"]
+
+# Sequence numbers are Redis stream ids: keep them well inside 64 bits.
+MAX_SEQ = 2**53
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+}
+public = APIRouter()
+protected = APIRouter(dependencies=[Depends(require_api_key)], responses=_ERRORS)
+
+
+def _aq(request: Request) -> ActionQ:
+    aq: ActionQ = request.app.state.aq
+    return aq
+
+
+AQ = Annotated[ActionQ, Depends(_aq)]
+
+
+@public.get("/health", response_model=HealthResponse, tags=["service"])
+def health(aq: AQ, response: Response) -> HealthResponse:
+    """200 when Redis answers and at least one worker holds a lease, else 503."""
+    try:
+        redis_ok = aq.store.ping()
+        workers = len(aq.store.live_worker_ids())
+    except ActionqError:
+        redis_ok, workers = False, 0
+    healthy = redis_ok and workers > 0
+    response.status_code = 200 if healthy else 503
+    return HealthResponse(
+        status="ok" if healthy else "degraded", redis=redis_ok, live_workers=workers
+    )
+
+
+@protected.get("/metrics", tags=["service"], response_class=Response)
+def metrics(request: Request, aq: AQ) -> Response:
+    """Prometheus metrics."""
+    api_metrics = request.app.state.metrics
+    api_metrics.live_workers.set(len(aq.store.live_worker_ids()))
+    api_metrics.conversations.set(aq.store.count_conversations())
+    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@protected.post(
+    "/api/conversations", status_code=201, response_model=Conversation, tags=["conversations"]
+)
+def create_conversation(aq: AQ, body: CreateConversationRequest | None = None) -> Conversation:
+    return aq.create_conversation(body.id if body else None)
+
+
+@protected.get("/api/conversations", response_model=ConversationList, tags=["conversations"])
+def list_conversations(
+    aq: AQ,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ConversationList:
+    items = aq.list_conversations(offset, limit)
+    more = offset + limit < aq.store.count_conversations()
+    return ConversationList(items=items, next_offset=offset + limit if more else None)
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}", response_model=Conversation, tags=["conversations"]
+)
+def get_conversation(conversation_id: str, aq: AQ) -> Conversation:
+    return aq.get_conversation(conversation_id)
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/actions",
+    status_code=201,
+    response_model=ActionRecord,
+    tags=["actions"],
+    responses={200: {"model": ActionRecord, "description": "Existing action (idempotency key)"}},
+)
+def submit_action(
+    conversation_id: str, body: SubmitActionRequest, aq: AQ, request: Request, response: Response
+) -> ActionRecord:
+    """Post a tool call. Unknown tool: 400; arguments the tool refuses: 422.
+    With an ``idempotency_key`` used before, the existing action is returned (200)."""
+    tool = get_tool(body.tool)
+    try:
+        tool.args_model.model_validate(body.arguments)
+    except ValidationError as e:
+        raise InvalidArgumentsError(f"invalid arguments for tool {body.tool!r}: {e}") from e
+    before = aq.store.list_action_ids(conversation_id) if body.idempotency_key else None
+    action = aq.submit_action(
+        conversation_id,
+        body.tool,
+        body.arguments,
+        tool_call_id=body.tool_call_id,
+        idempotency_key=body.idempotency_key,
+        thought=body.thought,
+    )
+    if before is not None and action.id in before:
+        response.status_code = 200
+    else:
+        request.app.state.metrics.actions_submitted.inc()
+    return action
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/resume",
+    response_model=Conversation,
+    tags=["conversations"],
+)
+def resume_conversation(conversation_id: str, aq: AQ) -> Conversation:
+    """From ``error`` or ``paused``: the next queued action runs (409 otherwise)."""
+    return aq.resume(conversation_id)
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/pause",
+    response_model=Conversation,
+    tags=["conversations"],
+)
+def pause_conversation(conversation_id: str, aq: AQ) -> Conversation:
+    """Stop: the running action is killed and recorded as cancelled."""
+    return aq.pause(conversation_id)
+
+
+@protected.get("/api/actions/{action_id}", response_model=ActionRecord, tags=["actions"])
+def get_action(action_id: str, aq: AQ) -> ActionRecord:
+    return aq.get_action(action_id)
+
+
+@protected.post(
+    "/api/actions/{action_id}/retry", status_code=201, response_model=ActionRecord,
+    tags=["actions"],
+)  # fmt: skip
+def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> ActionRecord:
+    """A new action with the same call; 409 if quarantined (unless ``force``)."""
+    return aq.retry_action(action_id, force=bool(body and body.force))
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events", response_model=EventPage, tags=["events"]
+)
+def list_events(
+    conversation_id: str,
+    aq: AQ,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Events with seq > ``after_seq``; follow ``next_after_seq`` for the next page."""
+    return aq.list_events(conversation_id, after_seq, limit)
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events/stream",
+    response_class=EventSourceResponse,
+    tags=["events"],
+)
+async def stream_events(
+    conversation_id: str,
+    request: Request,
+    aq: AQ,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: every event with seq > ``after_seq`` (or > the
+    ``Last-Event-ID`` header, which wins), then new ones as they happen. Each
+    SSE ``id`` is the event's seq, so a reconnecting client misses nothing."""
+    aq.get_conversation(conversation_id)  # 404 before the stream starts
+    start = after_seq
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        start = min(int(last_event_id.strip()), MAX_SEQ)
+    follower: EventFollower = request.app.state.follower
+    gauge = request.app.state.metrics.sse_clients
+    gauge.inc()
+    try:
+        async for event in follower.follow(conversation_id, start):
+            if await request.is_disconnected():
+                return
+            if event is None:
+                yield ServerSentEvent(comment="keep-alive")
+                continue
+            yield ServerSentEvent(
+                raw_data=event.model_dump_json(), event=event.kind, id=str(event.seq)
+            )
+    finally:
+        gauge.dec()

@@ -1,0 +1,215 @@
+"""``actionq conversations ...``: client commands that talk to the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from app.client import ApiClient, ApiError, resolve_api_target
+from app.settings import get_settings
+
+__all__ = ["conversations"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+
+
+def _summary(event: dict[str, Any]) -> str:
+    return str(_describe(event))
+
+
+def _describe(event: dict[str, Any]) -> Any:
+    kind = event.get("kind")
+    if kind == "ActionEvent":
+        return f"{event['tool_name']} {json.dumps(event['action'])[:80]}"
+    if kind == "ObservationEvent":
+        obs = event["observation"]
+        if "exit_code" in obs:
+            return f"exit {obs['exit_code']}: {str(obs.get('output', ''))[:70]!r}"
+        return json.dumps(obs)[:80]
+    if kind == "AgentErrorEvent":
+        d = event["detail"]
+        return f"{d['cause']} (signal {d.get('signal')}): {event['error'][:60]}"
+    if kind == "ConversationStateUpdateEvent":
+        return f"{event['key']} -> {event['value']}"
+    if kind == "UserRejectObservation":
+        return event["rejection_reason"]
+    return ""
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("seq", "kind", "detail"):
+        table.add_column(column)
+    for event in events:
+        style = "red" if event["kind"] == "AgentErrorEvent" else None
+        table.add_row(str(event["seq"]), event["kind"], _summary(event), style=style)
+    console.print(table)
+
+
+def _echo_status(conversation: dict[str, Any]) -> None:
+    click.echo(f"{conversation['id']} {conversation['status']}")
+
+
+def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+def with_client(fn: F) -> F:
+    """Adds --url/--api-key and turns API errors into a message and exit code 1."""
+
+    @click.option("--url", default=None, help="API URL (default: ACTIONQ_API_URL, then .actionq).")
+    @click.option("--api-key", default=None, help="API key (default: ACTIONQ_API_KEY).")
+    @wraps(fn)
+    def wrapper(url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+        base, key = resolve_api_target(get_settings(), url, api_key)
+        client = ApiClient(base, key)
+        try:
+            return fn(client, **kwargs)
+        except ApiError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        finally:
+            client.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group()
+def conversations() -> None:
+    """Conversations, through the HTTP API (`actionq up` prints where it is)."""
+
+
+@conversations.command("list")
+@click.option("--limit", default=100, show_default=True)
+@json_option
+@with_client
+def list_(client: ApiClient, limit: int, as_json: bool) -> None:
+    """List conversations."""
+    page = client.list_conversations(limit=limit)
+
+    def human() -> None:
+        table = Table()
+        for column in ("id", "status", "events", "updated"):
+            table.add_column(column)
+        for c in page["items"]:
+            style = "red" if c["status"] == "error" else None
+            table.add_row(c["id"], c["status"], str(c["last_seq"]), c["updated_at"], style=style)
+        console.print(table)
+
+    _emit(page, as_json, human)
+
+
+@conversations.command()
+@json_option
+@with_client
+def create(client: ApiClient, as_json: bool) -> None:
+    """Create a conversation; prints its id."""
+    conversation = client.create_conversation()
+    _emit(conversation, as_json, lambda: click.echo(conversation["id"]))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@click.argument("tool")
+@click.argument("arguments", default="{}")
+@click.option("--idempotency-key", default=None)
+@json_option
+@with_client
+def submit(
+    client: ApiClient,
+    conversation_id: str,
+    tool: str,
+    arguments: str,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Post a tool call, e.g. `submit ID terminal '{"command": "ls"}'`."""
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"ARGUMENTS is not JSON: {e}") from e
+    body = {"tool": tool, "arguments": parsed, "idempotency_key": idempotency_key}
+    action = client.submit_action(conversation_id, body)
+    _emit(action, as_json, lambda: click.echo(f"{action['id']} {action['state']}"))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def show(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """A conversation's status and all its events."""
+    conversation = client.get_conversation(conversation_id)
+    events = client.all_events(conversation_id)
+
+    def human() -> None:
+        console.print(f"[bold]{conversation['id']}[/]  status [bold]{conversation['status']}[/]")
+        _print_events(events)
+
+    _emit({"conversation": conversation, "events": events}, as_json, human)
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@click.option("--after-seq", default=0, show_default=True, help="Start after this seq.")
+@json_option
+@with_client
+def tail(client: ApiClient, conversation_id: str, after_seq: int, as_json: bool) -> None:
+    """Follow a conversation's events live (Ctrl-C to stop)."""
+    try:
+        for event in client.stream(conversation_id, after_seq):
+            if as_json:
+                click.echo(json.dumps(event))
+            else:
+                console.print(f"{event['seq']:>5}  {event['kind']:<28} {_summary(event)}")
+    except KeyboardInterrupt:
+        pass
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def resume(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Resume a conversation in error or paused (nothing crashed is re-run)."""
+    conversation = client.resume(conversation_id)
+    _emit(
+        conversation, as_json, lambda: click.echo(f"{conversation['id']} {conversation['status']}")
+    )
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def pause(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Pause a conversation (its running action is stopped)."""
+    conversation = client.pause(conversation_id)
+    _emit(
+        conversation, as_json, lambda: click.echo(f"{conversation['id']} {conversation['status']}")
+    )
+
+
+@conversations.command()
+@click.argument("action_id")
+@click.option("--force", is_flag=True, help="Run it even if it crashed too often.")
+@json_option
+@with_client
+def retry(client: ApiClient, action_id: str, force: bool, as_json: bool) -> None:
+    """Run an action's call again, as a new action."""
+    action = client.retry(action_id, force)
+    _emit(action, as_json, lambda: click.echo(f"{action['id']} {action['state']}"))

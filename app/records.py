@@ -1,0 +1,113 @@
+"""Plain records the store returns, and converters from Redis hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.models import ActionRecord, ActionState, Conversation, ConversationStatus
+
+__all__ = [
+    "Claim",
+    "ClaimRefused",
+    "FinishResult",
+    "SubmitResult",
+    "WorkerIdentity",
+    "action_from_hash",
+    "conversation_from_hash",
+    "fingerprint",
+]
+
+
+def fingerprint(tool: str, arguments: dict[str, Any]) -> str:
+    """Tool + canonical JSON arguments: the identity of 'the same call'."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Who holds a claim: one Celery worker (its main process) and its host."""
+
+    id: str
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    action_id: str
+    created: bool  # False: an existing action was returned for the idempotency key
+    dispatch_action_id: str | None  # an action that must now be sent to a worker
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A successful claim: the caller may run the tool, then finish with ``fence``."""
+
+    action_id: str
+    conversation_id: str
+    fence: int
+    attempt: int
+    tool: str
+    arguments: dict[str, Any]
+    tool_call_id: str
+
+
+@dataclass(frozen=True)
+class ClaimRefused:
+    """The action must not run. ``reason``: missing, not_dispatched or not_pending."""
+
+    reason: str
+    attempt: int = 0
+    state: ActionState | None = None
+    owner: str | None = None
+    fence: int | None = None
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    appended: bool  # False: stale token or already finished; nothing was written
+    next_action_id: str | None = None
+
+
+def conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:
+    return Conversation(
+        id=raw["id"],
+        status=ConversationStatus(raw["status"]),
+        created_at=raw["created_at"],
+        updated_at=raw["updated_at"],
+        last_seq=int(raw.get("last_seq", 0)),
+        active_action_id=raw.get("active") or None,
+        queued_actions=queued,
+    )
+
+
+def action_from_hash(raw: dict[str, str]) -> ActionRecord:
+    def opt_float(name: str) -> float | None:
+        value = raw.get(name)
+        return float(value) if value else None
+
+    pid = raw.get("pid")
+    return ActionRecord(
+        id=raw["id"],
+        conversation_id=raw["conversation_id"],
+        state=ActionState(raw["state"]),
+        tool=raw["tool"],
+        arguments=json.loads(raw["arguments"]),
+        tool_call_id=raw["tool_call_id"],
+        fingerprint=raw["fingerprint"],
+        created_at=raw["created_at"],
+        attempt=int(raw.get("attempt", 0)),
+        fence=int(raw.get("fence", 0)),
+        owner=raw.get("owner") or None,
+        host=raw.get("host") or None,
+        pid=int(pid) if pid else None,
+        claimed_at=opt_float("claimed_at"),
+        finished_at=opt_float("finished_at"),
+        terminal_kind=raw.get("terminal_kind") or None,
+        retry_of=raw.get("retry_of") or None,
+        pgid=int(raw["pgid"]) if raw.get("pgid") else None,
+    )

@@ -1,0 +1,353 @@
+"""The HTTP API over real HTTP, against a real `actionq up` (embedded server,
+real worker, uvicorn) started as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.client import ApiClient
+from tests.events import count_lines
+from tests.helpers import ROOT, free_port, wait_for
+
+
+@dataclass
+class UpProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.url, self.key)
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Session-API-Key": self.key}
+
+
+def start_up(data_dir: Path, log: Path) -> UpProcess:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")} | {
+        "PYTHONPATH": str(ROOT),
+        "ACTIONQ_TOOL_MODULES": "tests.tools_for_tests",
+        "ACTIONQ_WORKDIR": str(data_dir.parent),
+        "ACTIONQ_VISIBILITY_TIMEOUT": "5",
+        "ACTIONQ_UNACKED_RESTORE_INTERVAL": "1",
+        "ACTIONQ_API_MAX_BODY_BYTES": "65536",
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "up", "--port", str(port), "--data-dir", str(data_dir)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"actionq up exited:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, 0.2, "actionq up to be healthy")
+    key = (data_dir / "api-key").read_text().strip()
+    return UpProcess(process, url, key, data_dir, log)
+
+
+def stop_up(up: UpProcess) -> int:
+    if up.process.poll() is None:
+        up.process.send_signal(signal.SIGINT)
+        try:
+            return up.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.process.pid, signal.SIGKILL)
+    return up.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    base = tmp_path_factory.mktemp("up")
+    up = start_up(base / ".actionq", base / "up.log")
+    yield up
+    stop_up(up)
+
+
+def collect_stream(
+    up: UpProcess, conversation_id: str, until: Any, after_seq: int = 0
+) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """Follow the SSE stream in a thread until ``until(events)`` is true."""
+    events: list[dict[str, Any]] = []
+
+    def run() -> None:
+        client = up.client()
+        try:
+            for event in client.stream(conversation_id, after_seq):
+                events.append(event)
+                if until(events):
+                    return
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, events
+
+
+def test_crash_end_to_end_through_the_api(stack: UpProcess) -> None:
+    client = stack.client()
+    cid = client.create_conversation()["id"]
+    marker = stack.data_dir.parent / "api-side-effect.log"
+
+    def saw_error_status(events: list[dict[str, Any]]) -> bool:
+        return any(e.get("value") == "error" for e in events)
+
+    thread, streamed = collect_stream(stack, cid, saw_error_status)
+    wait_for(lambda: thread.is_alive(), 5, what="the stream to open")
+    action = client.submit_action(
+        cid,
+        {"tool": "terminal", "arguments": {"command": f"echo ran >> {marker}; kill -9 $PPID"}},
+    )
+    thread.join(30)
+    assert not thread.is_alive(), f"stream did not deliver the error: {streamed}"
+
+    kinds = [(e["kind"], e.get("value")) for e in streamed]
+    action_at = kinds.index(("ActionEvent", None))
+    error_at = kinds.index(("AgentErrorEvent", None))
+    status_at = kinds.index(("ConversationStateUpdateEvent", "error"))
+    assert action_at < error_at < status_at
+    error = streamed[error_at]
+    assert error["action_id"] == action["id"]
+    assert error["detail"]["cause"] == "worker_lost" and error["detail"]["signal"] == 9
+    assert [e["seq"] for e in streamed] == list(range(1, len(streamed) + 1))
+    assert client.get_conversation(cid)["status"] == "error"
+    assert count_lines(marker) == 1
+    client.close()
+
+
+def test_sse_resume_with_last_event_id_has_no_gaps_or_duplicates(stack: UpProcess) -> None:
+    client = stack.client()
+    cid = client.create_conversation()["id"]
+    for i in range(5):
+        client.submit_action(cid, {"tool": "terminal", "arguments": {"command": f"echo {i}"}})
+    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 30, what="all 5 to run")
+    everything = client.all_events(cid)
+    assert len(everything) >= 12
+
+    first_thread, first = collect_stream(stack, cid, lambda ev: len(ev) >= 7)
+    first_thread.join(10)
+    assert [e["seq"] for e in first] == list(range(1, 8))
+
+    resumed_thread, rest = collect_stream(
+        stack, cid, lambda ev: ev[-1]["seq"] == everything[-1]["seq"], after_seq=first[-1]["seq"]
+    )
+    resumed_thread.join(10)
+    assert first + rest == everything
+    client.close()
+
+
+PROTECTED = [
+    ("GET", "/api/conversations"),
+    ("POST", "/api/conversations"),
+    ("GET", "/api/conversations/x"),
+    ("POST", "/api/conversations/x/actions"),
+    ("POST", "/api/conversations/x/resume"),
+    ("POST", "/api/conversations/x/pause"),
+    ("GET", "/api/conversations/x/events"),
+    ("GET", "/api/conversations/x/events/stream"),
+    ("GET", "/api/actions/x"),
+    ("POST", "/api/actions/x/retry"),
+    ("GET", "/metrics"),
+]
+
+
+def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) -> None:
+    schema = httpx.get(stack.url + "/openapi.json").json()
+    documented = {
+        (method.upper(), path.replace("{conversation_id}", "x").replace("{action_id}", "x"))
+        for path, ops in schema["paths"].items()
+        for method in ops
+    }
+    assert documented - {("GET", "/health")} == set(PROTECTED)
+    before = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
+
+    body = {"tool": "terminal", "arguments": {"command": "echo should-not-run"}}
+    for headers in ({}, {"X-Session-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                    {"Authorization": "Basic " + stack.key}):  # fmt: skip
+        for method, path in PROTECTED:
+            response = httpx.request(method, stack.url + path, headers=headers, json=body)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.json()["error"]["code"] == "unauthorized"
+
+    listed = httpx.get(stack.url + "/api/conversations?limit=500", headers=stack.headers()).json()
+    after = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
+    conversations_gauge = [
+        ln for ln in after.splitlines() if ln.startswith("actionq_conversations ")
+    ]
+    assert conversations_gauge and float(conversations_gauge[0].split()[1]) == len(listed["items"])
+    assert "actionq_actions_submitted_total" in before
+    submitted = [
+        ln for ln in after.splitlines() if ln.startswith("actionq_actions_submitted_total")
+    ]
+    submitted_before = [
+        ln for ln in before.splitlines() if ln.startswith("actionq_actions_submitted_total")
+    ]
+    assert submitted == submitted_before  # nothing was created by the refused requests
+    # Both header styles work with the right key.
+    assert httpx.get(stack.url + "/api/conversations", headers=stack.headers()).status_code == 200
+    bearer = {"Authorization": f"Bearer {stack.key}"}
+    assert httpx.get(stack.url + "/api/conversations", headers=bearer).status_code == 200
+
+
+def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(stack: UpProcess) -> None:
+    h = stack.headers()
+    cid = httpx.post(stack.url + "/api/conversations", headers=h).json()["id"]
+    actions = f"{stack.url}/api/conversations/{cid}/actions"
+
+    def post(content: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(
+            actions,
+            content=content,
+            headers=h | {"content-type": "application/json"} | (headers or {}),
+        )
+
+    malformed = post(b'{"tool": "terminal", "arguments": {')
+    assert malformed.status_code == 422
+    assert malformed.json()["error"]["code"] == "invalid_request"
+    assert "JSON" in malformed.json()["error"]["message"]
+
+    wrong_type = post(json.dumps({"tool": "terminal", "arguments": "ls"}))
+    assert wrong_type.status_code == 422 and "arguments" in wrong_type.json()["error"]["message"]
+
+    unknown = post(json.dumps({"tool": "rm_rf", "arguments": {}}))
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "unknown_tool"
+    assert "terminal" in unknown.json()["error"]["message"]  # says what exists
+
+    bad_args = post(json.dumps({"tool": "terminal", "arguments": {"cmd": "ls"}}))
+    assert bad_args.status_code == 422 and bad_args.json()["error"]["code"] == "invalid_arguments"
+
+    huge = post(json.dumps({"tool": "terminal", "arguments": {"command": "x" * 200_000}}))
+    assert huge.status_code == 413
+    assert "ACTIONQ_API_MAX_BODY_BYTES" in huge.json()["error"]["message"]
+
+    missing = httpx.get(f"{stack.url}/api/conversations/nope", headers=h)
+    assert (
+        missing.status_code == 404 and missing.json()["error"]["code"] == "conversation_not_found"
+    )
+    conflict = httpx.post(f"{stack.url}/api/conversations/{cid}/resume", headers=h)
+    assert conflict.status_code == 409 and "idle" in conflict.json()["error"]["message"]
+
+    # Nothing above created an action, and the server still serves.
+    assert httpx.get(f"{stack.url}/api/conversations/{cid}/events", headers=h).json()["items"] == []
+    ok = post(json.dumps({"tool": "terminal", "arguments": {"command": "echo fine"}}))
+    assert ok.status_code == 201
+    assert httpx.get(stack.url + "/health").status_code == 200
+
+
+def test_idempotent_post_returns_the_same_action(stack: UpProcess) -> None:
+    h = stack.headers()
+    cid = httpx.post(stack.url + "/api/conversations", headers=h).json()["id"]
+    marker = stack.data_dir.parent / f"idem-{cid}.log"
+    body = {
+        "tool": "sleep_after_mark",
+        "arguments": {"marker_file": str(marker), "seconds": 0},
+        "idempotency_key": "step-1",
+    }
+    url = f"{stack.url}/api/conversations/{cid}/actions"
+    first = httpx.post(url, headers=h, json=body)
+    again = httpx.post(url, headers=h, json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to run")
+    events = httpx.get(f"{url.rsplit('/', 1)[0]}/events", headers=h).json()["items"]
+    assert [e["kind"] for e in events].count("ActionEvent") == 1
+
+
+def test_openapi_fuzzing_finds_no_server_errors(stack: UpProcess, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/openapi.json",
+            "--header", f"X-Session-API-Key: {stack.key}",
+            "--checks", "not_a_server_error",
+            "--max-examples", "40",
+            "--exclude-path-regex", "events/stream",
+            "--request-timeout", "10",
+            "--workers", "1",
+        ],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert httpx.get(stack.url + "/health").status_code == 200
+
+
+def test_restart_after_sigkill_keeps_everything_and_reruns_nothing(tmp_path: Path) -> None:
+    started: list[UpProcess] = []
+    try:
+        _restart_scenario(tmp_path, started)
+    finally:
+        for up in started:
+            if up.process.poll() is None:
+                os.killpg(up.process.pid, signal.SIGKILL)
+                up.process.wait(10)
+
+
+def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
+    data_dir = tmp_path / ".actionq"
+    up = start_up(data_dir, tmp_path / "up.log")
+    started.append(up)
+    client = up.client()
+    done_cid = client.create_conversation()["id"]
+    client.submit_action(done_cid, {"tool": "terminal", "arguments": {"command": "echo kept"}})
+    wait_for(lambda: client.get_conversation(done_cid)["status"] == "idle", 30, what="the first")
+    running_cid = client.create_conversation()["id"]
+    marker = tmp_path / "running.log"
+    action = client.submit_action(
+        running_cid,
+        {"tool": "sleep_after_mark", "arguments": {"marker_file": str(marker), "seconds": 120}},
+    )
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the long action to start")
+    before = client.all_events(done_cid)
+    client.close()
+    time.sleep(1.5)  # appendfsync everysec: let the last second reach the disk
+
+    os.killpg(up.process.pid, signal.SIGKILL)  # the whole `actionq up` process group
+    up.process.wait(10)
+    server_pid = int((data_dir / "redis" / "server.pid").read_text())
+    wait_for(lambda: not Path(f"/proc/{server_pid}").exists(), 30, what="the server to exit")
+
+    again = start_up(data_dir, tmp_path / "up2.log")
+    started.append(again)
+    client = again.client()
+    assert client.all_events(done_cid) == before
+    wait_for(
+        lambda: client.get_conversation(running_cid)["status"] == "error", 30,
+        what="the interrupted action to be errored",
+    )  # fmt: skip
+    errors = [e for e in client.all_events(running_cid) if e["kind"] == "AgentErrorEvent"]
+    assert [e["action_id"] for e in errors] == [action["id"]]
+    # Whichever noticed first: the restarted worker's recovery or sweep, the
+    # old worker's cold shutdown, or the redelivered message.
+    assert errors[0]["detail"]["cause"] in ("lease_expired", "worker_shutdown", "redelivered")
+    # Its message comes back (visibility timeout 5 s) and runs nothing.
+    wait_for(
+        lambda: httpx.get(f"{again.url}/api/actions/{action['id']}", headers=again.headers())
+        .json()["attempt"] >= 2,
+        30, what="the redelivery",
+    )  # fmt: skip
+    assert count_lines(marker) == 1
+    client.close()
+    assert stop_up(again) == 0
