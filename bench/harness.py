@@ -20,7 +20,9 @@ from app.processes import worker_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.005
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -28,7 +30,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(interval)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -45,6 +47,16 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "p95": percentile(values, 95),
         "p99": percentile(values, 99),
         "max": max(values),
+    }
+
+
+def rate_summary(rates: Sequence[float]) -> dict[str, float]:
+    """Throughput over rounds: min/median/max (percentiles mean little for 3-5 rounds)."""
+    return {
+        "rounds": len(rates),
+        "min": min(rates),
+        "median": statistics.median(rates),
+        "max": max(rates),
     }
 
 
@@ -78,6 +90,21 @@ class Stack:
 
     def sweeper(self) -> subprocess.Popen[bytes]:
         return self.spawn([sys.executable, "-m", "app", "sweeper"], "sweeper")
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stop(self, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+        """Warm shutdown (SIGTERM) of one process; SIGKILL of its group if it hangs."""
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group(process)
 
     @staticmethod
     def kill_group(process: subprocess.Popen[bytes]) -> None:

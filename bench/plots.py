@@ -1,0 +1,109 @@
+"""PNG plots of a result (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_plots"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _throughput(plt: Any, compare: dict[str, Any], path: Path, note: str) -> None:
+    from bench.report import LABELS
+
+    sides = {k: v for k, v in compare["throughput"].items() if "tasks_per_s" in v}
+    names = list(sides)[::-1]
+    medians = [sides[n]["tasks_per_s"]["median"] for n in names]
+    low = [m - sides[n]["tasks_per_s"]["min"] for n, m in zip(names, medians, strict=True)]
+    high = [sides[n]["tasks_per_s"]["max"] - m for n, m in zip(names, medians, strict=True)]
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(names) + 1.5))
+    colors = ["tab:blue" if n.startswith("actionq") else "tab:gray" for n in names]
+    ax.barh([LABELS.get(n, n) for n in names], medians, xerr=[low, high], color=colors, capsize=4)
+    ax.set_xlabel("no-op tasks per second (median; bars: min to max over rounds)")
+    ax.set_title(f"Throughput, {compare['concurrency']} prefork processes{note}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _latency(plt: Any, compare: dict[str, Any], path: Path, note: str) -> None:
+    quantiles = ("median", "p95", "p99")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.38
+    for i, (name, s) in enumerate(compare["latency_s"].items()):
+        xs = [q + i * width for q in range(len(quantiles))]
+        ax.bar(xs, [s[q] * 1000 for q in quantiles], width, label=name)
+    ax.set_xticks([q + width / 2 for q in range(len(quantiles))], ["p50", "p95", "p99"])
+    ax.set_ylabel("ms, submit to terminal")
+    ax.set_title(f"Latency of one no-op, idle system{note}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _scaling(plt: Any, scaling: dict[str, Any], cores: int | None, path: Path, note: str) -> None:
+    procs = [int(c) for c in scaling]
+    rates = [scaling[c]["tasks_per_s"] for c in scaling]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(procs, [r["median"] for r in rates], marker="o", label="actionq, median")
+    ax.fill_between(procs, [r["min"] for r in rates], [r["max"] for r in rates], alpha=0.2)
+    ax.plot(procs, [rates[0]["median"] * p / procs[0] for p in procs], "--", label="linear")
+    if cores:
+        ax.axvline(cores, color="gray", linestyle=":", label=f"{cores} cores")
+    ax.set_xticks(procs)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("prefork processes")
+    ax.set_ylabel("no-op actions per second")
+    ax.set_title(f"actionq scaling{note}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _crash(plt: Any, crash: dict[str, Any], path: Path, note: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    for ax, (label, values) in zip(
+        axes,
+        (
+            ("pool child SIGKILL", crash["raw"]["child"]),
+            ("whole worker SIGKILL", crash["raw"]["worker"]),
+        ),
+        strict=True,
+    ):
+        ax.boxplot(values)
+        ax.plot([1] * len(values), values, ".", alpha=0.5)
+        ax.set_xticks([1], [label])
+        ax.set_ylabel("s, kill to AgentErrorEvent")
+    fig.suptitle(f"Crash detection{note}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
+    """One PNG per section present in ``result``; returns the files written."""
+    plt = _pyplot()
+    note = " (--quick smoke run)" if result["quick"] else ""
+    written = []
+    if "compare" in result:
+        written += [out / "throughput.png", out / "latency.png"]
+        _throughput(plt, result["compare"], written[-2], note)
+        _latency(plt, result["compare"], written[-1], note)
+    if "scaling" in result:
+        written.append(out / "scaling.png")
+        _scaling(plt, result["scaling"], result["machine"]["cores"], written[-1], note)
+    if "crash_detection" in result:
+        written.append(out / "crash_detection.png")
+        _crash(plt, result["crash_detection"], written[-1], note)
+    return written

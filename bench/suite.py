@@ -1,0 +1,157 @@
+"""The sections of ``python -m bench``; each starts its own server and workers
+and returns a JSON-ready dict."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from app.service import ActionQ
+from app.settings import Settings
+from bench import crash_detection
+from bench.actionq_side import ActionqSide
+from bench.harness import Stack, summary
+from bench.peers import PEERS, not_installed, start_peer
+from bench.raw_side import RawCelerySide
+from bench.rounds import Round, throughput_result
+
+__all__ = ["Config", "compare", "crash", "scaling"]
+
+# Tables are wide: 120 columns when the output is not a terminal (a log, a pipe).
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+@dataclass(frozen=True)
+class Config:
+    n: int  # tasks per throughput round
+    rounds: int  # throughput rounds per side
+    latency_samples: int
+    crash_rounds: int
+    worker_kill_rounds: int
+    concurrency: int  # prefork children per worker in the comparison
+    scaling: tuple[int, ...]
+    peers: bool
+
+
+def server_version(url: str) -> str:
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    name = str(info.get("server_name", "redis"))
+    return f"{name} {info.get(f'{name}_version', info['redis_version'])}"
+
+
+def compare(config: Config) -> dict[str, Any]:
+    """actionq vs raw Celery (and peers) on one server, the same concurrency.
+
+    Every side's worker runs for the whole section on its own queue; the
+    latency samples alternate between sides, and so do the throughput rounds,
+    so a slow moment of the machine hits every side alike.
+    """
+    c = config.concurrency
+    with Stack() as stack, contextlib.ExitStack() as running:
+        aq = ActionqSide(stack, c)
+        running.callback(aq.close)
+        raw = RawCelerySide(stack, c)
+        running.callback(raw.close)
+        sides: dict[str, Callable[[int], Round]] = {
+            "actionq": aq.throughput,
+            "celery_results": raw.with_results,
+            "celery_fire_and_forget": raw.fire_and_forget,
+            "actionq_one_conversation": aq.sequential,
+        }
+        not_measured: dict[str, str] = {}
+        for peer in PEERS if config.peers else ():
+            if not_installed(peer):
+                not_measured[peer] = f"not measured ({peer} is not installed)"
+                continue
+            try:
+                started = start_peer(peer, stack, c)
+            except Exception as e:  # optional: a peer that will not start is reported, not fatal
+                not_measured[peer] = f"not measured ({peer} failed to start: {e})"
+                continue
+            running.callback(started.close)
+            sides[peer] = started.fire_and_forget
+        if not config.peers:
+            not_measured |= {peer: "not measured (--no-peers)" for peer in PEERS}
+
+        console.print(f"latency: {config.latency_samples} samples per side, idle system")
+        latency: dict[str, list[float]] = {"actionq": [], "celery": []}
+        for _ in range(config.latency_samples):
+            latency["actionq"].append(aq.latency())
+            latency["celery"].append(raw.latency())
+
+        results: dict[str, list[Round]] = {name: [] for name in sides}
+        for i in range(config.rounds):
+            for name, measure in sides.items():
+                results[name].append(measure(config.n))
+            line = "  ".join(f"{name} {r[-1].rate:.0f}/s" for name, r in results.items())
+            console.print(f"  round {i + 1}/{config.rounds}: {line}", highlight=False)
+        server = server_version(stack.url)
+
+    throughput: dict[str, Any] = {name: throughput_result(r) for name, r in results.items()}
+    throughput |= {name: {"not_measured": why} for name, why in not_measured.items()}
+    return {
+        "server": server,
+        "concurrency": c,
+        "n": config.n,
+        "throughput": throughput,
+        "ratios": _ratios(throughput),
+        "latency_s": {name: summary(values) for name, values in latency.items()},
+        "latency_raw_s": latency,
+    }
+
+
+def _ratios(throughput: dict[str, Any]) -> dict[str, float]:
+    """actionq's median tasks/s divided by each other side's median."""
+    ours = throughput["actionq"]["tasks_per_s"]["median"]
+    return {
+        f"actionq/{name}": ours / side["tasks_per_s"]["median"]
+        for name, side in throughput.items()
+        if name != "actionq" and "tasks_per_s" in side
+    }
+
+
+def scaling(config: Config) -> dict[str, Any]:
+    """actionq throughput with 1, 2, 4 ... prefork children (one worker)."""
+    out: dict[str, Any] = {}
+    for c in config.scaling:
+        with Stack() as stack:
+            side = ActionqSide(stack, c)
+            try:
+                rounds = [side.throughput(config.n) for _ in range(config.rounds)]
+            finally:
+                side.close()
+        out[str(c)] = throughput_result(rounds)
+        rate = out[str(c)]["tasks_per_s"]["median"]
+        console.print(f"  {c} worker process(es): median {rate:.0f} tasks/s", highlight=False)
+    return out
+
+
+def crash(config: Config) -> dict[str, Any]:
+    """bench.crash_detection's two measurements, unchanged."""
+    with Stack() as stack:
+        settings = Settings(redis_url=stack.url, tool_modules=["bench.tools"])
+        aq = ActionQ(settings)
+        child = crash_detection.measure_child_kills(stack, aq, config.crash_rounds)
+        console.print(f"  pool child SIGKILL: {len(child)} rounds done")
+        whole = crash_detection.measure_worker_kills(stack, aq, config.worker_kill_rounds)
+    return {
+        "settings": {
+            "worker_lease_seconds": settings.worker_lease_seconds,
+            "heartbeat_interval": settings.heartbeat_interval,
+            "sweep_interval": settings.sweep_interval,
+            "pool_maintain_interval": settings.pool_maintain_interval,
+        },
+        "child_sigkill_s": summary(child),
+        "worker_sigkill_s": summary(whole),
+        "raw": {"child": child, "worker": whole},
+    }
