@@ -31,8 +31,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.action_time_limit,
         "task_default_queue": settings.queue,
         # Task events on, so Flower shows every action.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,

@@ -163,6 +163,26 @@ def sweeper(interval: float | None, once: bool) -> None:
 
 
 @main.command()
+@click.option("--markdown", is_flag=True, help="Print the table of all settings, for the docs.")
+def config(markdown: bool) -> None:
+    """Show the effective settings (secrets hidden)."""
+    from app.settings import settings_markdown_table
+
+    if markdown:
+        click.echo(settings_markdown_table())
+        return
+    import re
+
+    for name, value in get_settings().model_dump().items():
+        shown = value
+        if name in ("api_keys", "api_key") and value:
+            shown = "***"
+        elif isinstance(value, str) and "url" in name:
+            shown = re.sub(r":[^:@/]*@", ":***@", value)  # hide a password in a URL
+        click.echo(f"ACTIONQ_{name.upper()}={shown}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
 def tools(as_json: bool) -> None:
     """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""

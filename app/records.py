@@ -41,6 +41,7 @@ class SubmitResult:
     action_id: str
     created: bool  # False: an existing action was returned for the idempotency key
     dispatch_action_id: str | None  # an action that must now be sent to a worker
+    record: ActionRecord | None = None  # the new action as stored (when created)
 
 
 @dataclass(frozen=True)

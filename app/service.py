@@ -74,6 +74,28 @@ class ActionQ:
         With an ``idempotency_key`` already used in this conversation, the
         existing action is returned and nothing new runs.
         """
+        action, _ = self.submit_action_checked(
+            conversation_id,
+            tool,
+            arguments,
+            tool_call_id=tool_call_id,
+            idempotency_key=idempotency_key,
+            thought=thought,
+        )
+        return action
+
+    def submit_action_checked(
+        self,
+        conversation_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        tool_call_id: str | None = None,
+        idempotency_key: str | None = None,
+        thought: str = "",
+    ) -> tuple[ActionRecord, bool]:
+        """``submit_action`` that also says whether the action was created
+        (False: the idempotency key returned an existing one)."""
         result = self.store.submit_action(
             conversation_id,
             tool,
@@ -86,7 +108,9 @@ class ActionQ:
             self.dispatch(conversation_id, result.dispatch_action_id)
         elif not result.created:
             self._redispatch_if_stranded(conversation_id, result.action_id)
-        return self.store.get_action(result.action_id, conversation_id)
+        if result.record is not None:
+            return result.record, True  # as stored; saves a round trip on the hot path
+        return self.store.get_action(result.action_id, conversation_id), result.created
 
     def _redispatch_if_stranded(self, conversation_id: str, action_id: str) -> None:
         # A client retrying after an error may have lost the send; sending the

@@ -175,6 +175,7 @@ class ActionStore:
         )
         k = self.keys
         cid = conversation_id
+        action_fingerprint = fingerprint(tool, arguments)
         # One round trip: the global action index entry, then the transition.
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(k.action_index(), action_id, cid)
@@ -197,7 +198,7 @@ class ActionStore:
                 new_id(),
                 tool,
                 json.dumps(arguments),
-                fingerprint(tool, arguments),
+                action_fingerprint,
                 retry_of or "",
             ],
             client=pipe,
@@ -205,7 +206,18 @@ class ActionStore:
         _, result = self._call(pipe.execute)
         outcome = result[0]
         if outcome == "created":
-            return SubmitResult(action_id, True, result[2] or None)
+            record = ActionRecord(
+                id=action_id,
+                conversation_id=cid,
+                state=ActionState.PENDING,
+                tool=tool,
+                arguments=arguments,
+                tool_call_id=event.tool_call_id,
+                fingerprint=action_fingerprint,
+                created_at=event.timestamp,
+                retry_of=retry_of,
+            )
+            return SubmitResult(action_id, True, result[2] or None, record)
         self._call(lambda: self.redis.hdel(k.action_index(), action_id))
         if outcome == "existing":
             return SubmitResult(result[1], False, None)

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import signal
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -100,6 +101,13 @@ def _init_worker(sender: Any) -> None:
 
 
 @_logged
+def on_worker_process_init(**_: Any) -> None:
+    """Pool child: SIGCHLD back to the default (the parent's handler would wake
+    the parent whenever a tool's subprocess exits)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+@_logged
 def on_task_failure(
     sender: Any = None,
     task_id: str | None = None,
@@ -182,6 +190,9 @@ def on_worker_shutdown(**_: Any) -> None:
 def connect_signal_handlers() -> None:
     """Connect every handler once (``weak=False``: they are module functions)."""
     signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="actionq.worker_init")
+    signals.worker_process_init.connect(
+        on_worker_process_init, weak=False, dispatch_uid="actionq.worker_process_init"
+    )
     signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="actionq.task_failure")
     signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="actionq.task_revoked")
     signals.worker_shutdown.connect(

@@ -9,7 +9,7 @@ import pytest
 
 import app
 from app.errors import ConfigurationError
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, settings_markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +18,8 @@ def test_every_setting_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     missing = [n for n in Settings.model_fields if f"ACTIONQ_{n.upper()}" not in doc]
     assert missing == []
+    # The table is exactly what `python -m app.settings` prints.
+    assert settings_markdown_table() in doc
 
 
 def test_mistyped_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,8 +110,7 @@ def submit_action(
         tool.args_model.model_validate(body.arguments)
     except ValidationError as e:
         raise InvalidArgumentsError(f"invalid arguments for tool {body.tool!r}: {e}") from e
-    before = aq.store.list_action_ids(conversation_id) if body.idempotency_key else None
-    action = aq.submit_action(
+    action, created = aq.submit_action_checked(
         conversation_id,
         body.tool,
         body.arguments,
@@ -119,10 +118,10 @@ def submit_action(
         idempotency_key=body.idempotency_key,
         thought=body.thought,
     )
-    if before is not None and action.id in before:
-        response.status_code = 200
-    else:
+    if created:
         request.app.state.metrics.actions_submitted.inc()
+    else:
+        response.status_code = 200
     return action
 
 
