@@ -7,7 +7,9 @@ entry: each wait costs one Redis round trip, each delivered page at most
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,9 +18,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import StoreUnavailableError
 from app.keys import Keys
-from app.models import Event, event_adapter
 
-__all__ = ["EventFollower"]
+__all__ = ["EventFollower", "StreamedEvent"]
+
+
+@dataclass(frozen=True)
+class StreamedEvent:
+    """One event as it goes on the wire: the stored JSON with its ``seq``
+    added, without a round trip through the pydantic models (a replay of a
+    long history is CPU-bound otherwise)."""
+
+    seq: int
+    kind: str
+    json: str
 
 
 class EventFollower:
@@ -28,7 +40,7 @@ class EventFollower:
 
     async def follow(
         self, conversation_id: str, after_seq: int, block_ms: int = 15_000, count: int = 100
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncIterator[StreamedEvent | None]:
         """Yield events with seq > ``after_seq`` forever; ``None`` after each
         ``block_ms`` without news (a chance to send a keep-alive)."""
         key = self.keys.events(conversation_id)
@@ -42,10 +54,11 @@ class EventFollower:
                 yield None
                 continue
             for entry_id, fields in reply[0][1]:
-                event = event_adapter.validate_json(fields["e"])
                 last_id = str(entry_id)
-                event.seq = int(last_id.split("-", 1)[0])
-                yield event
+                seq = int(last_id.split("-", 1)[0])
+                stored = str(fields["e"])
+                kind = json.loads(stored)["kind"]
+                yield StreamedEvent(seq, kind, f'{{"seq":{seq},{stored[1:]}')
 
     async def close(self) -> None:
         await self.redis.aclose()

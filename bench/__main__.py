@@ -5,7 +5,9 @@ Sections (each starts its own embedded server and workers, and stops them):
 - compare: actionq vs raw Celery (and Dramatiq/RQ if installed), throughput
   and latency of no-op tasks, same server, same worker concurrency;
 - scaling: actionq throughput with 1, 2 and 4 prefork processes;
-- crash: crash detection (``bench.crash_detection``).
+- crash: crash detection (``bench.crash_detection``);
+- memory: the API's memory while one client pages through, then replays
+  over SSE, a long conversation (``bench.api_memory``).
 
 Prints tables, writes ``results.json`` and PNG plots to ``--out``
 (default ``docs/benchmarks/``; with ``--quick``, a temporary folder).
@@ -31,7 +33,7 @@ from bench.harness import ROOT
 from bench.report import print_report
 from bench.suite import Config, console
 
-SECTIONS = ("compare", "scaling", "crash")
+SECTIONS = ("compare", "scaling", "crash", "memory")
 FULL = Config(
     n=1000,
     rounds=5,
@@ -41,6 +43,8 @@ FULL = Config(
     concurrency=2,
     scaling=(1, 2, 4),
     peers=True,
+    memory_events=100_000,
+    memory_baseline=100,
 )
 QUICK = Config(
     n=30,
@@ -51,6 +55,8 @@ QUICK = Config(
     concurrency=2,
     scaling=(1, 2, 4),
     peers=True,
+    memory_events=5_000,
+    memory_baseline=100,
 )
 
 
@@ -63,6 +69,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--crash-rounds", type=int, help="pool-child kills")
     parser.add_argument("--worker-kill-rounds", type=int, help="whole-worker kills (~5 s each)")
     parser.add_argument("--concurrency", type=int, help="prefork processes in the comparison")
+    parser.add_argument("--memory-events", type=int, help="events the API reads (memory)")
     parser.add_argument("--no-peers", action="store_true", help="skip Dramatiq and RQ")
     parser.add_argument(
         "--only",
@@ -82,6 +89,7 @@ def _config(args: argparse.Namespace) -> Config:
         "crash_rounds": args.crash_rounds,
         "worker_kill_rounds": args.worker_kill_rounds,
         "concurrency": args.concurrency,
+        "memory_events": args.memory_events,
     }
     values = {k: v for k, v in overrides.items() if v is not None}
     if args.no_peers:
@@ -117,7 +125,12 @@ def main() -> None:
     if config.rounds < 3:
         console.print(f"warning: --rounds {config.rounds}: min/median/max need at least 3")
     started = time.monotonic()
-    runners = {"compare": suite.compare, "scaling": suite.scaling, "crash": suite.crash}
+    runners = {
+        "compare": suite.compare,
+        "scaling": suite.scaling,
+        "crash": suite.crash,
+        "memory": suite.memory,
+    }
     for section in sections:
         console.rule(section)
         key = "crash_detection" if section == "crash" else section

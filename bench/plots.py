@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_plots"]
+__all__ = ["memory_plot", "write_plots"]
 
 
 def _pyplot() -> Any:
@@ -91,6 +91,46 @@ def _crash(plt: Any, crash: dict[str, Any], path: Path, note: str) -> None:
     plt.close(fig)
 
 
+def memory_plot(memory: dict[str, Any], path: Path, note: str) -> None:
+    """The API's RSS over the run, each read shaded and labelled."""
+    plt = _pyplot()
+    timeline = memory["timeline"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(timeline["t_s"], timeline["rss_mib"], color="tab:blue", linewidth=1)
+    colors = ("tab:orange", "tab:green")
+    for i, phase in enumerate(timeline["phases"]):
+        ax.axvspan(phase["start"], phase["end"], color=colors[i % 2], alpha=0.2)
+        ax.text(
+            (phase["start"] + phase["end"]) / 2,
+            0.02,
+            phase["name"],
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    history = memory["flat"]["history_json_mib"]
+    ax.axhline(
+        memory["rss_idle_mib"] + history,
+        color="tab:red",
+        linestyle="--",
+        linewidth=1,
+        label=f"idle + the long history's JSON ({history:.0f} MiB): a floor for loading it all",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    top = max(max(timeline["rss_mib"]) * 1.3, (memory["rss_idle_mib"] + history) * 1.15)
+    ax.set_ylim(bottom=0, top=top)
+    ax.set_xlabel("s since the API answered")
+    ax.set_ylabel("RSS of the API process, MiB")
+    ax.set_title(
+        f"API memory while reading {memory['events']:,} events ({history:.0f} MiB of JSON){note}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     """One PNG per section present in ``result``; returns the files written."""
     plt = _pyplot()
@@ -106,4 +146,7 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     if "crash_detection" in result:
         written.append(out / "crash_detection.png")
         _crash(plt, result["crash_detection"], written[-1], note)
+    if "memory" in result:
+        written.append(out / "api_memory.png")
+        memory_plot(result["memory"], written[-1], note)
     return written

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_report"]
+__all__ = ["memory_tables", "print_report"]
 
 LABELS = {
     "actionq": "actionq (1 action per conversation)",
@@ -92,6 +92,56 @@ def _crash(crash: dict[str, Any]) -> Table:
     return table
 
 
+def memory_tables(memory: dict[str, Any]) -> list[Table]:
+    """The API's RSS while one client reads a conversation (``bench.api_memory``)."""
+    table = Table(
+        title=f"API memory (RSS of `python -m app api`, MiB): read a whole conversation "
+        f"(idle {memory['rss_idle_mib']:.1f} MiB, "
+        f"~{memory['event_bytes']:.0f} B of JSON per event)"
+    )
+    columns = ("conversation", "read", "history", "before", "peak", "after", "growth", "kept")
+    for column in (*columns, "time s", "events/s"):
+        table.add_column(column, justify="left" if column in ("conversation", "read") else "right")
+    for entry in memory["conversations"]:
+        for mode, label in (("pages", f"pages of {memory['page_limit']}"), ("sse", "SSE replay")):
+            m = entry[mode]
+            table.add_row(
+                f"{entry['role']}: {entry['events']:,} events",
+                label,
+                f"{entry['history_json_mib']:.1f}",
+                *(f"{m[k]:.1f}" for k in ("before_mib", "peak_mib", "after_mib")),
+                f"{m['growth_mib']:+.1f}",
+                f"{m['retained_mib']:+.1f}",
+                f"{m['seconds']:.2f}",
+                f"{m['events_per_s']:,.0f}",
+            )
+    flat = memory["flat"]
+    verdict = Table(
+        title=f"Flat? growth at {memory['events']:,} events minus growth at "
+        f"{memory['baseline']:,} events, vs the history's {flat['history_json_mib']:.1f} MiB"
+    )
+    for column in ("read", "extra growth MiB", "÷ history JSON"):
+        verdict.add_column(column, justify="left" if column == "read" else "right")
+    for mode, label in (("pages", "pages"), ("sse", "SSE replay")):
+        ratio = flat[mode]["extra_growth_vs_history"]
+        verdict.add_row(
+            label,
+            f"{flat[mode]['extra_growth_mib']:+.1f}",
+            "" if ratio is None else f"{ratio:.1%}",
+        )
+    return [table, verdict]
+
+
+MEMORY_NOTES = (
+    "history = the conversation's event JSON (MiB); growth = peak - before; kept = after - "
+    "before (after a 0.3 s pause); the warm-up's growth is the one-off cost of the first "
+    "requests and of a full page.",
+    "Loading the whole history would cost at least its JSON size (as Python objects, about "
+    "4 times more); flat means the extra growth is a small fraction of the history, and "
+    "the same at any length.",
+)
+
+
 def print_report(result: dict[str, Any], console: Console) -> None:
     machine = result["machine"]
     console.print(
@@ -109,3 +159,8 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         console.print(_scaling(result["scaling"], machine["cores"]))
     if "crash_detection" in result:
         console.print(_crash(result["crash_detection"]))
+    if "memory" in result:
+        for table in memory_tables(result["memory"]):
+            console.print(table)
+        for note in MEMORY_NOTES:
+            console.print(f"  {note}", highlight=False)

@@ -16,12 +16,13 @@ from app.service import ActionQ
 from app.settings import Settings
 from bench import crash_detection
 from bench.actionq_side import ActionqSide
+from bench.api_memory import measure_api_memory
 from bench.harness import Stack, summary
 from bench.peers import PEERS, not_installed, start_peer
 from bench.raw_side import RawCelerySide
 from bench.rounds import Round, throughput_result
 
-__all__ = ["Config", "compare", "crash", "scaling"]
+__all__ = ["Config", "compare", "crash", "memory", "scaling"]
 
 # Tables are wide: 120 columns when the output is not a terminal (a log, a pipe).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -37,6 +38,8 @@ class Config:
     concurrency: int  # prefork children per worker in the comparison
     scaling: tuple[int, ...]
     peers: bool
+    memory_events: int  # events in the long conversation the API reads
+    memory_baseline: int  # events in the short one it is compared with
 
 
 def server_version(url: str) -> str:
@@ -155,3 +158,8 @@ def crash(config: Config) -> dict[str, Any]:
         "worker_sigkill_s": summary(whole),
         "raw": {"child": child, "worker": whole},
     }
+
+
+def memory(config: Config) -> dict[str, Any]:
+    """bench.api_memory: the API's RSS while it serves a long conversation."""
+    return measure_api_memory(config.memory_events, config.memory_baseline, console=console)

@@ -201,8 +201,6 @@ async def stream_events(
             if event is None:
                 yield ServerSentEvent(comment="keep-alive")
                 continue
-            yield ServerSentEvent(
-                raw_data=event.model_dump_json(), event=event.kind, id=str(event.seq)
-            )
+            yield ServerSentEvent(raw_data=event.json, event=event.kind, id=str(event.seq))
     finally:
         gauge.dec()
