@@ -1,0 +1,2 @@
+"""Chaos soak: a real stack, scripted conversations, seeded random faults,
+then invariants. Run ``python -m tests.chaos --help``."""
