@@ -9,18 +9,26 @@ page = aq.list_events(conversation.id)
 
 from __future__ import annotations
 
+import json
 import time
 from functools import cached_property, partial
 from typing import Any
 
 from celery import Celery
+from pydantic import ValidationError
 
 from app.dispatch import Dispatch, send_action
-from app.errors import ConversationNotFound, InvalidTransition, QuarantinedAction
+from app.errors import (
+    ConversationNotFound,
+    InvalidArgumentsError,
+    InvalidTransition,
+    QuarantinedAction,
+)
 from app.lifecycle import cancel_action
 from app.models import ActionRecord, ActionState, Conversation, ConversationStatus, EventPage
 from app.settings import Settings, get_settings
 from app.store import ActionStore
+from app.tools import get_tool
 
 __all__ = ["ActionQ"]
 
@@ -33,6 +41,18 @@ class ActionQ:
         self.store = store or ActionStore.from_url(
             self.settings.redis_url, self.settings.key_prefix
         )
+
+    def close(self) -> None:
+        """Close this client's connections (Redis; the broker, if used)."""
+        self.store.redis.close()
+        if "celery_app" in self.__dict__:
+            self.celery_app.close()
+
+    def __enter__(self) -> ActionQ:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @cached_property
     def celery_app(self) -> Celery:
@@ -96,6 +116,7 @@ class ActionQ:
     ) -> tuple[ActionRecord, bool]:
         """``submit_action`` that also says whether the action was created
         (False: the idempotency key returned an existing one)."""
+        self._check_arguments(arguments)
         result = self.store.submit_action(
             conversation_id,
             tool,
@@ -111,6 +132,32 @@ class ActionQ:
         if result.record is not None:
             return result.record, True  # as stored; saves a round trip on the hot path
         return self.store.get_action(result.action_id, conversation_id), result.created
+
+    def validate_tool_call(self, tool: str, arguments: dict[str, Any]) -> None:
+        """What the HTTP API checks before storing a call: size and depth, a
+        registered tool, arguments its model accepts (``UnknownToolError``,
+        ``InvalidArgumentsError``). The Python API stores an invalid call and
+        lets it end with an AgentErrorEvent, as an LLM's bad call should."""
+        self._check_arguments(arguments)
+        try:
+            get_tool(tool).args_model.model_validate(arguments)
+        except ValidationError as e:
+            raise InvalidArgumentsError(f"invalid arguments for tool {tool!r}: {e}") from e
+
+    def _check_arguments(self, arguments: dict[str, Any]) -> None:
+        """Refuse arguments too deep or too large to store and show safely."""
+        depth = _nesting_depth(arguments, self.settings.max_arguments_depth + 1)
+        if depth > self.settings.max_arguments_depth:
+            raise InvalidArgumentsError(
+                f"arguments nested deeper than {self.settings.max_arguments_depth} levels "
+                "(ACTIONQ_MAX_ARGUMENTS_DEPTH)"
+            )
+        size = len(json.dumps(arguments, ensure_ascii=False).encode())
+        if size > self.settings.max_arguments_bytes:
+            raise InvalidArgumentsError(
+                f"arguments are {size} bytes as JSON, more than "
+                f"{self.settings.max_arguments_bytes} (ACTIONQ_MAX_ARGUMENTS_BYTES)"
+            )
 
     def _redispatch_if_stranded(self, conversation_id: str, action_id: str) -> None:
         # A client retrying after an error may have lost the send; sending the
@@ -199,3 +246,19 @@ class ActionQ:
                     f"action {action_id} still {action.state.value} after {timeout}s"
                 )
             time.sleep(poll)
+
+
+def _nesting_depth(value: Any, limit: int) -> int:
+    """Depth of nested lists/dicts, counting stops at ``limit`` (no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest >= limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     action_time_limit: float = Field(
         3600.0, gt=0, description="Hard limit for one action; past it the action errors."
     )
+    max_arguments_bytes: int = Field(
+        256 * 1024, gt=0, description="Largest tool-call arguments (as JSON) accepted on submit."
+    )
+    max_arguments_depth: int = Field(
+        32, gt=0, description="Deepest nesting of tool-call arguments accepted on submit."
+    )
     max_output_bytes: int = Field(
         64 * 1024, gt=0, description="Tool output beyond this is cut, with a visible marker."
     )

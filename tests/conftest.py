@@ -71,8 +71,9 @@ def settings(settings_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def aq(settings: Settings) -> ActionQ:
-    return ActionQ(settings)
+def aq(settings: Settings) -> Iterator[ActionQ]:
+    with ActionQ(settings) as client:
+        yield client
 
 
 WorkerFactory = Callable[..., WorkerProcess]

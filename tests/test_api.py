@@ -240,6 +240,15 @@ def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(stack: UpProce
     bad_args = post(json.dumps({"tool": "terminal", "arguments": {"cmd": "ls"}}))
     assert bad_args.status_code == 422 and bad_args.json()["error"]["code"] == "invalid_arguments"
 
+    deep = post(
+        '{"tool": "terminal", "arguments": {"command": "ls", "x": ' + "[" * 40 + "]" * 40 + "}}"
+    )
+    assert (
+        deep.status_code == 422 and "ACTIONQ_MAX_ARGUMENTS_DEPTH" in deep.json()["error"]["message"]
+    )
+    deeper = post('{"tool": "terminal", "arguments": {"x": ' + "[" * 20_000 + "]" * 20_000 + "}}")
+    assert deeper.status_code in (400, 422), deeper.text
+
     huge = post(json.dumps({"tool": "terminal", "arguments": {"command": "x" * 200_000}}))
     assert huge.status_code == 413
     assert "ACTIONQ_API_MAX_BODY_BYTES" in huge.json()["error"]["message"]

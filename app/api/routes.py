@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from app.api.auth import require_api_key
 from app.api.schemas import (
@@ -19,11 +18,10 @@ from app.api.schemas import (
     RetryRequest,
     SubmitActionRequest,
 )
-from app.errors import ActionqError, InvalidArgumentsError
+from app.errors import ActionqError
 from app.event_stream import EventFollower
 from app.models import ActionRecord, Conversation, EventPage
 from app.service import ActionQ
-from app.tools import get_tool
 
 __all__ = ["protected", "public"]
 
@@ -105,11 +103,7 @@ def submit_action(
 ) -> ActionRecord:
     """Post a tool call. Unknown tool: 400; arguments the tool refuses: 422.
     With an ``idempotency_key`` used before, the existing action is returned (200)."""
-    tool = get_tool(body.tool)
-    try:
-        tool.args_model.model_validate(body.arguments)
-    except ValidationError as e:
-        raise InvalidArgumentsError(f"invalid arguments for tool {body.tool!r}: {e}") from e
+    aq.validate_tool_call(body.tool, body.arguments)
     action, created = aq.submit_action_checked(
         conversation_id,
         body.tool,
