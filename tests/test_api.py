@@ -360,3 +360,44 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     assert count_lines(marker) == 1
     client.close()
     assert stop_up(again) == 0
+
+
+def test_cli_client_commands(stack: UpProcess) -> None:
+    def actionq(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+        return subprocess.run(
+            [sys.executable, "-m", "app", "conversations", *args,
+             "--url", stack.url, "--api-key", stack.key],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        )  # fmt: skip
+
+    created = actionq("create")
+    assert created.returncode == 0, created.stderr
+    cid = created.stdout.strip()
+    submitted = actionq("submit", cid, "terminal", '{"command": "echo from-cli"}', "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    action_id = json.loads(submitted.stdout)["id"]
+    client = stack.client()
+    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 30, what="the action")
+    client.close()
+
+    shown = json.loads(actionq("show", cid, "--json").stdout)
+    assert shown["conversation"]["id"] == cid
+    observations = [e for e in shown["events"] if e["kind"] == "ObservationEvent"]
+    assert observations[0]["observation"]["output"] == "from-cli\n"
+    listed = json.loads(actionq("list", "--json").stdout)
+    assert cid in [c["id"] for c in listed["items"]]
+    human = actionq("show", cid)
+    assert "ObservationEvent" in human.stdout and "from-cli" in human.stdout
+
+    refused = actionq("resume", cid)  # idle: nothing to resume
+    assert refused.returncode == 1 and "409" in refused.stderr
+    retried = actionq("retry", action_id, "--json")
+    assert retried.returncode == 0 and json.loads(retried.stdout)["retry_of"] == action_id
+    wrong_key = subprocess.run(
+        [sys.executable, "-m", "app", "conversations", "list", "--url", stack.url,
+         "--api-key", "nope"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")},
+    )  # fmt: skip
+    assert wrong_key.returncode == 1 and "401" in wrong_key.stderr
