@@ -102,8 +102,10 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # If `actionq up` is killed outright: cold shutdown, actions errored.
-            preexec_fn=die_with_parent_hook(signal.SIGQUIT),
+            # If `actionq up` is killed outright the server goes too, so a
+            # shutdown could not record anything: die at once (the pool
+            # children follow); the next start's recovery errors its actions.
+            preexec_fn=die_with_parent_hook(signal.SIGKILL),
         )
     worker_pidfile.write_text(str(worker.pid))
     try:

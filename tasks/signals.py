@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,11 +26,13 @@ from celery.worker import state as worker_state
 
 from app.celery_app import RUN_ACTION_TASK
 from app.dispatch import send_action
+from app.errors import StoreUnavailableError
 from app.lifecycle import cancel_action
 from app.models import ErrorCause
 from app.recovery import audit_own_claims, recover_orphaned_actions
 from app.runtime import get_store
 from app.settings import get_settings
+from app.store import ActionStore, WorkerIdentity
 from app.tools import load_tool_modules
 from tasks.execution import settle_lost_task
 from tasks.identity import current_worker, init_worker_identity
@@ -88,15 +91,39 @@ def _init_worker(sender: Any) -> None:
     load_tool_modules(settings.tool_modules)
     worker = init_worker_identity(getattr(sender, "hostname", None))
     store = get_store()
-    store.register_worker(worker, settings.worker_lease_seconds)
+    _register_with_retries(store, worker, settings.worker_lease_seconds)
     log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
     # A cold shutdown sends no worker_shutdown signal; settle at exit instead.
     atexit.register(on_worker_shutdown)
     if settings.recover_on_start:
         dispatch = partial(send_action, sender.app, settings.queue)
-        recovered = recover_orphaned_actions(store, dispatch)
+        try:
+            recovered = recover_orphaned_actions(store, dispatch)
+        except StoreUnavailableError as e:  # the sweep will catch up
+            log.warning("start-up recovery skipped: %s", e)
+            return
         if recovered:
             log.warning("start-up recovery errored %d orphaned action(s)", len(recovered))
+
+
+_STARTUP_RETRY_SECONDS = 120.0
+
+
+def _register_with_retries(store: ActionStore, worker: WorkerIdentity, lease: float) -> None:
+    """Redis may be restarting while the worker starts (as Celery does for its
+    broker, wait for it rather than exit); give up after two minutes."""
+    deadline = time.monotonic() + _STARTUP_RETRY_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            store.register_worker(worker, lease)
+            return
+        except StoreUnavailableError as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("state store not reachable yet (%s); retrying in %.1fs", e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @_logged

@@ -68,6 +68,15 @@ def start_up(data_dir: Path, log: Path) -> UpProcess:
     return UpProcess(process, url, key, data_dir, log)
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def stop_up(up: UpProcess) -> int:
     if up.process.poll() is None:
         up.process.send_signal(signal.SIGINT)
@@ -336,7 +345,9 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     os.killpg(up.process.pid, signal.SIGKILL)  # the whole `actionq up` process group
     up.process.wait(10)
     server_pid = int((data_dir / "redis" / "server.pid").read_text())
-    wait_for(lambda: not Path(f"/proc/{server_pid}").exists(), 30, what="the server to exit")
+    worker_pid = int((data_dir / "worker.pid").read_text())
+    wait_for(lambda: not _running(server_pid), 30, what="the server to exit")
+    wait_for(lambda: not _running(worker_pid), 30, what="the worker to exit")
 
     again = start_up(data_dir, tmp_path / "up2.log")
     started.append(again)

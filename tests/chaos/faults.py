@@ -44,6 +44,7 @@ class FaultInjector(threading.Thread):
         try:
             while sum(self.done.values()) < self.total and not self.stopping.is_set():
                 time.sleep(self.rng.expovariate(1 / self.mean_interval))
+                self.stack.ensure_workers()
                 kinds, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
                 kind = self.rng.choices(kinds, weights)[0]
                 try:

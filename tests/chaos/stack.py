@@ -73,6 +73,11 @@ class ChaosStack:
             worker.wait_ready(60)
         return worker
 
+    def ensure_workers(self) -> None:
+        """Start workers until as many are alive as the stack should have."""
+        for _ in range(self.worker_count - len(self.live_workers())):
+            self.add_worker()
+
     def live_workers(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.is_alive()]
 

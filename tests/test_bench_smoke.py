@@ -1,0 +1,27 @@
+"""The benchmark suite still runs (tiny sizes; no numbers are checked here:
+benchmarks are not tests, and these machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.mark.timeout(300)
+def test_quick_benchmark_run_completes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-peers", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"compare", "scaling", "crash", "memory"} <= set(results)
+    assert (tmp_path / "throughput.png").stat().st_size > 0
