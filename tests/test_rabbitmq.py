@@ -1,0 +1,87 @@
+"""The same crash promises with RabbitMQ as the broker (state stays in Redis).
+Skipped when no RabbitMQ answers on 127.0.0.1:5672 (guest/guest). Each test
+uses its own queue and deletes it afterwards."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Queue
+
+from app.models import ConversationStatus, ErrorCause
+from app.service import ActionQ
+from app.settings import Settings
+from tests.conftest import WorkerFactory
+from tests.events import assert_log_consistent, count_lines, only_error
+from tests.helpers import wait_for
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def _rabbitmq_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on 127.0.0.1:5672")
+
+
+@pytest.fixture
+def rabbit_env(settings_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    queue = f"actionq-test-{uuid.uuid4().hex[:12]}"
+    settings_env.update({"ACTIONQ_BROKER_URL": AMQP_URL, "ACTIONQ_QUEUE": queue})
+    yield settings_env
+    with Connection(AMQP_URL) as conn:
+        Queue(queue, channel=conn.channel()).delete()
+
+
+@pytest.fixture
+def rabbit_aq(rabbit_env: dict[str, str]) -> Iterator[ActionQ]:
+    fields = {k.removeprefix("ACTIONQ_").lower(): v for k, v in rabbit_env.items()}
+    with ActionQ(Settings(**fields)) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def test_killed_child_errors_once_with_rabbitmq(
+    rabbit_aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    start_worker()
+    cid = rabbit_aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = rabbit_aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+    wait_for(lambda: rabbit_aq.get_conversation(cid).status == ConversationStatus.ERROR, 30,
+             what="the crash to be recorded")  # fmt: skip
+    error = only_error(rabbit_aq, cid, action.id)
+    assert (error.detail.cause, error.detail.signal) == (ErrorCause.WORKER_LOST, 9)
+    assert count_lines(marker) == 1
+    assert_log_consistent(rabbit_aq, cid)
+
+
+def test_whole_worker_killed_with_rabbitmq_runs_nothing_twice(
+    rabbit_aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """RabbitMQ redelivers at once when the connection drops; the claim says
+    the action is taken, and the lease sweep reports it."""
+    first = start_worker("first")
+    cid = rabbit_aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = rabbit_aq.submit_action(
+        cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60}
+    )
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+    first.kill_everything()
+    start_worker("second")
+    wait_for(lambda: rabbit_aq.get_conversation(cid).status == ConversationStatus.ERROR, 30,
+             what="the lost worker to be reported")  # fmt: skip
+    error = only_error(rabbit_aq, cid, action.id)
+    assert error.detail.cause in (ErrorCause.LEASE_EXPIRED, ErrorCause.REDELIVERED)
+    wait_for(lambda: rabbit_aq.get_action(action.id).attempt >= 2, 20, what="the redelivery")
+    assert count_lines(marker) == 1
+    assert_log_consistent(rabbit_aq, cid)
