@@ -1,4 +1,5 @@
-"""ActionStore: the only code that talks to Redis.
+"""ActionStore: the only code that talks to Redis (with ``app.leases`` and
+``app.redis_store``, its other two parts).
 
 Every state change is one Lua script (see ``app/lua/``), so an action's state,
 its event and the conversation move together or not at all. Reads are plain
@@ -10,12 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from importlib import resources
+from collections.abc import Callable, Iterator
 from typing import Any
-
-import redis
-from redis.commands.core import Script
 
 from app.errors import (
     ActionNotFound,
@@ -24,7 +21,7 @@ from app.errors import (
     InvalidTransition,
     StoreUnavailableError,
 )
-from app.keys import Keys
+from app.leases import WorkerLeases
 from app.models import (
     ActionEvent,
     ActionRecord,
@@ -33,6 +30,7 @@ from app.models import (
     ConversationStatus,
     Event,
     EventPage,
+    event_adapter,
     new_id,
     utc_now,
 )
@@ -59,60 +57,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SCRIPT_NAMES = (
-    "create_conversation",
-    "submit_action",
-    "claim_action",
-    "finish_action",
-    "stop_conversation",
-    "renew_lease",
-    "resume_conversation",
-    "pause_conversation",
-    "forget_worker",
-)
 _STOP_RETRIES = 20
 
 
-def _load_scripts(client: redis.Redis) -> dict[str, Script]:
-    lua = resources.files("app") / "lua"
-    lib = (lua / "_lib.lua").read_text()
-    return {
-        name: client.register_script(lib + "\n" + (lua / f"{name}.lua").read_text())
-        for name in _SCRIPT_NAMES
-    }
-
-
-class ActionStore:
-    """Conversations, actions, events and worker leases in Redis."""
-
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
-        self.redis = client
-        self.keys = keys or Keys()
-        self._scripts = _load_scripts(client)
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str = "actionq") -> ActionStore:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
-        return cls(client, Keys(prefix))
-
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        """Run a Redis call; redis-py's replies are loosely typed, so callers
-        convert what they read explicitly."""
-        try:
-            return fn()
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise StoreUnavailableError(f"Redis state store unavailable: {e}") from e
-
-    def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        script = self._scripts[name]
-        return self._call(lambda: script(keys=list(keys), args=list(args)))
-
-    def ping(self) -> bool:
-        return bool(self._call(self.redis.ping))
-
-    def server_time(self) -> float:
-        seconds, micros = self._call(self.redis.time)
-        return float(seconds) + float(micros) / 1_000_000
+class ActionStore(WorkerLeases):
+    """Conversations, actions and events in Redis (worker leases: ``WorkerLeases``)."""
 
     # ------------------------------------------------------------------ conversations
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
@@ -473,8 +422,6 @@ class ActionStore:
     # ------------------------------------------------------------------ events
     def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
         """Events with seq > after_seq, at most ``limit``: O(limit), not O(history)."""
-        from app.models import event_adapter
-
         if not self._call(lambda: self.redis.exists(self.keys.conversation(conversation_id))):
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
         entries = self._call(
@@ -499,69 +446,3 @@ class ActionStore:
             if page.next_after_seq is None:
                 return events
             after = page.next_after_seq
-
-    # ------------------------------------------------------------------ workers
-    def renew_worker_lease(self, worker: WorkerIdentity, lease_seconds: float) -> float:
-        """Extend the worker's lease by ``lease_seconds`` from now (server time)."""
-        expiry = self._script(
-            "renew_lease", [self.keys.worker_leases()], [worker.id, lease_seconds]
-        )
-        return float(expiry)
-
-    def register_worker(self, worker: WorkerIdentity, lease_seconds: float) -> None:
-        self._call(
-            lambda: self.redis.hset(
-                self.keys.worker_info(worker.id),
-                mapping={"host": worker.host, "pid": worker.pid, "started_at": utc_now()},
-            )
-        )
-        self.renew_worker_lease(worker, lease_seconds)
-
-    def release_worker_lease(self, worker: WorkerIdentity) -> None:
-        """A clean shutdown: the worker is gone now, not in ``lease_seconds``."""
-        self._call(lambda: self.redis.zadd(self.keys.worker_leases(), {worker.id: 0}))
-
-    def is_worker_alive(self, worker_id: str, now: float | None = None) -> bool:
-        expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
-        return expiry is not None and float(expiry) > (
-            now if now is not None else self.server_time()
-        )
-
-    def expired_worker_ids(self, now: float | None = None) -> list[str]:
-        now = self.server_time() if now is None else now
-        ids = self._call(lambda: self.redis.zrangebyscore(self.keys.worker_leases(), "-inf", now))
-        return [str(i) for i in ids]
-
-    def live_worker_ids(self, now: float | None = None) -> list[str]:
-        now = self.server_time() if now is None else now
-        ids = self._call(
-            lambda: self.redis.zrangebyscore(self.keys.worker_leases(), f"({now}", "+inf")
-        )
-        return [str(i) for i in ids]
-
-    def worker_claim_refs(self, worker_id: str) -> list[tuple[str, str]]:
-        refs = self._call(lambda: self.redis.smembers(self.keys.worker_claims(worker_id)))
-        pairs = [str(ref).split("/", 1) for ref in refs]
-        return [(pair[0], pair[1]) for pair in pairs]
-
-    def forget_worker_claim(self, worker_id: str, conversation_id: str, action_id: str) -> None:
-        self._call(
-            lambda: self.redis.srem(
-                self.keys.worker_claims(worker_id), f"{conversation_id}/{action_id}"
-            )
-        )
-
-    def forget_worker(self, worker_id: str, now: float) -> bool:
-        """Drop a dead worker whose claims are all settled (it must still be
-        expired at ``now``: a stalled worker that came back is kept)."""
-        k = self.keys
-        result = self._script(
-            "forget_worker",
-            [k.worker_leases(), k.worker_claims(worker_id), k.worker_info(worker_id)],
-            [worker_id, now],
-        )
-        return bool(result)
-
-    def lease_expiry(self, worker_id: str) -> float | None:
-        expiry = self._call(lambda: self.redis.zscore(self.keys.worker_leases(), worker_id))
-        return float(expiry) if expiry is not None else None
