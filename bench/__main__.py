@@ -5,7 +5,8 @@ Sections (each starts its own embedded server and workers, and stops them):
 - compare: actionq vs raw Celery (and Dramatiq/RQ if installed), throughput
   and latency of no-op tasks, same server, same worker concurrency;
 - scaling: actionq throughput with 1, 2 and 4 prefork processes;
-- crash: crash detection (``bench.crash_detection``);
+- crash: crash detection (``bench.crash_detection``), and raw Celery in the
+  same crash situations (``bench.raw_crash_side``);
 - memory: the API's memory while one client pages through, then replays
   over SSE, a long conversation (``bench.api_memory``).
 
@@ -40,6 +41,8 @@ FULL = Config(
     latency_samples=200,
     crash_rounds=20,
     worker_kill_rounds=20,
+    poison_window_s=20.0,
+    raw_visibility_timeout=10,
     concurrency=2,
     scaling=(1, 2, 4),
     peers=True,
@@ -52,6 +55,8 @@ QUICK = Config(
     latency_samples=15,
     crash_rounds=3,
     worker_kill_rounds=1,
+    poison_window_s=6.0,
+    raw_visibility_timeout=10,
     concurrency=2,
     scaling=(1, 2, 4),
     peers=True,
@@ -67,7 +72,16 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--n", type=int, help="no-op tasks per throughput round")
     parser.add_argument("--latency-samples", type=int, help="latency samples per side")
     parser.add_argument("--crash-rounds", type=int, help="pool-child kills")
-    parser.add_argument("--worker-kill-rounds", type=int, help="whole-worker kills (~5 s each)")
+    parser.add_argument(
+        "--worker-kill-rounds",
+        type=int,
+        help="whole-worker kills (actionq ~5 s each; raw Celery at most 3, ~15-25 s each)",
+    )
+    parser.add_argument(
+        "--poison-window",
+        type=float,
+        help="seconds to count runs of raw Celery's task_reject_on_worker_lost=True loop",
+    )
     parser.add_argument("--concurrency", type=int, help="prefork processes in the comparison")
     parser.add_argument("--memory-events", type=int, help="events the API reads (memory)")
     parser.add_argument("--no-peers", action="store_true", help="skip Dramatiq and RQ")
@@ -88,6 +102,7 @@ def _config(args: argparse.Namespace) -> Config:
         "latency_samples": args.latency_samples,
         "crash_rounds": args.crash_rounds,
         "worker_kill_rounds": args.worker_kill_rounds,
+        "poison_window_s": args.poison_window,
         "concurrency": args.concurrency,
         "memory_events": args.memory_events,
     }

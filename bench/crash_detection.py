@@ -3,7 +3,7 @@
     python -m bench.crash_detection --rounds 20
 
 - child: the pool child running the action is SIGKILLed (by the tool itself,
-  which first writes the time); detection = the AgentErrorEvent's timestamp
+  which first appends the time to a stamp file); detection = the AgentErrorEvent's timestamp
   minus that time. The worker's main process notices and reports it.
 - worker: the whole worker (main process and children) is SIGKILLed while the
   action runs; a standalone sweeper reports it when the worker's lease expires.
@@ -37,6 +37,20 @@ def _error_time(aq: ActionQ, conversation_id: str, action_id: str) -> float:
     return datetime.fromisoformat(event.timestamp).timestamp()
 
 
+def stamp_times(path: Path) -> list[float]:
+    """The times a tool body wrote to its stamp file, one line per run."""
+    try:
+        return [float(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def body_runs(stack: Stack, kind: str, rounds: int) -> list[int]:
+    """How many times each round's tool body ran (``kind``: ``child`` or ``worker``),
+    counted when called: call it at the end, after every round."""
+    return [len(stamp_times(stack.base / f"{kind}-{i}.stamp")) for i in range(rounds)]
+
+
 def measure_child_kills(stack: Stack, aq: ActionQ, rounds: int) -> list[float]:
     worker = stack.worker("child-kill")
     wait_for(lambda: aq.store.live_worker_ids(), 60, "the worker")
@@ -46,7 +60,7 @@ def measure_child_kills(stack: Stack, aq: ActionQ, rounds: int) -> list[float]:
         stamp = stack.base / f"child-{i}.stamp"
         action = aq.submit_action(cid, "crash_now", {"stamp_file": str(stamp)})
         detected = _error_time(aq, cid, action.id)
-        latencies.append(detected - float(stamp.read_text()))
+        latencies.append(detected - stamp_times(stamp)[0])
         time.sleep(0.3)  # let the pool replace its child before the next round
     stack.kill_group(worker)
     return latencies

@@ -72,20 +72,29 @@ def _scaling(plt: Any, scaling: dict[str, Any], cores: int | None, path: Path, n
 
 
 def _crash(plt: Any, crash: dict[str, Any], path: Path, note: str) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-    for ax, (label, values) in zip(
-        axes,
-        (
-            ("pool child SIGKILL", crash["raw"]["child"]),
-            ("whole worker SIGKILL", crash["raw"]["worker"]),
-        ),
-        strict=True,
-    ):
-        ax.boxplot(values)
-        ax.plot([1] * len(values), values, ".", alpha=0.5)
-        ax.set_xticks([1], [label])
-        ax.set_ylabel("s, kill to AgentErrorEvent")
-    fig.suptitle(f"Crash detection{note}")
+    """Per fault, actionq's kill-to-AgentErrorEvent beside raw Celery's kill-to-outcome."""
+    raw = crash.get("raw_celery", {})
+    panels: list[tuple[str, list[tuple[str, list[float]]]]] = [
+        ("pool child SIGKILL", [("actionq\nAgentErrorEvent", crash["raw"]["child"])]),
+        ("whole worker SIGKILL", [("actionq\nAgentErrorEvent", crash["raw"]["worker"])]),
+    ]
+    if "child_sigkill" in raw:
+        panels[0][1].append(("raw Celery\nFAILURE seen", raw["child_sigkill"]["raw"]["seconds"]))
+    if "worker_sigkill" in raw:
+        vt = raw["worker_sigkill"]["config"]["visibility_timeout_s"]
+        redelivered = raw["worker_sigkill"]["raw"]["redelivered_s"]
+        panels[1][1].append((f"raw Celery\nruns again\n(vt {vt} s)", redelivered))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, (title, boxes) in zip(axes, panels, strict=True):
+        shown = [(label, values) for label, values in boxes if values]
+        ax.boxplot([values for _, values in shown])
+        for x, (_, values) in enumerate(shown, start=1):
+            ax.plot([x] * len(values), values, ".", alpha=0.5)
+        ax.set_xticks(range(1, len(shown) + 1), [label for label, _ in shown])
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("s, kill to outcome")
+    fig.suptitle(f"Crash detection: actionq and raw Celery{note}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["memory_tables", "print_report"]
+__all__ = ["crash_comparison", "crash_notes", "memory_tables", "print_report"]
 
 LABELS = {
     "actionq": "actionq (1 action per conversation)",
@@ -79,17 +79,134 @@ def _scaling(scaling: dict[str, Any], cores: int | None) -> Table:
 
 
 def _crash(crash: dict[str, Any]) -> Table:
-    table = Table(title="Crash detection: kill to AgentErrorEvent (s)")
-    for column in ("fault", "n", "min", "median", "p95", "p99", "max"):
-        table.add_column(column, justify="left" if column == "fault" else "right")
-    for label, key in (
-        ("pool child SIGKILL", "child_sigkill_s"),
-        ("whole worker SIGKILL", "worker_sigkill_s"),
-    ):
-        s = crash[key]
+    """Seconds from the kill to the outcome, every side with samples."""
+    table = Table(title="Crash detection: seconds from the kill to the outcome")
+    for column in ("fault", "side", "outcome", "n", "min", "median", "p95", "p99", "max"):
+        left = column in ("fault", "side", "outcome")
+        table.add_column(column, justify="left" if left else "right")
+    raw = crash.get("raw_celery", {})
+    rows: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        ("pool child SIGKILL", "actionq", "AgentErrorEvent", crash["child_sigkill_s"]),
+    ]
+    if "child_sigkill" in raw:
+        rows.append(("", "Celery", "FAILURE seen by the client", raw["child_sigkill"]["seconds"]))
+    rows.append(("whole worker SIGKILL", "actionq", "AgentErrorEvent", crash["worker_sigkill_s"]))
+    if "worker_sigkill" in raw:
+        vt = raw["worker_sigkill"]["config"]["visibility_timeout_s"]
+        rows.append(
+            (
+                "",
+                f"Celery (visibility {vt} s)",
+                "the body runs again",
+                raw["worker_sigkill"]["redelivered_s"],
+            )
+        )
+    for fault, side, outcome, s in rows:
+        if s is None:
+            table.add_row(fault, side, outcome, "0", "", "", "", "", "")
+            continue
         cells = [f"{s[k]:.3f}" for k in ("min", "median", "p95", "p99", "max")]
-        table.add_row(label, str(s["n"]), *cells)
+        table.add_row(fault, side, outcome, str(s["n"]), *cells)
     return table
+
+
+def _runs(runs: list[int]) -> str:
+    """Body runs per task: "1" when all ran once, else the range and the rounds."""
+    if not runs:
+        return ""
+    low, high = min(runs), max(runs)
+    return f"{low}" if low == high else f"{low}-{high} ({len(runs)} tasks)"
+
+
+def _median_max(s: dict[str, Any] | None) -> str:
+    return "" if s is None else f"{s['median']:.2f} / {s['max']:.2f}"
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def crash_comparison(crash: dict[str, Any]) -> Table:
+    """One row per (situation, side): actionq's outcome beside raw Celery's."""
+    table = Table(title="Crash handling: actionq vs raw Celery (same server, same run)")
+    columns = ("situation", "side", "time to outcome s\n(median / max)", "body runs", "outcome")
+    for column in columns:
+        table.add_column(column, justify="right" if column.startswith("time") else "left")
+    raw = crash["raw_celery"]
+    runs = crash.get("body_runs", {})
+    table.add_row(
+        "pool child SIGKILL",
+        "actionq",
+        _median_max(crash["child_sigkill_s"]),
+        _runs(runs.get("child", [])),
+        "AgentErrorEvent worker_lost, conversation error",
+    )
+    child = raw["child_sigkill"]
+    outcomes = child["outcomes"]
+    table.add_row(
+        "",
+        "Celery, reject_on_worker_lost=False",
+        _median_max(child["seconds"]),
+        _runs(child["body_runs"]),
+        next(iter(outcomes))
+        if len(outcomes) == 1
+        else ", ".join(f"{k} in {v} rounds" for k, v in outcomes.items()),
+    )
+    poison = raw["child_sigkill_reject_on_worker_lost"]
+    window, n = poison["window_s"], poison["body_runs_in_window"]
+    table.add_row(
+        "",
+        "Celery, reject_on_worker_lost=True",
+        f"{poison['final_after_s']:.2f}" if poison["final_state_seen"] else "never",
+        f"{n} in {window:.0f} s",
+        f"ran {_times(n)} in {window:.0f} s, "
+        + (
+            "then final"
+            if poison["final_state_seen"]
+            else f"never final ({poison['state_when_stopped']})"
+        ),
+    )
+    table.add_row(
+        "whole worker SIGKILL",
+        "actionq",
+        _median_max(crash["worker_sigkill_s"]),
+        _runs(runs.get("worker", [])),
+        "AgentErrorEvent lease_expired (sweeper), conversation error",
+    )
+    node = raw["worker_sigkill"]
+    redelivered = node["redelivered_s"]
+    counts = sorted(set(node["body_runs"]))
+    if redelivered is None:
+        outcome = f"not redelivered within {node['bound_s']:.0f} s"
+    else:
+        ran = _times(counts[0]) if len(counts) == 1 else "/".join(map(str, counts)) + " times"
+        outcome = f"redelivered after {redelivered['median']:.1f} s, ran {ran}"
+        if node["not_redelivered"]:
+            outcome += f"; {node['not_redelivered']} not redelivered in {node['bound_s']:.0f} s"
+    table.add_row(
+        "(a new worker started)",
+        f"Celery, visibility_timeout {node['config']['visibility_timeout_s']} s",
+        _median_max(redelivered),
+        _runs(node["body_runs"]),
+        outcome,
+    )
+    return table
+
+
+def crash_notes(crash: dict[str, Any]) -> list[str]:
+    """How to read ``crash_comparison``."""
+    vt = crash["raw_celery"]["worker_sigkill"]["config"]["visibility_timeout_s"]
+    aq_vt = crash["settings"].get("visibility_timeout", "its default")
+    return [
+        "actionq: seconds from the kill to the AgentErrorEvent's timestamp. Celery: from the "
+        "kill (the body writes the time, then kills its process) until the client, polling the "
+        "result every 5 ms, sees it final; for a whole worker, until the body starts again.",
+        "Celery: acks_late, Redis result backend, prefork --concurrency 1 like actionq's worker. "
+        f"Whole worker: visibility_timeout {vt} s, not the {aq_vt} s actionq's run keeps (actionq "
+        "does not wait for it; with it, Celery would redeliver only after that long).",
+        "body runs: lines the task body appended to its own file, counted at the end of each "
+        "measurement (for Celery's worker kill, 2 s after the body ran again).",
+    ]
 
 
 def memory_tables(memory: dict[str, Any]) -> list[Table]:
@@ -158,7 +275,12 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     if "scaling" in result:
         console.print(_scaling(result["scaling"], machine["cores"]))
     if "crash_detection" in result:
-        console.print(_crash(result["crash_detection"]))
+        crash = result["crash_detection"]
+        console.print(_crash(crash))
+        if "raw_celery" in crash:
+            console.print(crash_comparison(crash))
+            for note in crash_notes(crash):
+                console.print(f"  {note}", highlight=False)
     if "memory" in result:
         for table in memory_tables(result["memory"]):
             console.print(table)

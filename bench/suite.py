@@ -14,7 +14,7 @@ from rich.console import Console
 
 from app.service import ActionQ
 from app.settings import Settings
-from bench import crash_detection
+from bench import crash_detection, raw_crash_side
 from bench.actionq_side import ActionqSide
 from bench.api_memory import measure_api_memory
 from bench.harness import Stack, summary
@@ -34,7 +34,11 @@ class Config:
     rounds: int  # throughput rounds per side
     latency_samples: int
     crash_rounds: int
-    worker_kill_rounds: int
+    worker_kill_rounds: (
+        int  # actionq; raw Celery runs at most raw_crash_side.MAX_WORKER_KILL_ROUNDS
+    )
+    poison_window_s: float  # raw Celery with reject_on_worker_lost: how long to count runs
+    raw_visibility_timeout: int  # raw Celery's visibility_timeout in the whole-worker kill
     concurrency: int  # prefork children per worker in the comparison
     scaling: tuple[int, ...]
     peers: bool
@@ -140,23 +144,45 @@ def scaling(config: Config) -> dict[str, Any]:
 
 
 def crash(config: Config) -> dict[str, Any]:
-    """bench.crash_detection's two measurements, unchanged."""
+    """bench.crash_detection's two measurements, then raw Celery in the same
+    situations (``bench.raw_crash_side``), on the same server."""
+
+    def log(line: str) -> None:
+        console.print(line, highlight=False)
+
     with Stack() as stack:
         settings = Settings(redis_url=stack.url, tool_modules=["bench.tools"])
         aq = ActionQ(settings)
         child = crash_detection.measure_child_kills(stack, aq, config.crash_rounds)
-        console.print(f"  pool child SIGKILL: {len(child)} rounds done")
+        log(f"  pool child SIGKILL: {len(child)} rounds done")
         whole = crash_detection.measure_worker_kills(stack, aq, config.worker_kill_rounds)
+        # Counted after both: a body that ran again would have added a line by now.
+        runs = {
+            "child": crash_detection.body_runs(stack, "child", config.crash_rounds),
+            "worker": crash_detection.body_runs(stack, "worker", config.worker_kill_rounds),
+        }
+        raw = {
+            "child_sigkill": raw_crash_side.measure_child_kills(stack, config.crash_rounds, log),
+            "child_sigkill_reject_on_worker_lost": raw_crash_side.measure_poison_loop(
+                stack, config.poison_window_s, log
+            ),
+            "worker_sigkill": raw_crash_side.measure_worker_kills(
+                stack, config.worker_kill_rounds, config.raw_visibility_timeout, log
+            ),
+        }
     return {
         "settings": {
             "worker_lease_seconds": settings.worker_lease_seconds,
             "heartbeat_interval": settings.heartbeat_interval,
             "sweep_interval": settings.sweep_interval,
             "pool_maintain_interval": settings.pool_maintain_interval,
+            "visibility_timeout": settings.visibility_timeout,
         },
         "child_sigkill_s": summary(child),
         "worker_sigkill_s": summary(whole),
+        "body_runs": runs,
         "raw": {"child": child, "worker": whole},
+        "raw_celery": raw,
     }
 
 

@@ -25,21 +25,26 @@ class NoopArgs(BaseModel):
     pass
 
 
+def _stamp(path: str) -> None:
+    """Append the time: the file's first line is when the body first ran, and
+    its number of lines is how many times the body ran."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()!r}\n")
+
+
 @tool("crash_now", StampArgs)
 def crash_now(args: StampArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Write the time, then SIGKILL the process running the tool."""
-    with open(args.stamp_file, "w") as f:
-        f.write(repr(time.time()))
+    """Append the time (one line per run), then SIGKILL the process running the tool."""
+    _stamp(args.stamp_file)
     os.kill(os.getpid(), signal.SIGKILL)
     return {}
 
 
 @tool("sleep", SleepArgs)
 def sleep(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Note that it started, then sleep."""
+    """Note that it started (one line per run), then sleep."""
     if args.stamp_file:
-        with open(args.stamp_file, "w") as f:
-            f.write(repr(time.time()))
+        _stamp(args.stamp_file)
     time.sleep(args.seconds)
     return {}
 
