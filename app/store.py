@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from redis.client import Pipeline
+
 from app.errors import (
     ActionNotFound,
     ConversationNotFound,
@@ -126,33 +128,33 @@ class ActionStore(WorkerLeases):
         cid = conversation_id
         action_fingerprint = fingerprint(tool, arguments)
         # One round trip: the global action index entry, then the transition.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(k.action_index(), action_id, cid)
-        self._scripts["submit_action"](
-            keys=[
-                k.conversation(cid),
-                k.events(cid),
-                k.queue(cid),
-                k.actions(cid),
-                k.idempotency(cid),
-                k.tool_calls(cid),
-                k.action(cid, action_id),
-            ],
-            args=[
-                action_id,
-                idempotency_key or "",
-                event.tool_call_id,
-                event.model_dump_json(exclude={"seq"}),
-                event.timestamp,
-                new_id(),
-                tool,
-                json.dumps(arguments),
-                action_fingerprint,
-                retry_of or "",
-            ],
-            client=pipe,
-        )
-        _, result = self._call(pipe.execute)
+        submit_keys = [
+            k.conversation(cid),
+            k.events(cid),
+            k.queue(cid),
+            k.actions(cid),
+            k.idempotency(cid),
+            k.tool_calls(cid),
+            k.action(cid, action_id),
+        ]
+        submit_args = [
+            action_id,
+            idempotency_key or "",
+            event.tool_call_id,
+            event.model_dump_json(exclude={"seq"}),
+            event.timestamp,
+            new_id(),
+            tool,
+            json.dumps(arguments),
+            action_fingerprint,
+            retry_of or "",
+        ]
+
+        def build(pipe: Pipeline) -> None:
+            pipe.hset(k.action_index(), action_id, cid)
+            self.evalsha_in(pipe, "submit_action", submit_keys, submit_args)
+
+        _, result = self._pipelined(build)
         outcome = result[0]
         if outcome == "created":
             record = ActionRecord(
@@ -208,16 +210,19 @@ class ActionStore(WorkerLeases):
         k = self.keys
         cid = conversation_id
         claim_ref = f"{cid}/{action_id}"
+
         # The claim index entry goes in before the claim and out after the
         # finish, so a sweeper never misses a claim of a dead worker.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(k.worker_claims(worker.id), claim_ref)
-        self._scripts["claim_action"](
-            keys=[k.conversation(cid), k.action(cid, action_id)],
-            args=[action_id, worker.id, worker.host, worker.pid],
-            client=pipe,
-        )
-        _, result = self._call(pipe.execute)
+        def build(pipe: Pipeline) -> None:
+            pipe.sadd(k.worker_claims(worker.id), claim_ref)
+            self.evalsha_in(
+                pipe,
+                "claim_action",
+                [k.conversation(cid), k.action(cid, action_id)],
+                [action_id, worker.id, worker.host, worker.pid],
+            )
+
+        _, result = self._pipelined(build)
         if result[0] == "claimed":
             return Claim(
                 action_id=action_id,
@@ -265,24 +270,28 @@ class ActionStore(WorkerLeases):
         k = self.keys
         cid = claim.conversation_id
         now_iso = utc_now()
-        pipe = self.redis.pipeline(transaction=False)
-        self._scripts["finish_action"](
-            keys=[k.conversation(cid), k.events(cid), k.queue(cid), k.action(cid, claim.action_id)],
-            args=[
-                claim.action_id,
-                claim.fence,
-                state.value,
-                event.model_dump_json(exclude={"seq"}),
-                now_iso,
-                time.time(),
-                new_id(),
-                event.kind,
-                quiet_status.value,
-            ],
-            client=pipe,
-        )
-        pipe.srem(k.worker_claims(worker.id), f"{cid}/{claim.action_id}")
-        result, _ = self._call(pipe.execute)
+        finish_args = [
+            claim.action_id,
+            claim.fence,
+            state.value,
+            event.model_dump_json(exclude={"seq"}),
+            now_iso,
+            time.time(),
+            new_id(),
+            event.kind,
+            quiet_status.value,
+        ]
+
+        def build(pipe: Pipeline) -> None:
+            self.evalsha_in(
+                pipe,
+                "finish_action",
+                [k.conversation(cid), k.events(cid), k.queue(cid), k.action(cid, claim.action_id)],
+                finish_args,
+            )
+            pipe.srem(k.worker_claims(worker.id), f"{cid}/{claim.action_id}")
+
+        result, _ = self._pipelined(build)
         if result[0] != "ok":
             log.warning(
                 "dropped late result of action %s (conversation %s, fence %s): action is %s",
