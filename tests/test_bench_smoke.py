@@ -23,5 +23,5 @@ def test_quick_benchmark_run_completes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert {"compare", "scaling", "crash", "memory"} <= set(results)
+    assert {"compare", "scaling", "crash_detection", "memory"} <= set(results)
     assert (tmp_path / "throughput.png").stat().st_size > 0
