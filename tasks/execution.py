@@ -30,7 +30,12 @@ from app.settings import Settings
 from app.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from app.tools import ToolContext, get_tool
 
-__all__ = ["ClaimUnavailableError", "execute_action", "settle_lost_task"]
+__all__ = [
+    "ClaimUnavailableError",
+    "execute_action",
+    "send_next_if_stranded",
+    "settle_lost_task",
+]
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +190,9 @@ def execute_action(
     )
     elapsed = time.monotonic() - started
     if not finished.appended:
+        # Fenced out, or an earlier try of this very write went through and
+        # only its reply was lost: then the next turn may not have been sent.
+        send_next_if_stranded(store, conversation_id, action_id, dispatch)
         return "dropped: late result"
     log.info(
         "%6.2fs action %s of conversation %s -> %s",
@@ -229,9 +237,8 @@ def settle_lost_task(
             expected_fence=action.fence,
         )
         return "errored"
-    conversation = store.get_conversation(conversation_id)
     if action.state == ActionState.PENDING:
-        if conversation.active_action_id != action_id:
+        if store.get_conversation(conversation_id).active_action_id != action_id:
             return "not its turn"
         # It died before claiming: the tool never ran, so it may be sent again.
         if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
@@ -242,16 +249,26 @@ def settle_lost_task(
         )
         return "errored"
     # Ended already, or claimed by another worker (this was a redelivery). If the
-    # child died right after finishing, the next action may not have been sent:
-    # send it (a second message for it is harmless).
-    next_id = conversation.active_action_id
-    stranded = (
-        next_id is not None
-        and next_id != action_id
-        and conversation.status == ConversationStatus.RUNNING
-        and store.get_action(next_id, conversation_id).state == ActionState.PENDING
-    )
-    if stranded and next_id is not None:
-        dispatch(conversation_id, next_id)
+    # child died right after finishing, the next action may not have been sent.
+    if send_next_if_stranded(store, conversation_id, action_id, dispatch):
         return "sent the next action"
     return "already settled"
+
+
+def send_next_if_stranded(
+    store: ActionStore, conversation_id: str, finished_id: str, dispatch: Dispatcher
+) -> bool:
+    """After ``finished_id`` ended: if the conversation runs and its active
+    action is pending, its message may have been lost with the process that
+    should have sent it; send it (a second message for it is harmless)."""
+    conversation = store.get_conversation(conversation_id)
+    next_id = conversation.active_action_id
+    if (
+        next_id is None
+        or next_id == finished_id
+        or conversation.status != ConversationStatus.RUNNING
+        or store.get_action(next_id, conversation_id).state != ActionState.PENDING
+    ):
+        return False
+    dispatch(conversation_id, next_id)
+    return True
