@@ -342,10 +342,11 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     client.close()
     time.sleep(1.5)  # appendfsync everysec: let the last second reach the disk
 
-    os.killpg(up.process.pid, signal.SIGKILL)  # the whole `actionq up` process group
-    up.process.wait(10)
+    # Read the pids first: the server removes its pidfile as it shuts down.
     server_pid = int((data_dir / "redis" / "server.pid").read_text())
     worker_pid = int((data_dir / "worker.pid").read_text())
+    os.killpg(up.process.pid, signal.SIGKILL)  # the whole `actionq up` process group
+    up.process.wait(10)
     wait_for(lambda: not _running(server_pid), 30, what="the server to exit")
     wait_for(lambda: not _running(worker_pid), 30, what="the worker to exit")
 
