@@ -10,8 +10,10 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from app.errors import StoreUnavailableError
+from app.models import ActionState, ConversationStatus
+from app.store import ActionStore
 
-__all__ = ["Dispatch", "send_action"]
+__all__ = ["Dispatch", "resend_turn", "send_action"]
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +39,30 @@ def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -
     except OperationalError as e:
         raise StoreUnavailableError(f"broker unavailable, action {action_id} not sent: {e}") from e
     log.debug("dispatched action %s of conversation %s", action_id, conversation_id)
+
+
+def resend_turn(
+    store: ActionStore,
+    conversation_id: str,
+    dispatch: Dispatch,
+    *,
+    only: str | None = None,
+    skip: str | None = None,
+) -> bool:
+    """Send the conversation's turn again if its message may have been lost:
+    the conversation runs and its active action is still pending (the process
+    that should have sent it died, the send failed, or the broker kept
+    nothing). A second message is harmless: only one delivery can claim it.
+    ``only``/``skip`` restrict it to, or exclude, one action id."""
+    conversation = store.get_conversation(conversation_id)
+    active = conversation.active_action_id
+    if (
+        active is None
+        or (only is not None and active != only)
+        or active == skip
+        or conversation.status != ConversationStatus.RUNNING
+        or store.get_action(active, conversation_id).state != ActionState.PENDING
+    ):
+        return False
+    dispatch(conversation_id, active)
+    return True

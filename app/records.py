@@ -16,14 +16,20 @@ __all__ = [
     "SubmitResult",
     "WorkerIdentity",
     "action_from_hash",
+    "canonical_json",
     "conversation_from_hash",
     "fingerprint",
 ]
 
 
-def fingerprint(tool: str, arguments: dict[str, Any]) -> str:
+def canonical_json(arguments: dict[str, Any]) -> str:
+    """Arguments as compact JSON with sorted keys: stored once, and hashed."""
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(tool: str, arguments: dict[str, Any], canonical: str | None = None) -> str:
     """Tool + canonical JSON arguments: the identity of 'the same call'."""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = canonical_json(arguments) if canonical is None else canonical
     return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()[:32]
 
 

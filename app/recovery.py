@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from app.dispatch import Dispatch
+from app.dispatch import Dispatch, resend_turn
 from app.errors import NotFoundError
 from app.lifecycle import crash_action
-from app.models import ActionState, ConversationStatus, ErrorCause
+from app.models import ActionState, ErrorCause
 from app.store import ActionStore, WorkerIdentity
 
 __all__ = ["audit_own_claims", "recover_orphaned_actions", "sweep_expired_leases"]
@@ -136,11 +136,6 @@ def recover_orphaned_actions(
                     active_id,
                     action.owner,
                 )
-        elif (
-            action.state == ActionState.PENDING
-            and conversation.status == ConversationStatus.RUNNING
-        ):
-            # Its message may have been lost with a broker that kept nothing;
-            # sending it again is safe: only one delivery can claim it.
-            dispatch(conversation_id, active_id)
+        elif action.state == ActionState.PENDING:
+            resend_turn(store, conversation_id, dispatch)
     return errored

@@ -9,7 +9,6 @@ page = aq.list_events(conversation.id)
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cached_property, partial
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from app.dispatch import Dispatch, send_action
+from app.dispatch import Dispatch, resend_turn, send_action
 from app.errors import (
     ConversationNotFound,
     InvalidArgumentsError,
@@ -26,6 +25,7 @@ from app.errors import (
 )
 from app.lifecycle import cancel_action
 from app.models import ActionRecord, ActionState, Conversation, ConversationStatus, EventPage
+from app.records import canonical_json
 from app.settings import Settings, get_settings
 from app.store import ActionStore
 from app.tools import get_tool
@@ -116,7 +116,7 @@ class ActionQ:
     ) -> tuple[ActionRecord, bool]:
         """``submit_action`` that also says whether the action was created
         (False: the idempotency key returned an existing one)."""
-        self._check_arguments(arguments)
+        arguments_json = self._check_arguments(arguments)
         result = self.store.submit_action(
             conversation_id,
             tool,
@@ -124,11 +124,13 @@ class ActionQ:
             tool_call_id=tool_call_id,
             idempotency_key=idempotency_key,
             thought=thought,
+            arguments_json=arguments_json,
         )
         if result.dispatch_action_id:
             self.dispatch(conversation_id, result.dispatch_action_id)
         elif not result.created:
-            self._redispatch_if_stranded(conversation_id, result.action_id)
+            # A client retrying after an error may have lost the first send.
+            resend_turn(self.store, conversation_id, self.dispatch, only=result.action_id)
         if result.record is not None:
             return result.record, True  # as stored; saves a round trip on the hot path
         return self.store.get_action(result.action_id, conversation_id), result.created
@@ -144,28 +146,23 @@ class ActionQ:
         except ValidationError as e:
             raise InvalidArgumentsError(f"invalid arguments for tool {tool!r}: {e}") from e
 
-    def _check_arguments(self, arguments: dict[str, Any]) -> None:
-        """Refuse arguments too deep or too large to store and show safely."""
+    def _check_arguments(self, arguments: dict[str, Any]) -> str:
+        """Refuse arguments too deep or too large to store and show safely;
+        returns them as the canonical JSON the store keeps."""
         depth = _nesting_depth(arguments, self.settings.max_arguments_depth + 1)
         if depth > self.settings.max_arguments_depth:
             raise InvalidArgumentsError(
                 f"arguments nested deeper than {self.settings.max_arguments_depth} levels "
                 "(ACTIONQ_MAX_ARGUMENTS_DEPTH)"
             )
-        size = len(json.dumps(arguments, ensure_ascii=False).encode())
+        as_json = canonical_json(arguments)
+        size = len(as_json.encode())
         if size > self.settings.max_arguments_bytes:
             raise InvalidArgumentsError(
                 f"arguments are {size} bytes as JSON, more than "
                 f"{self.settings.max_arguments_bytes} (ACTIONQ_MAX_ARGUMENTS_BYTES)"
             )
-
-    def _redispatch_if_stranded(self, conversation_id: str, action_id: str) -> None:
-        # A client retrying after an error may have lost the send; sending the
-        # active pending action again is harmless (only one delivery claims it).
-        conversation = self.store.get_conversation(conversation_id)
-        action = self.store.get_action(action_id, conversation_id)
-        if conversation.active_action_id == action_id and action.state == ActionState.PENDING:
-            self.dispatch(conversation_id, action_id)
+        return as_json
 
     def get_action(self, action_id: str) -> ActionRecord:
         return self.store.get_action(action_id)

@@ -43,6 +43,7 @@ from app.records import (
     SubmitResult,
     WorkerIdentity,
     action_from_hash,
+    canonical_json,
     conversation_from_hash,
     fingerprint,
 )
@@ -113,6 +114,7 @@ class ActionStore(WorkerLeases):
         idempotency_key: str | None = None,
         thought: str = "",
         retry_of: str | None = None,
+        arguments_json: str | None = None,
     ) -> SubmitResult:
         """Append the ActionEvent and store the action as pending, in one step."""
         action_id = new_id()
@@ -126,7 +128,9 @@ class ActionStore(WorkerLeases):
         )
         k = self.keys
         cid = conversation_id
-        action_fingerprint = fingerprint(tool, arguments)
+        # Serialized once: stored as is, and hashed for the fingerprint.
+        arguments_json = canonical_json(arguments) if arguments_json is None else arguments_json
+        action_fingerprint = fingerprint(tool, arguments, arguments_json)
         # One round trip: the global action index entry, then the transition.
         submit_keys = [
             k.conversation(cid),
@@ -145,7 +149,7 @@ class ActionStore(WorkerLeases):
             event.timestamp,
             new_id(),
             tool,
-            json.dumps(arguments),
+            arguments_json,
             action_fingerprint,
             retry_of or "",
         ]

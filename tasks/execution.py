@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from app.dispatch import resend_turn
 from app.errors import NotFoundError, StoreUnavailableError, UnknownToolError
 from app.lifecycle import agent_error_event, crash_action
 from app.models import (
@@ -33,7 +34,6 @@ from app.tools import ToolContext, get_tool
 __all__ = [
     "ClaimUnavailableError",
     "execute_action",
-    "send_next_if_stranded",
     "settle_lost_task",
 ]
 
@@ -113,19 +113,18 @@ def _handle_refused(
 
 def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Event, bool]:
     """Run the tool. Returns the terminal event and whether it is an observation."""
-    record = _claim_record(claim)
     try:
         tool = get_tool(claim.tool)
     except UnknownToolError as e:
         return agent_error_event(
-            record, ErrorCause.UNKNOWN_TOOL, str(e), attempt=claim.attempt
+            _claim_record(claim), ErrorCause.UNKNOWN_TOOL, str(e), attempt=claim.attempt
         ), False
     try:
         args = tool.args_model.model_validate(claim.arguments)
     except ValidationError as e:
         message = f"invalid arguments for tool {claim.tool!r}: {e}"
         return agent_error_event(
-            record, ErrorCause.INVALID_ARGUMENTS, message, attempt=claim.attempt
+            _claim_record(claim), ErrorCause.INVALID_ARGUMENTS, message, attempt=claim.attempt
         ), False
     context = ToolContext(
         conversation_id=claim.conversation_id,
@@ -143,7 +142,7 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         log.warning("tool %s of action %s raised %r", claim.tool, claim.action_id, e)
         message = f"tool {claim.tool!r} raised {type(e).__name__}: {e}"
         return agent_error_event(
-            record, ErrorCause.TOOL_EXCEPTION, message, attempt=claim.attempt
+            _claim_record(claim), ErrorCause.TOOL_EXCEPTION, message, attempt=claim.attempt
         ), False
     event = ObservationEvent(
         action_id=claim.action_id,
@@ -192,7 +191,7 @@ def execute_action(
     if not finished.appended:
         # Fenced out, or an earlier try of this very write went through and
         # only its reply was lost: then the next turn may not have been sent.
-        send_next_if_stranded(store, conversation_id, action_id, dispatch)
+        resend_turn(store, conversation_id, dispatch, skip=action_id)
         return "dropped: late result"
     log.info(
         "%6.2fs action %s of conversation %s -> %s",
@@ -250,25 +249,6 @@ def settle_lost_task(
         return "errored"
     # Ended already, or claimed by another worker (this was a redelivery). If the
     # child died right after finishing, the next action may not have been sent.
-    if send_next_if_stranded(store, conversation_id, action_id, dispatch):
+    if resend_turn(store, conversation_id, dispatch, skip=action_id):
         return "sent the next action"
     return "already settled"
-
-
-def send_next_if_stranded(
-    store: ActionStore, conversation_id: str, finished_id: str, dispatch: Dispatcher
-) -> bool:
-    """After ``finished_id`` ended: if the conversation runs and its active
-    action is pending, its message may have been lost with the process that
-    should have sent it; send it (a second message for it is harmless)."""
-    conversation = store.get_conversation(conversation_id)
-    next_id = conversation.active_action_id
-    if (
-        next_id is None
-        or next_id == finished_id
-        or conversation.status != ConversationStatus.RUNNING
-        or store.get_action(next_id, conversation_id).state != ActionState.PENDING
-    ):
-        return False
-    dispatch(conversation_id, next_id)
-    return True

@@ -22,7 +22,7 @@ from app.models import (
 from app.recovery import recover_orphaned_actions, sweep_expired_leases
 from app.service import ActionQ
 from app.store import ActionStore, Claim, WorkerIdentity
-from tests.events import assert_log_consistent, only_error
+from tests.events import assert_log_consistent, only_error, status_changes, terminal_events
 
 DEAD = WorkerIdentity(id="dead@host:1:aaaa", host="host", pid=1)
 ALIVE = WorkerIdentity(id="alive@host:2:bbbb", host="host", pid=2)
@@ -48,7 +48,8 @@ def claimed(store: ActionStore, cid: str, aid: str, worker: WorkerIdentity) -> C
     return claim
 
 
-def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(store: ActionStore) -> None:
+def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(aq: ActionQ) -> None:
+    store = aq.store
     cid = store.create_conversation().id
     first = store.submit_action(cid, "terminal", {"command": "true"})
     second = store.submit_action(cid, "terminal", {"command": "false"})
@@ -66,7 +67,7 @@ def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(store: Acti
     assert store.finish_action(claim2, observation(claim2), ALIVE).next_action_id is None
 
     assert store.get_conversation(cid).status == ConversationStatus.IDLE
-    assert status_changes_of(store, cid) == ["running", "idle"]
+    assert status_changes(aq, cid) == ["running", "idle"]
     events = store.all_events(cid)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.kind for e in events] == [
@@ -77,10 +78,6 @@ def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(store: Acti
         "ObservationEvent",
         "ConversationStateUpdateEvent",
     ]
-
-
-def status_changes_of(store: ActionStore, cid: str) -> list[str]:
-    return [str(e.value) for e in store.all_events(cid) if e.kind == "ConversationStateUpdateEvent"]
 
 
 def test_late_completion_with_stale_fence_appends_nothing(store: ActionStore) -> None:
@@ -266,7 +263,8 @@ def test_only_known_keys_remain_after_a_run(store: ActionStore, redis_url: str) 
     )  # no claim index left behind, no queue, no stray lock
 
 
-def test_agent_error_event_round_trips(store: ActionStore) -> None:
+def test_agent_error_event_round_trips(aq: ActionQ) -> None:
+    store = aq.store
     cid = store.create_conversation().id
     aid = store.submit_action(cid, "terminal", {"command": "a", "list": []}).action_id
     claimed(store, cid, aid, ALIVE)
@@ -276,11 +274,7 @@ def test_agent_error_event_round_trips(store: ActionStore) -> None:
     assert error.detail.host == "host" and error.detail.pid == 2 and error.detail.attempt == 1
     assert error.detail.runtime_s is not None
     assert events[0].action == {"command": "a", "list": []}  # type: ignore[union-attr]
-    assert len(terminal_events_of(events, aid)) == 1
-
-
-def terminal_events_of(events: list, aid: str) -> list:
-    return [e for e in events if getattr(e, "action_id", None) == aid]
+    assert len(terminal_events(aq, cid, aid)) == 1
 
 
 def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ) -> None:
