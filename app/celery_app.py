@@ -16,6 +16,7 @@ RUN_ACTION_TASK = "actionq.run_action"
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.effective_broker_url,
+        "broker_transport": settings.effective_broker_transport,
         # No result backend: outcomes live in the event log, not in Celery results.
         "result_backend": None,
         "task_ignore_result": True,

@@ -13,12 +13,18 @@ from app.errors import StoreUnavailableError
 from app.models import ActionState, ConversationStatus
 from app.store import ActionStore
 
-__all__ = ["Dispatch", "resend_turn", "send_action"]
+__all__ = ["Dispatch", "action_argsrepr", "resend_turn", "send_action"]
 
 log = logging.getLogger(__name__)
 
 Dispatch = Callable[[str, str], None]
 """``dispatch(conversation_id, action_id)``: send the message that runs the action."""
+
+
+def action_argsrepr(conversation_id: str, action_id: str) -> str:
+    """What Flower shows as the task's arguments: ids only, never the call's
+    arguments (they live in the store)."""
+    return f"(conversation={conversation_id}, action={action_id})"
 
 
 def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -> None:
@@ -33,8 +39,8 @@ def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -
             args=[conversation_id, action_id],
             task_id=action_id,
             queue=queue,
-            # Arguments live in the store; Flower shows only these ids.
-            argsrepr=f"(conversation={conversation_id}, action={action_id})",
+            argsrepr=action_argsrepr(conversation_id, action_id),
+            ignore_result=True,  # outcomes live in the event log
         )
     except OperationalError as e:
         raise StoreUnavailableError(f"broker unavailable, action {action_id} not sent: {e}") from e

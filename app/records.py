@@ -48,6 +48,7 @@ class SubmitResult:
     created: bool  # False: an existing action was returned for the idempotency key
     dispatch_action_id: str | None  # an action that must now be sent to a worker
     record: ActionRecord | None = None  # the new action as stored (when created)
+    pushed: bool = False  # the store pushed dispatch_action_id's message itself
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ClaimRefused:
 class FinishResult:
     appended: bool  # False: stale token or already finished; nothing was written
     next_action_id: str | None = None
+    pushed: bool = False  # the store pushed next_action_id's message itself
 
 
 def conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:

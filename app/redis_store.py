@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from importlib import resources
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import redis
 from redis.client import Pipeline
@@ -16,6 +16,9 @@ from redis.exceptions import NoScriptError
 
 from app.errors import StoreUnavailableError
 from app.keys import Keys
+
+if TYPE_CHECKING:
+    from app.direct_enqueue import BrokerList
 
 __all__ = ["RedisStore"]
 
@@ -44,16 +47,20 @@ def _load_scripts(client: redis.Redis) -> dict[str, Script]:
 class RedisStore:
     """A Redis client with actionq's scripts; see ``ActionStore``."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys | None = None, broker: BrokerList | None = None
+    ) -> None:
         self.redis = client
         self.keys = keys or Keys()
+        # Set: transitions push Celery messages themselves (app/direct_enqueue.py).
+        self.broker = broker
         self._scripts = _load_scripts(client)
         self._local = threading.local()
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "actionq") -> Self:
+    def from_url(cls, url: str, prefix: str = "actionq", broker: BrokerList | None = None) -> Self:
         client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
-        return cls(client, Keys(prefix))
+        return cls(client, Keys(prefix), broker)
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run a Redis call; redis-py's replies are loosely typed, so callers

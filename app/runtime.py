@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from app.direct_enqueue import broker_list_for
 from app.settings import get_settings
 from app.store import ActionStore
 
@@ -14,4 +15,4 @@ __all__ = ["get_store"]
 def get_store() -> ActionStore:
     """The store for this process (redis-py re-creates connections after fork)."""
     settings = get_settings()
-    return ActionStore.from_url(settings.redis_url, settings.key_prefix)
+    return ActionStore.from_url(settings.redis_url, settings.key_prefix, broker_list_for(settings))

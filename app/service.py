@@ -16,7 +16,8 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from app.dispatch import Dispatch, resend_turn, send_action
+from app.direct_enqueue import QueuedMessage, TaskMessages, broker_list_for
+from app.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
 from app.errors import (
     ConversationNotFound,
     InvalidArgumentsError,
@@ -25,7 +26,7 @@ from app.errors import (
 )
 from app.lifecycle import cancel_action
 from app.models import ActionRecord, ActionState, Conversation, ConversationStatus, EventPage
-from app.records import canonical_json
+from app.records import SubmitResult, canonical_json
 from app.settings import Settings, get_settings
 from app.store import ActionStore
 from app.tools import get_tool
@@ -39,7 +40,7 @@ class ActionQ:
     def __init__(self, settings: Settings | None = None, store: ActionStore | None = None) -> None:
         self.settings = settings or get_settings()
         self.store = store or ActionStore.from_url(
-            self.settings.redis_url, self.settings.key_prefix
+            self.settings.redis_url, self.settings.key_prefix, broker_list_for(self.settings)
         )
 
     def close(self) -> None:
@@ -63,6 +64,32 @@ class ActionQ:
     @cached_property
     def dispatch(self) -> Dispatch:
         return partial(send_action, self.celery_app, self.settings.queue)
+
+    @cached_property
+    def _task_messages(self) -> TaskMessages:
+        from app.celery_app import RUN_ACTION_TASK
+
+        return TaskMessages(
+            self.celery_app, RUN_ACTION_TASK, self.settings.queue, self.settings.task_events
+        )
+
+    def _submit(
+        self, conversation_id: str, tool: str, arguments: dict[str, Any], **options: Any
+    ) -> SubmitResult:
+        """Store the call; send its message if the store did not push it."""
+        message = None
+        if self.store.broker is not None:
+
+            def message(action_id: str) -> QueuedMessage:
+                argsrepr = action_argsrepr(conversation_id, action_id)
+                return self._task_messages.build(conversation_id, action_id, argsrepr)
+
+        result = self.store.submit_action(
+            conversation_id, tool, arguments, message=message, **options
+        )
+        if result.dispatch_action_id and not result.pushed:
+            self.dispatch(conversation_id, result.dispatch_action_id)
+        return result
 
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
         return self.store.create_conversation(conversation_id)
@@ -117,7 +144,7 @@ class ActionQ:
         """``submit_action`` that also says whether the action was created
         (False: the idempotency key returned an existing one)."""
         arguments_json = self._check_arguments(arguments)
-        result = self.store.submit_action(
+        result = self._submit(
             conversation_id,
             tool,
             arguments,
@@ -126,9 +153,7 @@ class ActionQ:
             thought=thought,
             arguments_json=arguments_json,
         )
-        if result.dispatch_action_id:
-            self.dispatch(conversation_id, result.dispatch_action_id)
-        elif not result.created:
+        if not result.created:
             # A client retrying after an error may have lost the first send.
             resend_turn(self.store, conversation_id, self.dispatch, only=result.action_id)
         if result.record is not None:
@@ -220,12 +245,10 @@ class ActionQ:
                 f"conversation (quarantine threshold {self.settings.quarantine_threshold}); "
                 "it is likely to crash again: retry with force to run it anyway"
             )
-        result = self.store.submit_action(
-            cid, original.tool, original.arguments, retry_of=original.id
-        )
-        if result.dispatch_action_id:
-            self.dispatch(cid, result.dispatch_action_id)
-        elif self.store.get_conversation(cid).status == ConversationStatus.ERROR:
+        result = self._submit(cid, original.tool, original.arguments, retry_of=original.id)
+        if not result.dispatch_action_id and (
+            self.store.get_conversation(cid).status == ConversationStatus.ERROR
+        ):
             self.resume(cid)
         return self.store.get_action(result.action_id, cid)
 

@@ -35,6 +35,20 @@ class Settings(BaseSettings):
         description="Redis URL of the state store; also the broker unless a broker URL is set.",
     )
     broker_url: str | None = Field(None, description="Optional separate broker, e.g. amqp://.")
+    broker_transport: str | None = Field(
+        None,
+        description=(
+            "kombu transport for the broker. Unset: actionq's Redis transport "
+            "(kombu's, reusing its client) for redis:// brokers, else kombu's choice."
+        ),
+    )
+    direct_enqueue: bool = Field(
+        True,
+        description=(
+            "Redis broker shared with the state store: push an action's Celery message in "
+            "the same Lua call that makes it runnable (atomic, one round trip)."
+        ),
+    )
     key_prefix: str = Field("actionq", description="Prefix of every Redis key actionq writes.")
     queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -126,6 +140,14 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def effective_broker_transport(self) -> str | None:
+        if self.broker_transport is not None:
+            return self.broker_transport
+        if self.effective_broker_url.startswith("redis://"):
+            return "app.broker_transport:Transport"
+        return None
 
 
 def _unknown_env_names() -> list[str]:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.client import Pipeline
 
@@ -47,6 +47,9 @@ from app.records import (
     conversation_from_hash,
     fingerprint,
 )
+
+if TYPE_CHECKING:
+    from app.direct_enqueue import QueuedMessage
 
 __all__ = [
     "ActionStore",
@@ -115,8 +118,14 @@ class ActionStore(WorkerLeases):
         thought: str = "",
         retry_of: str | None = None,
         arguments_json: str | None = None,
+        message: Callable[[str], QueuedMessage] | None = None,
     ) -> SubmitResult:
-        """Append the ActionEvent and store the action as pending, in one step."""
+        """Append the ActionEvent and store the action as pending, in one step.
+
+        With ``self.broker`` set and ``message`` given, ``message(action_id)``
+        is the action's Celery message, pushed by this same step when the
+        action may run now, else kept until its turn (``SubmitResult.pushed``).
+        """
         action_id = new_id()
         event = ActionEvent(
             id=action_id,
@@ -153,6 +162,10 @@ class ActionStore(WorkerLeases):
             action_fingerprint,
             retry_of or "",
         ]
+        if self.broker is not None and message is not None:
+            queued = message(action_id)
+            submit_keys.append(self.broker.queue_key)
+            submit_args += [queued.task, self.broker.sent_event_channel, queued.sent_event]
 
         def build(pipe: Pipeline) -> None:
             pipe.hset(k.action_index(), action_id, cid)
@@ -172,7 +185,7 @@ class ActionStore(WorkerLeases):
                 created_at=event.timestamp,
                 retry_of=retry_of,
             )
-            return SubmitResult(action_id, True, result[2] or None, record)
+            return SubmitResult(action_id, True, result[2] or None, record, bool(result[3]))
         self._call(lambda: self.redis.hdel(k.action_index(), action_id))
         if outcome == "existing":
             return SubmitResult(result[1], False, None)
@@ -286,13 +299,18 @@ class ActionStore(WorkerLeases):
             quiet_status.value,
         ]
 
+        finish_keys = [
+            k.conversation(cid),
+            k.events(cid),
+            k.queue(cid),
+            k.action(cid, claim.action_id),
+        ]
+        if self.broker is not None:
+            finish_keys.append(self.broker.queue_key)
+            finish_args.append(self.broker.sent_event_channel)
+
         def build(pipe: Pipeline) -> None:
-            self.evalsha_in(
-                pipe,
-                "finish_action",
-                [k.conversation(cid), k.events(cid), k.queue(cid), k.action(cid, claim.action_id)],
-                finish_args,
-            )
+            self.evalsha_in(pipe, "finish_action", finish_keys, finish_args)
             pipe.srem(k.worker_claims(worker.id), f"{cid}/{claim.action_id}")
 
         result, _ = self._pipelined(build)
@@ -305,7 +323,7 @@ class ActionStore(WorkerLeases):
                 result[1],
             )
             return FinishResult(False)
-        return FinishResult(True, result[2] or None)
+        return FinishResult(True, result[2] or None, bool(result[3]))
 
     def stop_conversation(
         self,

@@ -200,7 +200,7 @@ def execute_action(
         conversation_id,
         event.kind,
     )
-    if finished.next_action_id:
+    if finished.next_action_id and not finished.pushed:
         next_id = finished.next_action_id
         _with_retries(lambda: dispatch(conversation_id, next_id), "send the next action")
     return "done" if observed else "done: tool error"

@@ -31,3 +31,25 @@ local function dispatch_next(conv_key, queue_key)
   end
   return next_id
 end
+
+-- Push the Celery message stored with an action (direct enqueue, see
+-- app/direct_enqueue.py) onto the broker's list, publish its task-sent
+-- event, and forget both. Returns 1 if there was a message, else 0 (the
+-- caller sends it with Celery).
+local function push_stored_message(action_key, broker_key, event_channel)
+  local m = redis.call('HMGET', action_key, 'task_message', 'sent_event')
+  if not m[1] then
+    return 0
+  end
+  redis.call('LPUSH', broker_key, m[1])
+  if m[2] and event_channel ~= '' then
+    redis.call('PUBLISH', event_channel, m[2])
+  end
+  redis.call('HDEL', action_key, 'task_message', 'sent_event')
+  return 1
+end
+
+-- The key of an action's hash, from its conversation's key (same hash tag).
+local function action_key_of(conv_key, action_id)
+  return string.sub(conv_key, 1, -5) .. 'action:' .. action_id
+end

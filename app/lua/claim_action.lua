@@ -21,4 +21,6 @@ local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
 local t = redis.call('TIME')  -- server time: comparable across hosts
 redis.call('HSET', KEYS[2], 'state', 'claimed', 'owner', ARGV[2], 'host', ARGV[3],
   'pid', ARGV[4], 'claimed_at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+-- A message kept for direct enqueue but sent by Celery instead (resume, recovery).
+redis.call('HDEL', KEYS[2], 'task_message', 'sent_event')
 return {'claimed', fence, attempt, f[4], f[5], f[6]}

@@ -7,7 +7,11 @@
 -- ARGV[4] ActionEvent JSON (without seq)  ARGV[5] now (ISO)
 -- ARGV[6] id for a status event  ARGV[7] tool  ARGV[8] arguments JSON
 -- ARGV[9] fingerprint  ARGV[10] retry_of ('' = none)
--- Returns {'created', seq, dispatched action id or ''} | {'existing', action id}
+-- Direct enqueue (app/direct_enqueue.py), else absent:
+-- KEYS[8] the broker's list  ARGV[11] the action's Celery message
+-- ARGV[12] task-sent event channel ('' = none)  ARGV[13] task-sent event
+-- Returns {'created', seq, dispatched action id or '', 1 if its message was
+--          pushed here else 0} | {'existing', action id}
 --       | {'duplicate_tool_call', action id} | {'no_conversation'}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_conversation'}
@@ -37,6 +41,7 @@ end
 redis.call('RPUSH', KEYS[3], ARGV[1])
 
 local dispatched = ''
+local pushed = 0
 local status = redis.call('HGET', KEYS[1], 'status')
 local active = redis.call('HGET', KEYS[1], 'active')
 local may_run = status == 'idle' or status == 'running' or status == 'finished'
@@ -44,5 +49,20 @@ if may_run and (not active or active == '') then
   dispatched = dispatch_next(KEYS[1], KEYS[3])
   set_status(KEYS[1], KEYS[2], 'running', ARGV[6], ARGV[5])
 end
+if KEYS[8] then
+  if dispatched == ARGV[1] then
+    redis.call('LPUSH', KEYS[8], ARGV[11])
+    if ARGV[13] ~= '' then
+      redis.call('PUBLISH', ARGV[12], ARGV[13])
+    end
+    pushed = 1
+  else
+    -- Kept until the action's turn comes (pushed and removed then).
+    redis.call('HSET', KEYS[7], 'task_message', ARGV[11], 'sent_event', ARGV[13])
+    if dispatched ~= '' then
+      pushed = push_stored_message(action_key_of(KEYS[1], dispatched), KEYS[8], ARGV[12])
+    end
+  end
+end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-return {'created', seq, dispatched}
+return {'created', seq, dispatched, pushed}

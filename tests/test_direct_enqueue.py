@@ -1,0 +1,183 @@
+"""Direct enqueue: the store transition pushes the action's Celery message.
+
+The messages must be exactly what Celery itself would send (a worker and
+Flower read them), pushed once, at the action's turn, and the path must
+fall back to ``send_task`` wherever it does not apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from app.direct_enqueue import broker_list_for
+from app.models import ActionState, ConversationStatus, ObservationEvent
+from app.service import ActionQ
+from app.settings import Settings
+from app.store import Claim, WorkerIdentity
+from tests.conftest import WorkerFactory
+from tests.events import assert_log_consistent, terminal_events
+
+WORKER = WorkerIdentity(id="w@host:1:aaaa", host="host", pid=1)
+
+
+def queued_messages(aq: ActionQ) -> list[dict[str, Any]]:
+    """The Celery messages waiting in the broker's list, oldest first."""
+    raw = aq.store.redis.lrange(aq.settings.queue, 0, -1)
+    return [json.loads(m) for m in reversed(raw)]
+
+
+def body_of(message: dict[str, Any]) -> Any:
+    assert message["properties"]["body_encoding"] == "base64"
+    return json.loads(base64.b64decode(message["body"]))
+
+
+class SentEvents:
+    """``task-sent`` events as a Flower-like subscriber receives them."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub()
+        self.pubsub.subscribe(channel)
+        self.pubsub.get_message(timeout=1)  # the subscribe confirmation
+
+    def next(self) -> dict[str, Any]:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.5)
+            if message and message["type"] == "message":
+                envelope = json.loads(message["data"])
+                return envelope | {"body": body_of(envelope)}
+        raise TimeoutError("no task-sent event")
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+def test_pushed_message_and_event_match_what_send_task_sends(aq: ActionQ, redis_url: str) -> None:
+    broker = aq.store.broker
+    assert broker is not None and broker.sent_event_channel.endswith(".celeryev/task.sent")
+    events = SentEvents(redis_url, broker.sent_event_channel)
+    try:
+        cid = aq.create_conversation().id
+        aq.dispatch(cid, "celery-sent-id")  # Celery's own send_task
+        [celery_message] = queued_messages(aq)
+        celery_event = events.next()
+        aq.store.redis.delete(aq.settings.queue)
+
+        action = aq.submit_action(cid, "terminal", {"command": "true"})
+        [pushed] = queued_messages(aq)
+        pushed_event = events.next()
+    finally:
+        events.close()
+
+    def same_but_ids(ours: Any, theirs: Any, ignore: frozenset[str] = frozenset()) -> None:
+        assert set(ours) == set(theirs)
+        for key, value in theirs.items():
+            if key in ignore:
+                continue
+            if isinstance(value, str):
+                value = value.replace("celery-sent-id", action.id)
+            assert ours[key] == value, key
+
+    same_but_ids(pushed, celery_message, frozenset({"body", "headers", "properties"}))
+    same_but_ids(pushed["headers"], celery_message["headers"])
+    same_but_ids(pushed["properties"], celery_message["properties"], frozenset({"delivery_tag"}))
+    assert body_of(pushed) == [[cid, action.id], {}, body_of(celery_message)[2]]
+    assert body_of(celery_message)[0] == [cid, "celery-sent-id"]
+
+    same_but_ids(pushed_event, celery_event, frozenset({"body", "properties"}))
+    same_but_ids(
+        pushed_event["properties"], celery_event["properties"], frozenset({"delivery_tag"})
+    )
+    same_but_ids(pushed_event["body"], celery_event["body"], frozenset({"clock", "timestamp"}))
+    assert pushed_event["body"]["type"] == "task-sent"
+    assert pushed_event["body"]["clock"] > celery_event["body"]["clock"]
+
+
+def test_a_queued_action_is_pushed_by_the_finish_that_gives_it_its_turn(aq: ActionQ) -> None:
+    store = aq.store
+    cid = aq.create_conversation().id
+    first = aq.submit_action(cid, "terminal", {"command": "true"})
+    second = aq.submit_action(cid, "terminal", {"command": "false"})
+    assert [m["headers"]["id"] for m in queued_messages(aq)] == [first.id]
+    kept = store.redis.hget(store.keys.action(cid, second.id), "task_message")
+    assert kept and json.loads(kept)["headers"]["id"] == second.id
+
+    claim = store.claim_action(cid, first.id, WORKER)
+    assert isinstance(claim, Claim)
+    event = ObservationEvent(
+        action_id=first.id, tool_call_id=claim.tool_call_id, tool_name="terminal", observation={}
+    )
+    finished = store.finish_action(claim, event, WORKER)
+    assert finished.next_action_id == second.id and finished.pushed
+    assert [m["headers"]["id"] for m in queued_messages(aq)] == [first.id, second.id]
+    assert store.redis.hget(store.keys.action(cid, second.id), "task_message") is None
+
+
+def test_resume_sends_with_celery_and_the_claim_drops_the_kept_message(aq: ActionQ) -> None:
+    store = aq.store
+    cid = aq.create_conversation().id
+    aq.pause(cid)
+    action = aq.submit_action(cid, "terminal", {"command": "true"})
+    assert queued_messages(aq) == []  # paused: not its turn
+    aq.resume(cid)
+    [message] = queued_messages(aq)  # sent by send_task
+    assert message["headers"]["id"] == action.id
+    claim = store.claim_action(cid, action.id, WORKER)
+    assert isinstance(claim, Claim)
+    assert store.redis.hget(store.keys.action(cid, action.id), "task_message") is None
+
+
+def test_other_brokers_and_the_setting_fall_back_to_send_task(redis_url: str) -> None:
+    assert broker_list_for(Settings(redis_url=redis_url)) is not None
+    assert broker_list_for(Settings(redis_url=redis_url, direct_enqueue=False)) is None
+    amqp = Settings(redis_url=redis_url, broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    assert broker_list_for(amqp) is None
+    base, db = redis_url.rsplit("/", 1)
+    other_db = Settings(redis_url=redis_url, broker_url=f"{base}/{int(db) + 1}")
+    assert broker_list_for(other_db) is None
+    kombu_transport = Settings(redis_url=redis_url, broker_transport="redis")
+    assert broker_list_for(kombu_transport) is not None
+    no_events = broker_list_for(Settings(redis_url=redis_url, task_events=False))
+    assert no_events is not None and no_events.sent_event_channel == ""
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-enqueue", "send-task"])
+def test_actions_run_in_order_either_way(
+    direct: bool,
+    settings: Settings,
+    start_worker: WorkerFactory,
+    tmp_path: Path,
+) -> None:
+    """The same run through a real prefork worker: with the store pushing the
+    messages, and with Celery's send_task doing it."""
+    start_worker(ACTIONQ_DIRECT_ENQUEUE=str(direct).lower())
+    with ActionQ(settings.model_copy(update={"direct_enqueue": direct})) as aq:
+        assert (aq.store.broker is not None) == direct
+        marker = tmp_path / "order.txt"
+        cids = [aq.create_conversation().id for _ in range(2)]
+        actions = [
+            aq.submit_action(cid, "terminal", {"command": f"echo {cid}-{i} >> {marker}"})
+            for i in range(3)
+            for cid in cids
+        ]
+        for action in actions:
+            assert aq.wait_for_action(action.id, 30).state == ActionState.DONE
+        lines = marker.read_text().split()
+        for cid in cids:
+            assert [line for line in lines if line.startswith(cid)] == [
+                f"{cid}-{i}" for i in range(3)
+            ]
+            assert aq.get_conversation(cid).status == ConversationStatus.IDLE
+            assert_log_consistent(aq, cid)
+        for action in actions:
+            [event] = terminal_events(aq, action.conversation_id, action.id)
+            assert isinstance(event, ObservationEvent)
