@@ -39,6 +39,10 @@ class ActionqSide:
         conversations = [self.aq.create_conversation().id for _ in range(n)]
         return self._run(conversations, timeout)
 
+    def run_conversations(self, conversations: list[str]) -> Round:
+        """One noop action in each of these (existing) conversations."""
+        return self._run(conversations, None)
+
     def sequential(self, n: int) -> Round:
         """``n`` noop actions in ONE conversation: they run one at a time."""
         cid = self.aq.create_conversation().id

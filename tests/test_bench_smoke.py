@@ -25,3 +25,20 @@ def test_quick_benchmark_run_completes(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"compare", "scaling", "crash_detection", "memory"} <= set(results)
     assert (tmp_path / "throughput.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(200)
+def test_cpu_split_runs_and_accounts_every_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cpu_split", "--n", "300", "--rounds", "1",
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    split = json.loads((tmp_path / "cpu_split.json").read_text())
+    assert set(split) == {"actionq", "celery_fire_and_forget", "celery_results"}
+    for side in split.values():
+        # Every role did some work (CPU time ticks are 10 ms: 300 tasks is plenty);
+        # a role read as 0 would mean a process was missed.
+        assert all(us > 0 for us in side["cpu_us_per_task"].values()), side
