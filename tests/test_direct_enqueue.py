@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from app.direct_enqueue import broker_list_for
-from app.models import ActionState, ConversationStatus, ObservationEvent
+from app.lifecycle import crash_action
+from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
 from app.service import ActionQ
 from app.settings import Settings
 from app.store import Claim, WorkerIdentity
@@ -120,6 +121,20 @@ def test_a_queued_action_is_pushed_by_the_finish_that_gives_it_its_turn(aq: Acti
     assert finished.next_action_id == second.id and finished.pushed
     assert [m["headers"]["id"] for m in queued_messages(aq)] == [first.id, second.id]
     assert store.redis.hget(store.keys.action(cid, second.id), "task_message") is None
+
+
+def test_actions_that_never_run_drop_their_kept_message(aq: ActionQ) -> None:
+    store = aq.store
+    cid = aq.create_conversation().id
+    first = aq.submit_action(cid, "terminal", {"command": "true"})
+    queued = aq.submit_action(cid, "terminal", {"command": "false"})
+    claim = store.claim_action(cid, first.id, WORKER)
+    assert isinstance(claim, Claim)
+    crash_action(store, cid, first.id, ErrorCause.WORKER_LOST, expected_fence=claim.fence)
+    ended = store.get_action(queued.id, cid)
+    assert ended.state == ActionState.ERRORED and ended.terminal_kind == "AgentErrorEvent"
+    assert store.redis.hget(store.keys.action(cid, queued.id), "task_message") is None
+    assert [m["headers"]["id"] for m in queued_messages(aq)] == [first.id]  # nothing new sent
 
 
 def test_resume_sends_with_celery_and_the_claim_drops_the_kept_message(aq: ActionQ) -> None:

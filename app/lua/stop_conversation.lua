@@ -36,6 +36,8 @@ for i = 1, n do
   local seq = append_event(KEYS[1], KEYS[2], ARGV[a + 4])
   redis.call('HSET', KEYS[4 + i], 'state', ARGV[a + 3], 'finished_at', ARGV[2],
     'terminal_kind', ARGV[a + 5], 'terminal_seq', seq)
+  -- An ended action is never sent: drop a message kept for direct enqueue.
+  redis.call('HDEL', KEYS[4 + i], 'task_message', 'sent_event')
   if ARGV[a + 6] ~= '' then
     redis.call('HINCRBY', KEYS[4], ARGV[a + 6], 1)
   end
