@@ -1,0 +1,94 @@
+"""actionq's Redis transport (``app/broker_transport.py``) with a real worker:
+acks and task events sent without waiting for replies still all arrive."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from typing import Any
+
+import redis
+
+from app.broker_transport import UnansweredCommands
+from app.models import ActionState
+from app.service import ActionQ
+from app.settings import Settings
+from tests.conftest import WorkerFactory
+from tests.helpers import wait_for
+
+
+def _task_events(pubsub: redis.client.PubSub, until: float) -> list[dict[str, Any]]:
+    """Every task event received (batches of ``task.multi`` unpacked)."""
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < until:
+        message = pubsub.get_message(timeout=0.2)
+        if not message or message["type"] != "pmessage":
+            continue
+        envelope = json.loads(message["data"])
+        body = json.loads(base64.b64decode(envelope["body"]))
+        events.extend(body if isinstance(body, list) else [body])
+    return events
+
+
+def test_every_ack_and_task_event_arrives(
+    aq: ActionQ, start_worker: WorkerFactory, redis_url: str
+) -> None:
+    listener = redis.Redis.from_url(redis_url)
+    pubsub = listener.pubsub()
+    db = redis_url.rsplit("/", 1)[1]
+    pubsub.psubscribe(f"/{db}.celeryev/task.*")
+    try:
+        start_worker(concurrency=2)
+        actions = [
+            aq.submit_action(aq.create_conversation().id, "terminal", {"command": "true"})
+            for _ in range(6)
+        ]
+        for action in actions:
+            assert aq.wait_for_action(action.id, 30).state == ActionState.DONE
+        # Acks are not waited for: they land a moment after the task ends.
+        wait_for(
+            lambda: listener.hlen("unacked") == 0 and listener.zcard("unacked_index") == 0,
+            10,
+            what="kombu's unacked set to empty",
+        )
+        events = _task_events(pubsub, time.monotonic() + 3)
+    finally:
+        pubsub.close()
+        listener.close()
+    for action in actions:
+        kinds = sorted(e["type"] for e in events if e.get("uuid") == action.id)
+        assert kinds == ["task-received", "task-sent", "task-started", "task-succeeded"], kinds
+
+
+def test_unanswered_commands_reconnect_after_the_connection_drops(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    unanswered = UnansweredCommands(redis.ConnectionPool.from_url(redis_url))
+    try:
+        unanswered.send(("SET", "transport-test", "1"))
+        wait_for(lambda: client.get("transport-test") == "1", 5, what="the first SET")
+        client.client_kill_filter(_type="normal", skipme=True)  # drops the unanswered connection
+
+        def send_again() -> bool:
+            # The first send after the kill may vanish into the dead socket or
+            # raise; either way a later one goes through on a new connection.
+            with contextlib.suppress(redis.ConnectionError, OSError):
+                unanswered.send(("SET", "transport-test", "2"))
+            return client.get("transport-test") == "2"
+
+        wait_for(send_again, 10, 0.1, "a SET on a new connection")
+    finally:
+        unanswered.close()
+        client.close()
+
+
+def test_kombus_own_transport_can_be_chosen(redis_url: str) -> None:
+    assert Settings(redis_url=redis_url).effective_broker_transport == (
+        "app.broker_transport:Transport"
+    )
+    assert Settings(redis_url=redis_url, broker_transport="redis").effective_broker_transport == (
+        "redis"
+    )
+    amqp = Settings(redis_url=redis_url, broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    assert amqp.effective_broker_transport is None
