@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     broker_transport: str | None = Field(
         None,
         description=(
-            "kombu transport for the broker. Unset: actionq's Redis transport "
-            "(kombu's, reusing its client) for redis:// brokers, else kombu's choice."
+            "kombu transport for the broker. Unset: actionq's Redis transport for redis:// "
+            "brokers (kombu's, with events and acks not waited for; see docs/design.md), "
+            "else kombu's choice. 'redis': kombu's own."
         ),
     )
     direct_enqueue: bool = Field(
