@@ -165,3 +165,41 @@ def test_worker_start_up_recovers_a_conversation_left_running(
     assert only_error(aq, cid, crashed).detail.cause == ErrorCause.LEASE_EXPIRED
     assert only_error(aq, cid, queued).detail.cause == ErrorCause.NOT_RUN
     assert_log_consistent(aq, cid)
+
+
+FAULT_MODULES = "tests.tools_for_tests,tests.faults_for_tests"
+
+
+@pytest.mark.parametrize(
+    "kills", [2, 5], ids=["runs_once_on_the_third_delivery", "errors_after_three_lost"]
+)
+def test_child_killed_before_the_claim(
+    kills: int, aq: ActionQ, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    """The pool child dies after receiving the task but before claiming the
+    action (so the tool never started): the worker's main process sends it
+    again, at most three times (``MAX_LOST_BEFORE_CLAIM``); then it errors."""
+    kill_file = tmp_path / "kills-left"
+    kill_file.write_text(str(kills))
+    start_worker(ACTIONQ_TOOL_MODULES=FAULT_MODULES, TEST_KILL_BEFORE_CLAIM=str(kill_file))
+    marker = tmp_path / "ran.txt"
+    cid = aq.create_conversation().id
+    action = aq.submit_action(cid, "terminal", {"command": f"echo ran >> {marker}"})
+    ended = aq.wait_for_action(action.id, 30)
+
+    raw = aq.store.redis.hget(aq.store.keys.action(cid, action.id), "lost_deliveries")
+    if kills < 3:
+        [event] = terminal_events(aq, cid, action.id)
+        assert event.kind == "ObservationEvent", event
+        assert count_lines(marker) == 1
+        assert ended.attempt == 1  # only the delivery that lived reached the claim
+        assert int(raw or 0) == kills
+        assert aq.get_conversation(cid).status == ConversationStatus.IDLE
+    else:
+        error = only_error(aq, cid, action.id)
+        assert error.detail.cause == ErrorCause.WORKER_LOST and error.detail.signal == 9
+        assert count_lines(marker) == 0  # the tool never started
+        assert int(raw or 0) == 3
+        assert kill_file.read_text() == str(kills - 3)  # no fourth delivery
+        assert aq.get_conversation(cid).status == ConversationStatus.ERROR
+    assert_log_consistent(aq, cid)
