@@ -116,7 +116,8 @@ class Channel(kombu_redis.Channel):
         return unanswered
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
-        """Events (the only fanout messages actionq sends), unanswered."""
+        """Fanout messages (task events, control broadcasts such as ``revoke``):
+        pub/sub, which never tells the sender who got them; sent unanswered."""
         if kwargs.get("_publish_batch") is not None or self.global_keyprefix:
             super()._put_fanout(exchange, message, routing_key, **kwargs)
             return
