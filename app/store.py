@@ -414,17 +414,19 @@ class ActionStore(WorkerLeases):
     def resume_conversation(self, conversation_id: str) -> str | None:
         """error|paused -> running (or idle if nothing is queued).
 
-        Returns the action that must now be dispatched, if any. Raises
+        Returns the action that must now be sent with Celery, if any (with
+        direct enqueue its kept message is pushed by this same step). Raises
         ``InvalidTransition`` when the conversation is not in error or paused,
         so two concurrent resumes cannot both succeed.
         """
         k = self.keys
         cid = conversation_id
-        result = self._script(
-            "resume_conversation",
-            [k.conversation(cid), k.events(cid), k.queue(cid)],
-            [utc_now(), new_id()],
-        )
+        keys = [k.conversation(cid), k.events(cid), k.queue(cid)]
+        args = [utc_now(), new_id()]
+        if self.broker is not None:
+            keys.append(self.broker.queue_key)
+            args.append(self.broker.sent_event_channel)
+        result = self._script("resume_conversation", keys, args)
         if result[0] == "no_conversation":
             raise ConversationNotFound(f"no conversation {cid!r}")
         if result[0] == "refused":
@@ -432,7 +434,7 @@ class ActionStore(WorkerLeases):
                 f"conversation {cid} is {result[1]}; only a conversation in error or paused "
                 "can be resumed"
             )
-        return str(result[2]) or None
+        return None if int(result[3]) else (str(result[2]) or None)
 
     def pause_conversation(self, conversation_id: str) -> str | None:
         """-> paused (nothing new is dispatched). Returns the active action id.

@@ -21,7 +21,7 @@ from app.lifecycle import crash_action
 from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
 from app.service import ActionQ
 from app.settings import Settings
-from app.store import Claim, WorkerIdentity
+from app.store import ActionStore, Claim, WorkerIdentity
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, terminal_events
 
@@ -137,18 +137,44 @@ def test_actions_that_never_run_drop_their_kept_message(aq: ActionQ) -> None:
     assert [m["headers"]["id"] for m in queued_messages(aq)] == [first.id]  # nothing new sent
 
 
-def test_resume_sends_with_celery_and_the_claim_drops_the_kept_message(aq: ActionQ) -> None:
+def test_resume_pushes_the_kept_message(aq: ActionQ) -> None:
     store = aq.store
     cid = aq.create_conversation().id
     aq.pause(cid)
     action = aq.submit_action(cid, "terminal", {"command": "true"})
     assert queued_messages(aq) == []  # paused: not its turn
-    aq.resume(cid)
-    [message] = queued_messages(aq)  # sent by send_task
+    assert store.resume_conversation(cid) is None  # nothing left for send_task
+    [message] = queued_messages(aq)  # pushed by the resume script, sent once
     assert message["headers"]["id"] == action.id
     claim = store.claim_action(cid, action.id, WORKER)
     assert isinstance(claim, Claim)
     assert store.redis.hget(store.keys.action(cid, action.id), "task_message") is None
+
+
+def test_a_message_sent_by_celery_instead_is_dropped_at_the_claim(
+    aq: ActionQ, settings: Settings
+) -> None:
+    """A worker without direct enqueue finishes the first action and sends the
+    next one with send_task: the next one's kept message goes at its claim."""
+    cid = aq.create_conversation().id
+    first = aq.submit_action(cid, "terminal", {"command": "true"})
+    second = aq.submit_action(cid, "terminal", {"command": "false"})
+    plain = ActionStore.from_url(settings.redis_url, settings.key_prefix)  # no broker list
+    try:
+        claim = plain.claim_action(cid, first.id, WORKER)
+        assert isinstance(claim, Claim)
+        event = ObservationEvent(
+            action_id=first.id, tool_call_id=claim.tool_call_id, tool_name="terminal",
+            observation={},
+        )  # fmt: skip
+        finished = plain.finish_action(claim, event, WORKER)
+        assert finished.next_action_id == second.id and not finished.pushed
+        key = plain.keys.action(cid, second.id)
+        assert plain.redis.hget(key, "task_message") is not None  # kept, not pushed
+        assert isinstance(plain.claim_action(cid, second.id, WORKER), Claim)
+        assert plain.redis.hget(key, "task_message") is None
+    finally:
+        plain.redis.close()
 
 
 def test_other_brokers_and_the_setting_fall_back_to_send_task(redis_url: str) -> None:
