@@ -7,29 +7,38 @@ import base64
 import contextlib
 import json
 import time
-from typing import Any
+from pathlib import Path
 
 import redis
 
 from app.broker_transport import UnansweredCommands
-from app.models import ActionState
+from app.models import ActionState, ConversationStatus
 from app.service import ActionQ
 from app.settings import Settings
 from tests.conftest import WorkerFactory
+from tests.events import count_lines, terminal_events
 from tests.helpers import wait_for
 
+EXPECTED_KINDS = ["task-received", "task-sent", "task-started", "task-succeeded"]
 
-def _task_events(pubsub: redis.client.PubSub, until: float) -> list[dict[str, Any]]:
-    """Every task event received (batches of ``task.multi`` unpacked)."""
-    events: list[dict[str, Any]] = []
-    while time.monotonic() < until:
+
+def _kinds_by_task(pubsub: redis.client.PubSub, ids: list[str]) -> dict[str, list[str]]:
+    """The task events received for ``ids`` (batches of ``task.multi`` unpacked),
+    read until each has all four kinds or 10 s have passed."""
+    kinds: dict[str, list[str]] = {task_id: [] for task_id in ids}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(sorted(k) == EXPECTED_KINDS for k in kinds.values()):
+            break
         message = pubsub.get_message(timeout=0.2)
         if not message or message["type"] != "pmessage":
             continue
         envelope = json.loads(message["data"])
         body = json.loads(base64.b64decode(envelope["body"]))
-        events.extend(body if isinstance(body, list) else [body])
-    return events
+        for event in body if isinstance(body, list) else [body]:
+            if event.get("uuid") in kinds:
+                kinds[event["uuid"]].append(event["type"])
+    return {task_id: sorted(k) for task_id, k in kinds.items()}
 
 
 def test_every_ack_and_task_event_arrives(
@@ -53,13 +62,31 @@ def test_every_ack_and_task_event_arrives(
             10,
             what="kombu's unacked set to empty",
         )
-        events = _task_events(pubsub, time.monotonic() + 3)
+        kinds = _kinds_by_task(pubsub, [action.id for action in actions])
     finally:
         pubsub.close()
         listener.close()
     for action in actions:
-        kinds = sorted(e["type"] for e in events if e.get("uuid") == action.id)
-        assert kinds == ["task-received", "task-sent", "task-started", "task-succeeded"], kinds
+        assert kinds[action.id] == EXPECTED_KINDS, kinds[action.id]
+
+
+def test_a_message_whose_ack_was_lost_runs_nothing_when_it_comes_back(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """Why acks may go unanswered: a lost ack only brings the message back
+    (kombu restores it from the unacked set), and the claim refuses it."""
+    start_worker()
+    marker = workdir / "ran.txt"
+    cid = aq.create_conversation().id
+    action = aq.submit_action(cid, "terminal", {"command": f"echo ran >> {marker}"})
+    assert aq.wait_for_action(action.id, 30).state == ActionState.DONE
+
+    aq.dispatch(cid, action.id)  # the same task again, as a restored message arrives
+    wait_for(lambda: aq.get_action(action.id).attempt == 2, 30, what="the second delivery")
+    wait_for(lambda: aq.store.redis.hlen("unacked") == 0, 10, what="its ack")
+    assert count_lines(marker) == 1
+    assert len(terminal_events(aq, cid, action.id)) == 1
+    assert aq.get_conversation(cid).status == ConversationStatus.IDLE
 
 
 def test_unanswered_commands_reconnect_after_the_connection_drops(redis_url: str) -> None:
