@@ -42,11 +42,6 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _server_process(stack: Stack) -> psutil.Process:
-    pid = int(stack.server.pidfile.read_text().split()[0])
-    return psutil.Process(pid)
-
-
 def _split(
     run: Callable[[], Round], worker: subprocess.Popen[bytes], server: psutil.Process
 ) -> tuple[Round, dict[str, float]]:
@@ -67,7 +62,8 @@ def _split(
 def measure(n: int, rounds: int, concurrency: int = 2) -> dict[str, Any]:
     samples: dict[str, list[tuple[Round, dict[str, float]]]] = {}
     with Stack() as stack:
-        server = _server_process(stack)
+        assert stack.server.process is not None
+        server = psutil.Process(stack.server.process.pid)
         aq = ActionqSide(stack, concurrency)
         raw = RawCelerySide(stack, concurrency)
         try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from typing import Any
+
 from app.models import TERMINAL_EVENT_KINDS, AgentErrorEvent, Event
 from app.service import ActionQ
 
@@ -47,3 +51,10 @@ def count_lines(path: object) -> int:
 
     p = Path(str(path))
     return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+def celery_body(message: dict[str, Any]) -> Any:
+    """The decoded body of a message as kombu's Redis transport stores it
+    (task messages and events alike: base64 JSON)."""
+    assert message["properties"]["body_encoding"] == "base64"
+    return json.loads(base64.b64decode(message["body"]))

@@ -3,7 +3,6 @@ acks and task events sent without waiting for replies still all arrive."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import time
@@ -16,7 +15,7 @@ from app.models import ActionState, ConversationStatus
 from app.service import ActionQ
 from app.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.events import count_lines, terminal_events
+from tests.events import celery_body, count_lines, terminal_events
 from tests.helpers import wait_for
 
 EXPECTED_KINDS = ["task-received", "task-sent", "task-started", "task-succeeded"]
@@ -33,8 +32,7 @@ def _kinds_by_task(pubsub: redis.client.PubSub, ids: list[str]) -> dict[str, lis
         message = pubsub.get_message(timeout=0.2)
         if not message or message["type"] != "pmessage":
             continue
-        envelope = json.loads(message["data"])
-        body = json.loads(base64.b64decode(envelope["body"]))
+        body = celery_body(json.loads(message["data"]))
         for event in body if isinstance(body, list) else [body]:
             if event.get("uuid") in kinds:
                 kinds[event["uuid"]].append(event["type"])

@@ -7,7 +7,6 @@ fall back to ``send_task`` wherever it does not apply.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from app.service import ActionQ
 from app.settings import Settings
 from app.store import ActionStore, Claim, WorkerIdentity
 from tests.conftest import WorkerFactory
-from tests.events import assert_log_consistent, terminal_events
+from tests.events import assert_log_consistent, celery_body, terminal_events
 
 WORKER = WorkerIdentity(id="w@host:1:aaaa", host="host", pid=1)
 
@@ -32,11 +31,6 @@ def queued_messages(aq: ActionQ) -> list[dict[str, Any]]:
     """The Celery messages waiting in the broker's list, oldest first."""
     raw = aq.store.redis.lrange(aq.settings.queue, 0, -1)
     return [json.loads(m) for m in reversed(raw)]
-
-
-def body_of(message: dict[str, Any]) -> Any:
-    assert message["properties"]["body_encoding"] == "base64"
-    return json.loads(base64.b64decode(message["body"]))
 
 
 class SentEvents:
@@ -54,7 +48,7 @@ class SentEvents:
             message = self.pubsub.get_message(timeout=0.5)
             if message and message["type"] == "message":
                 envelope = json.loads(message["data"])
-                return envelope | {"body": body_of(envelope)}
+                return envelope | {"body": celery_body(envelope)}
         raise TimeoutError("no task-sent event")
 
     def close(self) -> None:
@@ -91,8 +85,8 @@ def test_pushed_message_and_event_match_what_send_task_sends(aq: ActionQ, redis_
     same_but_ids(pushed, celery_message, frozenset({"body", "headers", "properties"}))
     same_but_ids(pushed["headers"], celery_message["headers"])
     same_but_ids(pushed["properties"], celery_message["properties"], frozenset({"delivery_tag"}))
-    assert body_of(pushed) == [[cid, action.id], {}, body_of(celery_message)[2]]
-    assert body_of(celery_message)[0] == [cid, "celery-sent-id"]
+    assert celery_body(pushed) == [[cid, action.id], {}, celery_body(celery_message)[2]]
+    assert celery_body(celery_message)[0] == [cid, "celery-sent-id"]
 
     same_but_ids(pushed_event, celery_event, frozenset({"body", "properties"}))
     same_but_ids(
