@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from app.dispatch import Dispatch, resend_turn
-from app.errors import NotFoundError
+from app.errors import ConversationNotFound, NotFoundError
 from app.lifecycle import crash_action
 from app.models import ActionState, ErrorCause
 from app.store import ActionStore, WorkerIdentity
@@ -113,7 +113,12 @@ def recover_orphaned_actions(
     live = set(store.live_worker_ids(now))
     errored: list[str] = []
     for conversation_id in store.iter_conversation_ids():
-        conversation = store.get_conversation(conversation_id)
+        try:
+            conversation = store.get_conversation(conversation_id)
+        except ConversationNotFound:
+            # Indexed a moment before it is written (create_conversation):
+            # a conversation being created has nothing to recover.
+            continue
         active_id = conversation.active_action_id
         if active_id is None:
             continue

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     workdir: str = Field(
         ".", description="Working directory for the built-in file and shell tools."
     )
+    data_dir: str | None = Field(
+        None,
+        description="actionq's own data folder (keys, passwords, server data), set by "
+        "`actionq up`; tools never run in it and the file tools refuse every path in it.",
+    )
 
     @field_validator("api_keys", "tool_modules", mode="before")
     @classmethod

@@ -217,3 +217,20 @@ def test_cold_shutdown_errors_the_cut_off_action(
     assert error.detail.cause == ErrorCause.WORKER_SHUTDOWN
     assert aq.get_conversation(cid).status == ConversationStatus.ERROR
     assert count_lines(marker) == 1
+
+
+def test_worker_starts_while_a_conversation_is_being_created(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """create_conversation lists a conversation a moment before its hash
+    exists; a worker starting in that moment must start and serve."""
+    being_created = "conversation-being-created"
+    aq.store.redis.zadd(aq.store.keys.conversation_index(), {being_created: 1.0})
+    assert not aq.store.redis.exists(aq.store.keys.conversation(being_created))
+
+    start_worker("late")  # start-up recovery runs over the half-created entry
+    cid = aq.create_conversation().id
+    marker = workdir / "ran.log"
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 0})
+    assert aq.wait_for_action(action.id, timeout=20).state == ActionState.DONE
+    assert count_lines(marker) == 1
