@@ -11,7 +11,10 @@ import logging
 import os
 import signal as signals
 import socket
+from collections.abc import Callable
+from typing import Any
 
+from app.errors import ActionNotFound, StoreUnavailableError
 from app.models import (
     ActionRecord,
     ActionState,
@@ -23,7 +26,7 @@ from app.models import (
     Event,
     UserRejectObservation,
 )
-from app.store import ActionStore
+from app.store import ActionStore, StopOutcome
 
 __all__ = ["agent_error_event", "cancel_action", "crash_action"]
 
@@ -59,12 +62,17 @@ def agent_error_event(
     )
 
 
-def _not_run_event(action: ActionRecord) -> Event:
-    return agent_error_event(
-        action,
-        ErrorCause.NOT_RUN,
-        "not run: an earlier action of this conversation crashed and the conversation "
+def _not_run_template() -> AgentErrorEvent:
+    """The event each action queued behind a crash gets; the store's script
+    fills in its id, tool name, tool call id and action id."""
+    return AgentErrorEvent(
+        error="not run: an earlier action of this conversation crashed and the conversation "
         "stopped; submit it again after resuming if it is still wanted",
+        tool_name="",
+        tool_call_id="",
+        action_id="",
+        classification=ErrorClassification(kind=ErrorCause.NOT_RUN.value, retryable=True),
+        detail=ErrorDetail(cause=ErrorCause.NOT_RUN),
     )
 
 
@@ -81,10 +89,42 @@ def kill_leftover_processes(store: ActionStore, conversation_id: str, action_id:
         pass
 
 
+# A stop is retried when the action changed state between the read and the
+# script (e.g. claimed meanwhile); each try is O(1) round trips.
+_STOP_TRIES = 5
+
+
+def _stop(
+    store: ActionStore,
+    action: ActionRecord,
+    build_event: Callable[[ActionRecord], Event],
+    new_status: ConversationStatus,
+    *,
+    only_pending: bool = False,
+    **options: Any,
+) -> bool:
+    """Build the event for the action as read and stop the conversation; read
+    again only if the action moved on meanwhile. True if this call ended it.
+    With ``only_pending`` an action found started is left alone."""
+    for _ in range(_STOP_TRIES):
+        if only_pending and action.state != ActionState.PENDING:
+            return False
+        outcome = store.stop_conversation(action, build_event(action), new_status, **options)
+        if outcome != StopOutcome.MOVED:
+            return outcome == StopOutcome.OK
+        try:
+            action = store.get_action(action.id, action.conversation_id)
+        except ActionNotFound:
+            return False
+    raise StoreUnavailableError(
+        f"action {action.id} kept changing state; could not stop conversation "
+        f"{action.conversation_id} after {_STOP_TRIES} tries"
+    )
+
+
 def crash_action(
     store: ActionStore,
-    conversation_id: str,
-    action_id: str,
+    action: ActionRecord,
     cause: ErrorCause,
     *,
     how: str = "",
@@ -92,42 +132,43 @@ def crash_action(
     exitcode: int | None = None,
     expected_fence: int | None = None,
 ) -> bool:
-    """The action crashed (or may have): AgentErrorEvent, conversation ``error``,
-    actions queued behind it not run. Returns False if it had already ended."""
+    """The action (as read by the caller) crashed, or may have: AgentErrorEvent,
+    conversation ``error``, actions queued behind it not run. Returns False if
+    it had already ended (or, with ``expected_fence``, was claimed anew)."""
 
     now = store.server_time()
+    message = _CRASH_MESSAGES[cause].format(how=how or "killed")
 
-    def event_for(action: ActionRecord) -> Event:
-        runtime = round(now - action.claimed_at, 3) if action.claimed_at else None
-        message = _CRASH_MESSAGES[cause].format(how=how or "killed")
+    def event_for(record: ActionRecord) -> Event:
+        runtime = round(now - record.claimed_at, 3) if record.claimed_at else None
         return agent_error_event(
-            action,
+            record,
             cause,
             message,
             signal=signal,
             exitcode=exitcode,
-            host=action.host,
-            pid=action.pid,
-            attempt=action.attempt,
+            host=record.host,
+            pid=record.pid,
+            attempt=record.attempt,
             runtime_s=runtime,
         )
 
-    stopped = store.stop_conversation(
-        conversation_id,
+    stopped = _stop(
+        store,
+        action,
+        event_for,
         ConversationStatus.ERROR,
-        target_action_id=action_id,
-        target_event=event_for,
+        new_state=ActionState.ERRORED,
         expected_fence=expected_fence,
-        drop_queue=True,
         count_crash=True,
-        queued_event=_not_run_event,
+        not_run_template=_not_run_template(),
     )
     if stopped:
-        kill_leftover_processes(store, conversation_id, action_id)
+        kill_leftover_processes(store, action.conversation_id, action.id)
         log.error(
             "action %s of conversation %s crashed (%s%s); conversation -> error, not re-run",
-            action_id,
-            conversation_id,
+            action.id,
+            action.conversation_id,
             cause.value,
             f": {how}" if how else "",
         )
@@ -163,16 +204,17 @@ def cancel_action(
             attempt=action.attempt,
         )
 
-    stopped = store.stop_conversation(
-        conversation_id,
+    try:
+        action = store.get_action(action_id, conversation_id)
+    except ActionNotFound:
+        return False
+    stopped = _stop(
+        store,
+        action,
+        event_for,
         ConversationStatus.PAUSED,
-        target_action_id=action_id,
-        target_event=event_for,
-        drop_queue=False,
-        target_state=ActionState.CANCELLED,
-        target_states=(ActionState.PENDING,)
-        if only_if_pending
-        else (ActionState.PENDING, ActionState.CLAIMED),
+        only_pending=only_if_pending,
+        new_state=ActionState.CANCELLED,
     )
     if stopped:
         kill_leftover_processes(store, conversation_id, action_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from app.models import ActionRecord, ActionState, Conversation, ConversationStatus
@@ -13,6 +14,7 @@ __all__ = [
     "Claim",
     "ClaimRefused",
     "FinishResult",
+    "StopOutcome",
     "SubmitResult",
     "WorkerIdentity",
     "action_from_hash",
@@ -49,6 +51,15 @@ class SubmitResult:
     dispatch_action_id: str | None  # an action that must now be sent to a worker
     record: ActionRecord | None = None  # the new action as stored (when created)
     pushed: bool = False  # the store pushed dispatch_action_id's message itself
+
+
+class StopOutcome(StrEnum):
+    """What ``ActionStore.stop_conversation`` did."""
+
+    OK = "ok"  # the target ended, the conversation stopped
+    ENDED = "ended"  # the target had already finished: nothing written
+    STALE = "stale"  # its fence moved on (a newer claim): nothing written
+    MOVED = "moved"  # its state changed since it was read: read again
 
 
 @dataclass(frozen=True)

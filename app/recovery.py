@@ -48,8 +48,7 @@ def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[s
             if action.state == ActionState.CLAIMED and action.owner == worker_id:
                 if crash_action(
                     store,
-                    conversation_id,
-                    action_id,
+                    action,
                     ErrorCause.LEASE_EXPIRED,
                     how=f"worker {worker_id} lease expired",
                     expected_fence=action.fence,
@@ -91,9 +90,7 @@ def audit_own_claims(
         if action.state == ActionState.CLAIMED and action.owner == worker.id:
             if now - (action.claimed_at or now) < min_age:
                 continue
-            if crash_action(
-                store, conversation_id, action_id, cause, how=how, expected_fence=action.fence
-            ):
+            if crash_action(store, action, cause, how=how, expected_fence=action.fence):
                 errored.append(action_id)
         elif action.state == ActionState.PENDING:
             continue  # a claim in flight
@@ -128,8 +125,7 @@ def recover_orphaned_actions(
         ):
             if crash_action(
                 store,
-                conversation_id,
-                active_id,
+                action,
                 ErrorCause.LEASE_EXPIRED,
                 how=f"found at start-up; worker {action.owner} is gone",
                 expected_fence=action.fence,

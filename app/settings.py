@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         3.0, gt=0, description="A worker whose heartbeat is older than this is dead."
     )
     heartbeat_interval: float = Field(1.0, gt=0, description="How often a worker renews its lease.")
+    worker_stall_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker whose event loop has not ticked for this long stops renewing "
+        "its lease (its heartbeat is a thread, so slow work alone never expires it).",
+    )
     sweep_interval: float = Field(
         1.0, gt=0, description="How often a worker looks for claims of dead workers."
     )
@@ -140,6 +146,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ACTIONQ_HEARTBEAT_INTERVAL must be shorter than ACTIONQ_WORKER_LEASE_SECONDS, "
                 "or live workers would look dead"
+            )
+        if self.worker_stall_seconds <= self.heartbeat_interval:
+            raise ValueError(
+                "ACTIONQ_WORKER_STALL_SECONDS must be longer than ACTIONQ_HEARTBEAT_INTERVAL"
             )
         return self
 

@@ -21,13 +21,13 @@ from app.errors import (
     ConversationNotFound,
     DuplicateToolCallId,
     InvalidTransition,
-    StoreUnavailableError,
 )
 from app.leases import WorkerLeases
 from app.models import (
     ActionEvent,
     ActionRecord,
     ActionState,
+    AgentErrorEvent,
     Conversation,
     ConversationStatus,
     Event,
@@ -40,6 +40,7 @@ from app.records import (
     Claim,
     ClaimRefused,
     FinishResult,
+    StopOutcome,
     SubmitResult,
     WorkerIdentity,
     action_from_hash,
@@ -56,14 +57,13 @@ __all__ = [
     "Claim",
     "ClaimRefused",
     "FinishResult",
+    "StopOutcome",
     "SubmitResult",
     "WorkerIdentity",
     "fingerprint",
 ]
 
 log = logging.getLogger(__name__)
-
-_STOP_RETRIES = 20
 
 
 class ActionStore(WorkerLeases):
@@ -327,89 +327,57 @@ class ActionStore(WorkerLeases):
 
     def stop_conversation(
         self,
-        conversation_id: str,
+        target: ActionRecord,
+        event: Event,
         new_status: ConversationStatus,
         *,
-        target_action_id: str,
-        target_event: Callable[[ActionRecord], Event],
+        new_state: ActionState,
         expected_fence: int | None = None,
-        drop_queue: bool,
-        target_state: ActionState = ActionState.ERRORED,
         count_crash: bool = False,
-        queued_event: Callable[[ActionRecord], Event] | None = None,
-        target_states: tuple[ActionState, ...] = (ActionState.PENDING, ActionState.CLAIMED),
-    ) -> bool:
-        """Give the target action (and, with ``drop_queue``, every action queued
-        behind it) its terminal event and set the conversation status, atomically.
+        not_run_template: AgentErrorEvent | None = None,
+    ) -> StopOutcome:
+        """Give ``target`` (as the caller read it) its terminal ``event`` and set
+        the conversation to ``new_status``, in one script. With
+        ``not_run_template`` every action queued behind it ends too, with that
+        event filled in for each (inside the script: one round trip whatever
+        the length of the queue).
 
-        Returns False (and writes nothing) if the target is already finished or
-        its fencing token moved on. Safe to call twice for one failure.
+        ``StopOutcome.MOVED``: the target's state changed since it was read;
+        read it again and rebuild the event. ``ENDED``/``STALE``: it already
+        finished, or its fence moved on; nothing was written.
         """
         k = self.keys
-        cid = conversation_id
-        for _ in range(_STOP_RETRIES):
-            conv = self._call(lambda: self.redis.hmget(k.conversation(cid), "active", "status"))
-            active = conv[0] or ""
-            queue = self._call(lambda: self.redis.lrange(k.queue(cid), 0, -1))
-            try:
-                target = self.get_action(target_action_id, cid)
-            except ActionNotFound:
-                return False
-            if target.state not in target_states:
-                return False
-            if expected_fence is not None and target.fence != expected_fence:
-                return False
-            listed: list[tuple[ActionRecord, Event, ActionState, str]] = [
-                (
-                    target,
-                    target_event(target),
-                    target_state,
-                    target.fingerprint if count_crash else "",
-                )
-            ]
-            if drop_queue and queued_event is not None:
-                for queued_id in queue:
-                    if queued_id == target.id:
-                        continue
-                    try:
-                        queued = self.get_action(queued_id, cid)
-                    except ActionNotFound:  # its hash was deleted by hand
-                        continue
-                    if queued.state == ActionState.PENDING:
-                        listed.append((queued, queued_event(queued), ActionState.ERRORED, ""))
-            args: list[Any] = [
-                utc_now(),
-                time.time(),
-                new_id(),
-                new_status.value,
-                active,
-                ",".join(queue),
-                "1" if drop_queue else "0",
-            ]
-            for record, event, state, crash_fp in listed:
-                fence = (
-                    str(expected_fence) if record is target and expected_fence is not None else ""
-                )
-                args += [
-                    record.id,
-                    "," + ",".join(st.value for st in target_states) + ","
-                    if record is target
-                    else ",pending,",
-                    fence,
-                    state.value,
-                    event.model_dump_json(exclude={"seq"}),
-                    event.kind,
-                    crash_fp,
-                ]
-            keys = [k.conversation(cid), k.events(cid), k.queue(cid), k.crashes(cid)]
-            keys += [k.action(cid, record.id) for record, *_ in listed]
-            result = self._script("stop_conversation", keys, args)
-            if result[0] == "ok":
-                return True
-            log.debug("stop_conversation %s: state moved (%s); reading again", cid, result[1])
-        raise StoreUnavailableError(
-            f"conversation {cid} kept changing; could not stop it after {_STOP_RETRIES} tries"
-        )
+        cid = target.conversation_id
+        not_run_json = ""
+        if not_run_template is not None:
+            same_time = not_run_template.model_copy(update={"timestamp": event.timestamp})
+            not_run_json = same_time.model_dump_json(exclude={"seq"})
+        args: list[Any] = [
+            utc_now(),
+            time.time(),
+            new_id(),
+            new_status.value,
+            target.id,
+            target.state.value,
+            "" if expected_fence is None else str(expected_fence),
+            new_state.value,
+            event.model_dump_json(exclude={"seq"}),
+            event.kind,
+            target.fingerprint if count_crash else "",
+            "1" if not_run_template is not None else "0",
+            not_run_json,
+            new_id()[:24],
+            k.action(cid, ""),
+        ]
+        keys = [
+            k.conversation(cid),
+            k.events(cid),
+            k.queue(cid),
+            k.crashes(cid),
+            k.action(cid, target.id),
+        ]
+        result = self._script("stop_conversation", keys, args)
+        return StopOutcome(result[0])
 
     def resume_conversation(self, conversation_id: str) -> str | None:
         """error|paused -> running (or idle if nothing is queued).

@@ -94,8 +94,7 @@ def _handle_refused(
             return "skipped: running elsewhere"
         crash_action(
             store,
-            conversation_id,
-            action_id,
+            store.get_action(action_id, conversation_id),
             ErrorCause.REDELIVERED,
             how=f"redelivered (attempt {refused.attempt}); owner {refused.owner} is gone",
             expected_fence=refused.fence,
@@ -227,8 +226,7 @@ def settle_lost_task(
     if action.state == ActionState.CLAIMED and action.owner == worker.id:
         crash_action(
             store,
-            conversation_id,
-            action_id,
+            action,
             cause,
             how=how,
             signal=signal,
@@ -243,9 +241,7 @@ def settle_lost_task(
         if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
             dispatch(conversation_id, action_id)
             return "sent again"
-        crash_action(
-            store, conversation_id, action_id, cause, how=how, signal=signal, exitcode=exitcode
-        )
+        crash_action(store, action, cause, how=how, signal=signal, exitcode=exitcode)
         return "errored"
     # Ended already, or claimed by another worker (this was a redelivery). If the
     # child died right after finishing, the next action may not have been sent.

@@ -35,6 +35,7 @@ from app.settings import get_settings
 from app.store import ActionStore, WorkerIdentity
 from app.tools import load_tool_modules
 from tasks.execution import settle_lost_task
+from tasks.heartbeat import stop_heartbeat
 from tasks.identity import current_worker, init_worker_identity
 
 __all__ = ["connect_signal_handlers", "parse_worker_lost"]
@@ -204,6 +205,7 @@ def on_worker_shutdown(**_: Any) -> None:
         how="the worker shut down while it ran",
         min_age=0.0,
     )
+    stop_heartbeat()
     store.release_worker_lease(worker)
 
 

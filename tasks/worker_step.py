@@ -1,7 +1,8 @@
-"""A worker bootstep that runs three timers on the worker's own event loop
-(not a thread, so nothing is forked mid-lock):
+"""A worker bootstep: the lease heartbeat (a thread, ``tasks/heartbeat.py``,
+so slow work on the event loop cannot let the lease expire) and three timers
+on the worker's own event loop:
 
-- renew this worker's lease (``ACTIONQ_HEARTBEAT_INTERVAL``);
+- tell the heartbeat the loop is alive (``ACTIONQ_HEARTBEAT_INTERVAL``);
 - sweep the claims of workers whose lease expired (``ACTIONQ_SWEEP_INTERVAL``);
 - reap dead pool children: at once on SIGCHLD (a self-pipe on the event
   loop), and every ``ACTIONQ_POOL_MAINTAIN_INTERVAL`` seconds as a safety net.
@@ -27,6 +28,8 @@ from app.errors import ActionqError
 from app.recovery import audit_own_claims, sweep_expired_leases
 from app.runtime import get_store
 from app.settings import get_settings
+from app.store import ActionStore
+from tasks.heartbeat import LeaseHeartbeat
 from tasks.identity import current_worker
 
 __all__ = ["ActionqWorkerStep"]
@@ -41,12 +44,26 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(worker, **kwargs)
         self._timers: list[Any] = []
         self._sigchld_pipe: tuple[int, int] | None = None
+        self.heartbeat: LeaseHeartbeat | None = None
+
+    def start(self, worker: Any) -> None:
+        settings = get_settings()
+        # Its own client (and connection pool): never waits behind the loop's work.
+        store = ActionStore.from_url(settings.redis_url, settings.key_prefix)
+        self.heartbeat = LeaseHeartbeat(
+            store,
+            current_worker(),
+            lease_seconds=settings.worker_lease_seconds,
+            interval=settings.heartbeat_interval,
+            stall_seconds=settings.worker_stall_seconds,
+        )
+        self.heartbeat.start()
 
     def register_with_event_loop(self, worker: Any, hub: Any) -> None:
         self._cancel_timers()  # called again after a broker reconnect
         settings = get_settings()
         self._timers = [
-            hub.call_repeatedly(settings.heartbeat_interval, self.renew_lease),
+            hub.call_repeatedly(settings.heartbeat_interval, self.loop_alive),
             hub.call_repeatedly(settings.sweep_interval, self.sweep),
         ]
         maintain = getattr(worker.pool, "maintain_pool", None)
@@ -77,17 +94,19 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def stop(self, worker: Any) -> None:
         self._cancel_timers()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    terminate = stop  # a cold shutdown stops the heartbeat too
 
     def _cancel_timers(self) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers = []
 
-    def renew_lease(self) -> None:
-        try:
-            get_store().renew_worker_lease(current_worker(), get_settings().worker_lease_seconds)
-        except ActionqError as e:
-            log.warning("could not renew worker lease: %s", e)
+    def loop_alive(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.loop_alive()
 
     def sweep(self) -> None:
         """Other workers' expired leases, then this worker's own claims."""

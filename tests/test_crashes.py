@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import redis
 
-from app.models import ConversationStatus, ErrorCause
+from app.models import ActionState, ConversationStatus, ErrorCause
 from app.service import ActionQ
+from app.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for
@@ -203,3 +206,74 @@ def test_child_killed_before_the_claim(
         assert kill_file.read_text() == str(kills - 3)  # no fourth delivery
         assert aq.get_conversation(cid).status == ConversationStatus.ERROR
     assert_log_consistent(aq, cid)
+
+
+def test_crash_behind_a_long_queue_spares_other_conversations(
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """Recording a crash with 10,000 calls queued behind it, while the agent
+    keeps posting calls, must not stall the worker's main process: its lease
+    holds, so another conversation's action on the same worker keeps its
+    observation (no sweeper errors it), and the crash keeps its own cause and
+    signal (no sweeper records it first)."""
+    worker = start_worker("busy", concurrency=2)
+    go, started = workdir / "go", workdir / "started.log"
+    crashing = aq.create_conversation().id
+    killer = aq.submit_action(
+        crashing,
+        "terminal",
+        {"command": f"echo ran >> {started}; while [ ! -e {go} ]; do sleep 0.05; done; "
+         "kill -9 $PPID; sleep 5"},
+    )  # fmt: skip
+    other = aq.create_conversation().id
+    other_marker = workdir / "other.log"
+    healthy = aq.submit_action(
+        other, "sleep_after_mark", {"marker_file": str(other_marker), "seconds": 8}
+    )
+    wait_for(lambda: count_lines(started) == 1 and count_lines(other_marker) == 1, 20,
+             what="both actions to run on the busy worker")  # fmt: skip
+    assert aq.get_action(killer.id).owner == aq.get_action(healthy.id).owner
+    queued = 10_000
+    for n in range(queued):
+        aq.submit_action(crashing, "terminal", {"command": f"echo {n}"})
+    # A second worker sweeps: it errors the busy worker's claims if that
+    # worker's lease lapses while it records the crash.
+    start_worker("sweeper")
+
+    stop_posting = threading.Event()
+
+    def agent_keeps_posting() -> None:  # ~20 calls/s, as a busy agent does
+        with ActionQ(settings) as poster:
+            while not stop_posting.wait(0.05):
+                poster.submit_action(crashing, "terminal", {"command": "echo late"})
+
+    poster = threading.Thread(target=agent_keeps_posting)
+    poster.start()
+    try:
+        go.touch()
+        wait_status(aq, crashing, ConversationStatus.ERROR, timeout=30)
+    finally:
+        stop_posting.set()
+        poster.join(10)
+
+    error = only_error(aq, crashing, killer.id)
+    assert error.detail.cause == ErrorCause.WORKER_LOST
+    assert error.detail.signal == signal.SIGKILL
+    # Every call queued when it crashed is not run; later ones wait for resume.
+    states = Counter(
+        aq.get_action(action_id).state
+        for action_id in aq.store.list_action_ids(crashing)
+        if action_id != killer.id
+    )
+    assert states[ActionState.ERRORED] >= queued
+    assert set(states) <= {ActionState.ERRORED, ActionState.PENDING}
+    assert aq.get_conversation(crashing).queued_actions == states[ActionState.PENDING]
+
+    ended = aq.wait_for_action(healthy.id, timeout=30)
+    assert [e.kind for e in terminal_events(aq, other, healthy.id)] == ["ObservationEvent"]
+    assert ended.state == ActionState.DONE
+    assert count_lines(other_marker) == 1
+    assert aq.get_conversation(other).status == ConversationStatus.IDLE
+    assert worker.is_alive()
+    assert_log_consistent(aq, other)
+    assert_log_consistent(aq, crashing)

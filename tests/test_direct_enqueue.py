@@ -124,7 +124,9 @@ def test_actions_that_never_run_drop_their_kept_message(aq: ActionQ) -> None:
     queued = aq.submit_action(cid, "terminal", {"command": "false"})
     claim = store.claim_action(cid, first.id, WORKER)
     assert isinstance(claim, Claim)
-    crash_action(store, cid, first.id, ErrorCause.WORKER_LOST, expected_fence=claim.fence)
+    crash_action(
+        store, store.get_action(first.id, cid), ErrorCause.WORKER_LOST, expected_fence=claim.fence
+    )
     ended = store.get_action(queued.id, cid)
     assert ended.state == ActionState.ERRORED and ended.terminal_kind == "AgentErrorEvent"
     assert store.redis.hget(store.keys.action(cid, queued.id), "task_message") is None

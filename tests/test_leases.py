@@ -90,7 +90,7 @@ def test_concurrent_resumes_exactly_one_succeeds(aq: ActionQ) -> None:
     aid = aq.store.submit_action(cid, "terminal", {"command": "x"}).action_id
     from app.lifecycle import crash_action
 
-    crash_action(aq.store, cid, aid, ErrorCause.WORKER_LOST)
+    crash_action(aq.store, aq.store.get_action(aid, cid), ErrorCause.WORKER_LOST)
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
 

@@ -7,6 +7,8 @@ matter.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -84,7 +86,9 @@ def test_late_completion_with_stale_fence_appends_nothing(store: ActionStore) ->
     cid = store.create_conversation().id
     aid = store.submit_action(cid, "terminal", {"command": "sleep 100"}).action_id
     zombie = claimed(store, cid, aid, DEAD)
-    assert crash_action(store, cid, aid, ErrorCause.LEASE_EXPIRED, expected_fence=zombie.fence)
+    assert crash_action(
+        store, store.get_action(aid, cid), ErrorCause.LEASE_EXPIRED, expected_fence=zombie.fence
+    )
     before = store.all_events(cid)
 
     late = store.finish_action(zombie, observation(zombie, "late result"), DEAD)
@@ -99,11 +103,11 @@ def test_crash_handling_is_idempotent(store: ActionStore) -> None:
     cid = store.create_conversation().id
     aid = store.submit_action(cid, "terminal", {"command": "x"}).action_id
     claimed(store, cid, aid, ALIVE)
-    assert crash_action(store, cid, aid, ErrorCause.TIME_LIMIT)
+    assert crash_action(store, store.get_action(aid, cid), ErrorCause.TIME_LIMIT)
     events = store.all_events(cid)
     # Celery can fire task_failure twice for one time limit (and WorkerLostError after it).
-    assert not crash_action(store, cid, aid, ErrorCause.TIME_LIMIT)
-    assert not crash_action(store, cid, aid, ErrorCause.WORKER_LOST, signal=9)
+    assert not crash_action(store, store.get_action(aid, cid), ErrorCause.TIME_LIMIT)
+    assert not crash_action(store, store.get_action(aid, cid), ErrorCause.WORKER_LOST, signal=9)
     assert store.all_events(cid) == events
     assert store.crash_count(cid, store.get_action(aid, cid).fingerprint) == 1
 
@@ -225,7 +229,7 @@ def test_error_holds_the_conversation_until_resume(store: ActionStore) -> None:
     cid = store.create_conversation().id
     crashed = store.submit_action(cid, "terminal", {"command": "a"}).action_id
     claimed(store, cid, crashed, ALIVE)
-    crash_action(store, cid, crashed, ErrorCause.WORKER_LOST, signal=9)
+    crash_action(store, store.get_action(crashed, cid), ErrorCause.WORKER_LOST, signal=9)
 
     held = store.submit_action(cid, "terminal", {"command": "b"})
     assert held.dispatch_action_id is None  # nothing runs in a conversation in error
@@ -268,7 +272,7 @@ def test_agent_error_event_round_trips(aq: ActionQ) -> None:
     cid = store.create_conversation().id
     aid = store.submit_action(cid, "terminal", {"command": "a", "list": []}).action_id
     claimed(store, cid, aid, ALIVE)
-    crash_action(store, cid, aid, ErrorCause.WORKER_LOST, signal=9, exitcode=None)
+    crash_action(store, store.get_action(aid, cid), ErrorCause.WORKER_LOST, signal=9, exitcode=None)
     events = store.all_events(cid)
     error = next(e for e in events if isinstance(e, AgentErrorEvent))
     assert error.detail.host == "host" and error.detail.pid == 2 and error.detail.attempt == 1
@@ -362,3 +366,23 @@ def test_pause_does_not_cancel_an_action_claimed_meanwhile(aq: ActionQ) -> None:
     claimed(store, cid, aid, ALIVE)
     assert not cancel_action(store, cid, aid, "stop", only_if_pending=True)
     assert store.get_action(aid, cid).state == ActionState.CLAIMED
+
+
+def test_heartbeat_renews_only_while_the_event_loop_ticks(store: ActionStore) -> None:
+    """The lease thread keeps a busy worker alive, but not a wedged one."""
+    from tasks.heartbeat import LeaseHeartbeat
+
+    worker = WorkerIdentity(id="w@host:1:beat", host="host", pid=1)
+    heartbeat = LeaseHeartbeat(store, worker, lease_seconds=3, interval=0.5, stall_seconds=10)
+    heartbeat.loop_alive()
+    assert heartbeat.renew_once()
+    assert store.is_worker_alive(worker.id)
+
+    now = time.monotonic()
+    assert heartbeat.renew_once(now + 9)  # the loop is slow, not stalled: renewed
+    assert not heartbeat.renew_once(now + 11)  # stalled past the limit: the lease lapses
+    expiry = store.lease_expiry(worker.id)
+    assert expiry is not None
+    assert not store.is_worker_alive(worker.id, now=expiry + 0.1)
+    heartbeat.loop_alive()
+    assert heartbeat.renew_once()  # ticking again: renewed again
