@@ -9,7 +9,8 @@ ActionqError
 ├── ConflictError             the state does not allow the operation
 │   ├── DuplicateToolCallId
 │   ├── InvalidTransition     e.g. resume of a conversation that is running
-│   └── QuarantinedAction     retry refused: the fingerprint crashed too often
+│   ├── QuarantinedAction     retry refused: the fingerprint crashed too often
+│   └── RetryInProgress       retry refused: an earlier retry of the call is unfinished
 └── UnknownToolError          no tool with that name is registered
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidTransition",
     "NotFoundError",
     "QuarantinedAction",
+    "RetryInProgress",
     "StoreUnavailableError",
     "UnknownToolError",
 ]
@@ -71,6 +73,10 @@ class InvalidTransition(ConflictError):
 
 class QuarantinedAction(ConflictError):
     code = "quarantined"
+
+
+class RetryInProgress(ConflictError):
+    code = "retry_in_progress"
 
 
 class UnknownToolError(ActionqError):

@@ -49,6 +49,10 @@ class Keys:
         """Hash: action fingerprint -> number of crashes."""
         return self._conv(conversation_id) + ":crashes"
 
+    def retries(self, conversation_id: str) -> str:
+        """Hash: action fingerprint -> the id of its latest retry."""
+        return self._conv(conversation_id) + ":retries"
+
     def action(self, conversation_id: str, action_id: str) -> str:
         """Hash: the action's state (see ``ActionRecord``)."""
         return self._conv(conversation_id) + f":action:{action_id}"

@@ -25,6 +25,7 @@ __all__ = ["RedisStore"]
 _SCRIPT_NAMES = (
     "create_conversation",
     "submit_action",
+    "retry_action",
     "claim_action",
     "finish_action",
     "stop_conversation",

@@ -10,6 +10,7 @@ page = aq.list_events(conversation.id)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import cached_property, partial
 from typing import Any
 
@@ -21,11 +22,9 @@ from app.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
 from app.errors import (
     ConversationNotFound,
     InvalidArgumentsError,
-    InvalidTransition,
-    QuarantinedAction,
 )
 from app.lifecycle import cancel_action
-from app.models import ActionRecord, ActionState, Conversation, ConversationStatus, EventPage
+from app.models import ActionRecord, ActionState, Conversation, EventPage
 from app.records import SubmitResult, canonical_json
 from app.settings import Settings, get_settings
 from app.store import ActionStore
@@ -77,19 +76,27 @@ class ActionQ:
         self, conversation_id: str, tool: str, arguments: dict[str, Any], **options: Any
     ) -> SubmitResult:
         """Store the call; send its message if the store did not push it."""
-        message = None
-        if self.store.broker is not None:
-
-            def message(action_id: str) -> QueuedMessage:
-                argsrepr = action_argsrepr(conversation_id, action_id)
-                return self._task_messages.build(conversation_id, action_id, argsrepr)
-
         result = self.store.submit_action(
-            conversation_id, tool, arguments, message=message, **options
+            conversation_id,
+            tool,
+            arguments,
+            message=self._message_builder(conversation_id),
+            **options,
         )
         if result.dispatch_action_id and not result.pushed:
             self.dispatch(conversation_id, result.dispatch_action_id)
         return result
+
+    def _message_builder(self, conversation_id: str) -> Callable[[str], QueuedMessage] | None:
+        """Under direct enqueue, what builds an action's Celery message for the store."""
+        if self.store.broker is None:
+            return None
+
+        def message(action_id: str) -> QueuedMessage:
+            argsrepr = action_argsrepr(conversation_id, action_id)
+            return self._task_messages.build(conversation_id, action_id, argsrepr)
+
+        return message
 
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
         return self.store.create_conversation(conversation_id)
@@ -229,28 +236,26 @@ class ActionQ:
         """Run an ended action's call again, as a **new** action (new id, same
         tool and arguments, ``retry_of`` = the original). A conversation in
         ``error`` is resumed so that the retry runs (a paused one stays paused).
+        One atomic step: a refused retry stores nothing.
 
-        Refused (``QuarantinedAction``) once the same call (tool + canonical
+        Refused with ``QuarantinedAction`` once the same call (tool + canonical
         arguments) crashed ``quarantine_threshold`` times in this conversation,
-        unless ``force``.
+        unless ``force``; with ``RetryInProgress`` while an earlier retry of the
+        same call has not ended (so a retry storm makes one action); with
+        ``InvalidTransition`` for an action that has not ended.
         """
         original = self.store.get_action(action_id)
         cid = original.conversation_id
-        if original.state in (ActionState.PENDING, ActionState.CLAIMED):
-            raise InvalidTransition(f"action {action_id} has not ended ({original.state.value})")
-        crashes = self.store.crash_count(cid, original.fingerprint)
-        if crashes >= self.settings.quarantine_threshold and not force:
-            raise QuarantinedAction(
-                f"{original.tool} with these arguments crashed {crashes} time(s) in this "
-                f"conversation (quarantine threshold {self.settings.quarantine_threshold}); "
-                "it is likely to crash again: retry with force to run it anyway"
-            )
-        result = self._submit(cid, original.tool, original.arguments, retry_of=original.id)
-        if not result.dispatch_action_id and (
-            self.store.get_conversation(cid).status == ConversationStatus.ERROR
-        ):
-            self.resume(cid)
-        return self.store.get_action(result.action_id, cid)
+        result = self.store.retry_action(
+            original,
+            quarantine_threshold=self.settings.quarantine_threshold,
+            force=force,
+            message=self._message_builder(cid),
+        )
+        if result.dispatch_action_id and not result.pushed:
+            self.dispatch(cid, result.dispatch_action_id)
+        assert result.record is not None
+        return result.record
 
     def wait_for_action(
         self, action_id: str, timeout: float = 60.0, poll: float = 0.05

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.client import Pipeline
@@ -21,6 +22,8 @@ from app.errors import (
     ConversationNotFound,
     DuplicateToolCallId,
     InvalidTransition,
+    QuarantinedAction,
+    RetryInProgress,
 )
 from app.leases import WorkerLeases
 from app.models import (
@@ -64,6 +67,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _NewAction:
+    """A call about to be stored (by submit or retry)."""
+
+    conversation_id: str
+    event: ActionEvent
+    arguments: dict[str, Any]
+    arguments_json: str
+    fingerprint: str
+    idempotency_key: str
 
 
 class ActionStore(WorkerLeases):
@@ -116,7 +131,6 @@ class ActionStore(WorkerLeases):
         tool_call_id: str | None = None,
         idempotency_key: str | None = None,
         thought: str = "",
-        retry_of: str | None = None,
         arguments_json: str | None = None,
         message: Callable[[str], QueuedMessage] | None = None,
     ) -> SubmitResult:
@@ -126,6 +140,80 @@ class ActionStore(WorkerLeases):
         is the action's Celery message, pushed by this same step when the
         action may run now, else kept until its turn (``SubmitResult.pushed``).
         """
+        new = self._new_action(
+            conversation_id,
+            tool,
+            arguments,
+            tool_call_id=tool_call_id,
+            idempotency_key=idempotency_key,
+            thought=thought,
+            arguments_json=arguments_json,
+        )
+        result = self._store_new_action(new, "submit_action", [], [], message)
+        if result[0] == "existing":
+            return SubmitResult(result[1], False, None)
+        if result[0] == "duplicate_tool_call":
+            raise DuplicateToolCallId(
+                f"tool_call_id {new.event.tool_call_id!r} is already used by action "
+                f"{result[1]} in conversation {conversation_id}"
+            )
+        return self._created(new, result)
+
+    def retry_action(
+        self,
+        original: ActionRecord,
+        *,
+        quarantine_threshold: int,
+        force: bool = False,
+        message: Callable[[str], QueuedMessage] | None = None,
+    ) -> SubmitResult:
+        """Store a new action with ``original``'s call (``retry_of`` set), in one
+        step that first checks the original ended, that the call is not
+        quarantined (unless ``force``) and that no earlier retry of the same
+        call is unfinished; a refused retry stores nothing. A conversation in
+        ``error`` is resumed by the same step, so the retry runs."""
+        k = self.keys
+        cid = original.conversation_id
+        new = self._new_action(
+            cid,
+            original.tool,
+            original.arguments,
+            retry_of=original.id,
+        )
+        result = self._store_new_action(
+            new,
+            "retry_action",
+            [k.action(cid, original.id), k.crashes(cid), k.retries(cid)],
+            [quarantine_threshold, "1" if force else "0", k.action(cid, "")],
+            message,
+        )
+        if result[0] == "not_ended":
+            raise InvalidTransition(f"action {original.id} has not ended ({result[1]})")
+        if result[0] == "quarantined":
+            raise QuarantinedAction(
+                f"{original.tool} with these arguments crashed {result[1]} time(s) in this "
+                f"conversation (quarantine threshold {quarantine_threshold}); it is likely "
+                "to crash again: retry with force to run it anyway"
+            )
+        if result[0] == "retry_in_progress":
+            raise RetryInProgress(
+                f"a retry of this call is still unfinished (action {result[1]}); "
+                "wait for its outcome before retrying again"
+            )
+        return self._created(new, result)
+
+    def _new_action(
+        self,
+        conversation_id: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        tool_call_id: str | None = None,
+        idempotency_key: str | None = None,
+        thought: str = "",
+        retry_of: str | None = None,
+        arguments_json: str | None = None,
+    ) -> _NewAction:
         action_id = new_id()
         event = ActionEvent(
             id=action_id,
@@ -135,66 +223,84 @@ class ActionStore(WorkerLeases):
             thought=thought,
             retry_of=retry_of,
         )
-        k = self.keys
-        cid = conversation_id
         # Serialized once: stored as is, and hashed for the fingerprint.
         arguments_json = canonical_json(arguments) if arguments_json is None else arguments_json
-        action_fingerprint = fingerprint(tool, arguments, arguments_json)
-        # One round trip: the global action index entry, then the transition.
-        submit_keys = [
+        return _NewAction(
+            conversation_id=conversation_id,
+            event=event,
+            arguments=arguments,
+            arguments_json=arguments_json,
+            fingerprint=fingerprint(tool, arguments, arguments_json),
+            idempotency_key=idempotency_key or "",
+        )
+
+    def _store_new_action(
+        self,
+        new: _NewAction,
+        script: str,
+        extra_keys: list[str],
+        extra_args: list[Any],
+        message: Callable[[str], QueuedMessage] | None,
+    ) -> Any:
+        """Run ``script`` (submit_action or retry_action) for ``new``, with the
+        global action index entry in the same round trip (removed again if
+        the script stored nothing)."""
+        k = self.keys
+        cid = new.conversation_id
+        event = new.event
+        keys = [
             k.conversation(cid),
             k.events(cid),
             k.queue(cid),
             k.actions(cid),
             k.idempotency(cid),
             k.tool_calls(cid),
-            k.action(cid, action_id),
+            k.action(cid, event.id),
+            *extra_keys,
         ]
-        submit_args = [
-            action_id,
-            idempotency_key or "",
+        args = [
+            event.id,
+            new.idempotency_key,
             event.tool_call_id,
             event.model_dump_json(exclude={"seq"}),
             event.timestamp,
             new_id(),
-            tool,
-            arguments_json,
-            action_fingerprint,
-            retry_of or "",
+            event.tool_name,
+            new.arguments_json,
+            new.fingerprint,
+            event.retry_of or "",
+            *extra_args,
         ]
         if self.broker is not None and message is not None:
-            queued = message(action_id)
-            submit_keys.append(self.broker.queue_key)
-            submit_args += [queued.task, self.broker.sent_event_channel, queued.sent_event]
+            queued = message(event.id)
+            keys.append(self.broker.queue_key)
+            args += [queued.task, self.broker.sent_event_channel, queued.sent_event]
 
         def build(pipe: Pipeline) -> None:
-            pipe.hset(k.action_index(), action_id, cid)
-            self.evalsha_in(pipe, "submit_action", submit_keys, submit_args)
+            pipe.hset(k.action_index(), event.id, cid)
+            self.evalsha_in(pipe, script, keys, args)
 
         _, result = self._pipelined(build)
-        outcome = result[0]
-        if outcome == "created":
-            record = ActionRecord(
-                id=action_id,
-                conversation_id=cid,
-                state=ActionState.PENDING,
-                tool=tool,
-                arguments=arguments,
-                tool_call_id=event.tool_call_id,
-                fingerprint=action_fingerprint,
-                created_at=event.timestamp,
-                retry_of=retry_of,
-            )
-            return SubmitResult(action_id, True, result[2] or None, record, bool(result[3]))
-        self._call(lambda: self.redis.hdel(k.action_index(), action_id))
-        if outcome == "existing":
-            return SubmitResult(result[1], False, None)
-        if outcome == "duplicate_tool_call":
-            raise DuplicateToolCallId(
-                f"tool_call_id {event.tool_call_id!r} is already used by action {result[1]} "
-                f"in conversation {cid}"
-            )
-        raise ConversationNotFound(f"no conversation {cid!r}")
+        if result[0] != "created":
+            self._call(lambda: self.redis.hdel(k.action_index(), event.id))
+        if result[0] == "no_conversation":
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        return result
+
+    def _created(self, new: _NewAction, result: Any) -> SubmitResult:
+        event = new.event
+        record = ActionRecord(
+            id=event.id,
+            conversation_id=new.conversation_id,
+            state=ActionState.PENDING,
+            tool=event.tool_name,
+            arguments=new.arguments,
+            tool_call_id=event.tool_call_id,
+            fingerprint=new.fingerprint,
+            created_at=event.timestamp,
+            retry_of=event.retry_of,
+        )
+        return SubmitResult(event.id, True, result[2] or None, record, bool(result[3]))
 
     def conversation_of_action(self, action_id: str) -> str:
         cid = self._call(lambda: self.redis.hget(self.keys.action_index(), action_id))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.errors import InvalidTransition, QuarantinedAction
+from app.errors import ConflictError, InvalidTransition, QuarantinedAction
 from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
 from app.service import ActionQ
 from tests.conftest import WorkerFactory
@@ -136,6 +138,79 @@ def test_retry_makes_a_new_action_and_quarantines_a_repeat_crasher(
     assert count_lines(marker) == 3
     assert only_error(aq, cid, third.id).detail.cause == ErrorCause.WORKER_LOST
     assert_log_consistent(aq, cid)
+
+
+def test_concurrent_retries_make_one_action_and_refusals_store_nothing(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """80 clients retry one crashed call at once: one retry is stored and runs;
+    every other request is refused and stores nothing (no 409 for an action
+    that was stored and ran anyway)."""
+    start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    crashed = aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+    wait_status(aq, cid, ConversationStatus.ERROR)
+
+    clients = 80
+    barrier = threading.Barrier(clients)
+    retried: list[str] = []
+    refused: list[str] = []
+
+    def retry() -> None:
+        barrier.wait(10)
+        try:
+            retried.append(aq.retry_action(crashed.id).id)
+        except ConflictError as e:
+            refused.append(e.code)
+
+    threads = [threading.Thread(target=retry) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert len(retried) == 1, retried
+    assert len(refused) == clients - 1
+    assert set(refused) <= {"retry_in_progress", "quarantined"}, set(refused)
+    assert aq.store.list_action_ids(cid) == [crashed.id, retried[0]]
+    aq.wait_for_action(retried[0], 30)
+    assert count_lines(marker) == 2  # the original and the one retry
+    assert_log_consistent(aq, cid)
+
+
+def test_retry_storm_is_bounded_by_outcomes(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """Clients retrying in a loop: while a retry is unfinished the next is
+    refused, and once the call crashed past the threshold it is quarantined,
+    so the storm makes one retry, not hundreds."""
+    start_worker()
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    crashed = aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+    wait_status(aq, cid, ConversationStatus.ERROR)
+
+    retried: list[str] = []
+    deadline = time.monotonic() + 1.5
+
+    def storm() -> None:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ConflictError):
+                retried.append(aq.retry_action(crashed.id).id)
+
+    threads = [threading.Thread(target=storm) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+    assert len(retried) == 1
+    aq.wait_for_action(retried[0], 30)
+    with pytest.raises(QuarantinedAction):
+        aq.retry_action(crashed.id)
+    assert len(aq.store.list_action_ids(cid)) == 2
+    assert count_lines(marker) == 2
 
 
 def test_one_conversation_runs_in_order_across_workers(

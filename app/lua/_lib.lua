@@ -53,3 +53,68 @@ end
 local function action_key_of(conv_key, action_id)
   return string.sub(conv_key, 1, -5) .. 'action:' .. action_id
 end
+
+-- Store a new pending action: append its ActionEvent, record it, queue it;
+-- if the conversation may run (its status is one of `runnable`) and nothing
+-- is active, make the head of the queue active and set `running`. Under
+-- direct enqueue (k.broker set) the active action's Celery message is pushed
+-- here, and the new action's is kept in its hash until its turn.
+-- k: conv, events, queue, actions, idempotency, tool_calls, action, broker
+-- a: id, idempotency_key, tool_call_id, event, now, status_event_id, tool,
+--    arguments, fingerprint, retry_of, message, channel, sent_event
+-- Returns seq, dispatched action id ('' = none), pushed (1 if its message
+-- was pushed here, else 0).
+local function add_action(k, a, runnable)
+  local seq = append_event(k.conv, k.events, a.event)
+  redis.call('HSET', k.action,
+    'id', a.id, 'conversation_id', redis.call('HGET', k.conv, 'id'),
+    'state', 'pending', 'tool', a.tool, 'arguments', a.arguments,
+    'tool_call_id', a.tool_call_id, 'fingerprint', a.fingerprint, 'retry_of', a.retry_of,
+    'created_at', a.now, 'event_seq', seq, 'attempt', 0, 'fence', 0)
+  redis.call('RPUSH', k.actions, a.id)
+  redis.call('HSET', k.tool_calls, a.tool_call_id, a.id)
+  if a.idempotency_key ~= '' then
+    redis.call('HSET', k.idempotency, a.idempotency_key, a.id)
+  end
+  redis.call('RPUSH', k.queue, a.id)
+
+  local dispatched = ''
+  local pushed = 0
+  local status = redis.call('HGET', k.conv, 'status')
+  local active = redis.call('HGET', k.conv, 'active')
+  if runnable[status] and (not active or active == '') then
+    dispatched = dispatch_next(k.conv, k.queue)
+    set_status(k.conv, k.events, 'running', a.status_event_id, a.now)
+  end
+  if k.broker then
+    if dispatched == a.id then
+      redis.call('LPUSH', k.broker, a.message)
+      if a.sent_event ~= '' then
+        redis.call('PUBLISH', a.channel, a.sent_event)
+      end
+      pushed = 1
+    else
+      -- Kept until the action's turn comes (pushed and removed then).
+      redis.call('HSET', k.action, 'task_message', a.message, 'sent_event', a.sent_event)
+      if dispatched ~= '' then
+        pushed = push_stored_message(action_key_of(k.conv, dispatched), k.broker, a.channel)
+      end
+    end
+  end
+  redis.call('HSET', k.conv, 'updated_at', a.now)
+  return seq, dispatched, pushed
+end
+
+-- The keys and arguments of a new action, as submit_action and retry_action
+-- receive them: KEYS[1..7] and ARGV[1..10], then (direct enqueue) the
+-- broker's list as KEYS[broker_key] and its message at ARGV[message_arg..+2].
+local function new_action_spec(broker_key, message_arg)
+  local k = {conv = KEYS[1], events = KEYS[2], queue = KEYS[3], actions = KEYS[4],
+    idempotency = KEYS[5], tool_calls = KEYS[6], action = KEYS[7], broker = KEYS[broker_key]}
+  local a = {id = ARGV[1], idempotency_key = ARGV[2], tool_call_id = ARGV[3],
+    event = ARGV[4], now = ARGV[5], status_event_id = ARGV[6], tool = ARGV[7],
+    arguments = ARGV[8], fingerprint = ARGV[9], retry_of = ARGV[10],
+    message = ARGV[message_arg], channel = ARGV[message_arg + 1],
+    sent_event = ARGV[message_arg + 2]}
+  return k, a
+end

@@ -27,42 +27,6 @@ if other then
   return {'duplicate_tool_call', other}
 end
 
-local seq = append_event(KEYS[1], KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[7],
-  'id', ARGV[1], 'conversation_id', redis.call('HGET', KEYS[1], 'id'),
-  'state', 'pending', 'tool', ARGV[7], 'arguments', ARGV[8],
-  'tool_call_id', ARGV[3], 'fingerprint', ARGV[9], 'retry_of', ARGV[10],
-  'created_at', ARGV[5], 'event_seq', seq, 'attempt', 0, 'fence', 0)
-redis.call('RPUSH', KEYS[4], ARGV[1])
-redis.call('HSET', KEYS[6], ARGV[3], ARGV[1])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[5], ARGV[2], ARGV[1])
-end
-redis.call('RPUSH', KEYS[3], ARGV[1])
-
-local dispatched = ''
-local pushed = 0
-local status = redis.call('HGET', KEYS[1], 'status')
-local active = redis.call('HGET', KEYS[1], 'active')
-local may_run = status == 'idle' or status == 'running' or status == 'finished'
-if may_run and (not active or active == '') then
-  dispatched = dispatch_next(KEYS[1], KEYS[3])
-  set_status(KEYS[1], KEYS[2], 'running', ARGV[6], ARGV[5])
-end
-if KEYS[8] then
-  if dispatched == ARGV[1] then
-    redis.call('LPUSH', KEYS[8], ARGV[11])
-    if ARGV[13] ~= '' then
-      redis.call('PUBLISH', ARGV[12], ARGV[13])
-    end
-    pushed = 1
-  else
-    -- Kept until the action's turn comes (pushed and removed then).
-    redis.call('HSET', KEYS[7], 'task_message', ARGV[11], 'sent_event', ARGV[13])
-    if dispatched ~= '' then
-      pushed = push_stored_message(action_key_of(KEYS[1], dispatched), KEYS[8], ARGV[12])
-    end
-  end
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+local k, a = new_action_spec(8, 11)
+local seq, dispatched, pushed = add_action(k, a, {idle = true, running = true, finished = true})
 return {'created', seq, dispatched, pushed}
