@@ -12,6 +12,7 @@ from collections import Counter
 
 import psutil
 
+from tests.chaos.scenario_faults import ScenarioFaults
 from tests.chaos.stack import ChaosStack
 
 # kind -> weight
@@ -22,10 +23,15 @@ FAULT_WEIGHTS = {
     "kill_redis": 10,
     "restart_api": 15,
     "cold_shutdown_worker": 10,
+    # tests/chaos/scenario_faults.py
+    "start_worker_while_creating": 5,
+    "redis_outage_workers_survive": 5,
+    "crash_behind_long_queue": 2,
+    "concurrent_retries": 4,
 }
 
 
-class FaultInjector(threading.Thread):
+class FaultInjector(ScenarioFaults, threading.Thread):
     def __init__(
         self, stack: ChaosStack, rng: random.Random, total: int, mean_interval: float
     ) -> None:
@@ -37,6 +43,7 @@ class FaultInjector(threading.Thread):
         self.done = Counter[str]()
         self.skipped = Counter[str]()
         self.errors: list[str] = []
+        self.extra_conversations: list[str] = []
         self.finished = threading.Event()
         self.stopping = threading.Event()
 

@@ -63,7 +63,8 @@ def run_chaos(
         _make_whole(stack)
         settled = driver.run_until(lambda: False, time.monotonic() + settle_timeout)
         store = ActionStore.from_url(stack.server.url)
-        report = check(store, [s.conversation_id for s in driver.scripts], stack.side_effects)
+        checked = [s.conversation_id for s in driver.scripts] + injector.extra_conversations
+        report = check(store, checked, stack.side_effects)
         store.redis.close()
     finally:
         driver.close()
