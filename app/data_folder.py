@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,11 +165,19 @@ class DataFolder:
         """Create the folder (0700) and take its lock for this process's life."""
         ensure_private_dir(self.path)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderInUseError(self.path, self.holder()) from None
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A live holder: refuse now. No live holder: someone only
+                # peeked (check_not_locked, for a moment); try again briefly.
+                holder = self.holder()
+                if (holder is not None and holder.is_running()) or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise FolderInUseError(self.path, holder) from None
+                time.sleep(0.05)
         # Ours now: say who we are (truncate only after locking, so a loser
         # never wipes the winner's record).
         os.fchmod(fd, 0o600)

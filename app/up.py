@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -129,7 +130,8 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
         where_key = key_file or "ACTIONQ_API_KEYS"
         console.print(f"  API key: in {where_key}  (header X-Session-API-Key)")
-        console.print(f'  attach:  eval "$(actionq env --data-dir {folder.path})"')
+        attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
+        console.print(f'  attach:  eval "$({attach})"', markup=False)
         console.print("  Ctrl-C stops everything.")
         from app.api import create_app
 
