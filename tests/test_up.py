@@ -87,7 +87,12 @@ def test_a_second_up_on_the_same_folder_refuses_and_touches_nothing(
 
     second_log = tmp_path / "second.log"
     second = launch_up(data_dir, second_log, free_port(), up_env(data_dir))
-    assert _exited(second) != 0
+    try:
+        assert _exited(second) != 0
+    finally:  # if it did start, it must not outlive the test
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(10)
     [line] = second_log.read_text().strip().splitlines()
     assert f"pid {first.process.pid}" in line and first.url in line, line
 
@@ -141,7 +146,12 @@ def test_a_port_in_use_stops_up_before_anything_is_written(tmp_path: Path) -> No
         data_dir = tmp_path / ".actionq"
         log = tmp_path / "up.log"
         process = launch_up(data_dir, log, port, up_env(data_dir))
-        assert _exited(process) != 0
+        try:
+            assert _exited(process) != 0
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
     [line] = log.read_text().strip().splitlines()
     assert str(port) in line and "in use" in line, line
     assert not data_dir.exists()
