@@ -32,7 +32,7 @@ def main() -> None:
     type=click.Path(path_type=Path),
     default=Path(".actionq"),
     show_default=True,
-    help="Server data (append-only file), API key, logs.",
+    help="Server data (append-only file), API key, logs (created 0700).",
 )
 @click.option(
     "--workers",
@@ -46,11 +46,52 @@ def up(host: str, port: int, data_dir: Path, workers: int) -> None:
 
     With no ACTIONQ_REDIS_URL an embedded server keeps its data in DATA_DIR,
     so restarting on the same folder keeps every conversation. An API key is
-    created (or reused) in DATA_DIR and printed, unless ACTIONQ_API_KEYS is set.
+    created (or reused) in DATA_DIR/api-key, unless ACTIONQ_API_KEYS is set.
+    Tools run in DATA_DIR/workspace (or ACTIONQ_WORKDIR). One `up` per
+    folder; a worker or server that dies is restarted. Ctrl-C or SIGTERM
+    stops it, letting running actions finish (twice: cuts them off).
     """
     from app.up import run_up
 
     run_up(data_dir, host, port, workers)
+
+
+_DATA_DIR_OF_UP = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".actionq"),
+    show_default=True,
+    help="The data folder of the running `actionq up`.",
+)
+
+
+@main.command()
+@_DATA_DIR_OF_UP
+def env(data_dir: Path) -> None:
+    """Print the settings that join a running `actionq up`, for a shell.
+
+    eval "$(actionq env)" lets a Python ActionQ(), another worker, Flower or
+    the client commands use that up's server. Secrets are read from their
+    files in DATA_DIR when the lines are evaluated; they are not printed.
+    """
+    from app.attach import env_lines
+
+    click.echo("\n".join(env_lines(data_dir)))
+
+
+@main.command()
+@_DATA_DIR_OF_UP
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5555, show_default=True, type=int, help="Port to listen on.")
+def flower(data_dir: Path, address: str, port: int) -> None:
+    """Start Flower (the Celery dashboard) on a running `actionq up`.
+
+    Basic auth: user `actionq`, password generated once and kept in
+    DATA_DIR/flower.password (0600).
+    """
+    from app.attach import exec_flower
+
+    exec_flower(data_dir, address, port)
 
 
 @main.command()

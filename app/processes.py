@@ -10,7 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["die_with_parent_hook", "stop_pidfile_process", "worker_command"]
+from app.data_folder import process_start_time, read_pidfile
+
+__all__ = [
+    "child_preexec",
+    "die_with_parent_hook",
+    "stop_pidfile_process",
+    "worker_command",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -28,24 +35,34 @@ def die_with_parent_hook(sig: int = signal.SIGTERM) -> Callable[[], None] | None
     return hook
 
 
-def stop_pidfile_process(
-    pidfile: Path, names: tuple[str, ...], sig: int = signal.SIGTERM, timeout: float = 15.0
-) -> bool:
-    """Send ``sig`` to the process in ``pidfile`` if it is still running one of
-    ``names``; SIGKILL it if it has not exited after ``timeout``."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read().decode(errors="replace")
-    except (OSError, ValueError):
+def child_preexec(die_with_parent: bool = False, sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn``: files the child creates are its owner's alone (umask
+    077), and with ``die_with_parent`` it gets ``sig`` when its parent dies."""
+    death_hook = die_with_parent_hook(sig) if die_with_parent else None
+
+    def hook() -> None:
+        os.umask(0o077)
+        if death_hook is not None:
+            death_hook()
+
+    return hook
+
+
+def stop_pidfile_process(pidfile: Path, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+    """Send ``sig`` to the process ``pidfile`` recorded, if that very process
+    (same pid *and* start time) still runs; SIGKILL it if it has not exited
+    after ``timeout``. A pid reused by an unrelated process is left alone,
+    whatever its name. The pidfile is removed either way."""
+    pid = read_pidfile(pidfile)
+    pidfile.unlink(missing_ok=True)
+    if pid is None:
         return False
-    if not any(name in cmdline for name in names):
-        return False
+    started = process_start_time(pid)
     os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+    while process_start_time(pid) == started and time.monotonic() < deadline:
         time.sleep(0.05)
-    if os.path.exists(f"/proc/{pid}"):
+    if process_start_time(pid) == started:
         os.kill(pid, signal.SIGKILL)
     return True
 

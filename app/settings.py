@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         description="`actionq up`'s embedded server: fsync the append-only file every "
         "second, or on every write (closes the power-loss window, slower).",
     )
+    embedded_maxmemory: Annotated[str, Field(pattern=r"^[0-9]+([kmg]b?)?$")] = Field(
+        "1gb",
+        description="`actionq up`'s embedded server: memory cap (valkey units, e.g. 512mb; "
+        "0 = none). Past it writes fail with an error; nothing is ever evicted.",
+    )
     workdir: str = Field(
         ".", description="Working directory for the built-in file and shell tools."
     )

@@ -2,130 +2,287 @@
 
 With no ``ACTIONQ_REDIS_URL`` it starts an embedded Redis-compatible server
 whose data (append-only file) lives in the data folder, then a worker and the
-HTTP API. Ctrl-C stops everything it started, in order: the API, the worker
-(warm shutdown: running actions finish), then the server (which flushes its
-append-only file). Children also die with it if it is killed outright.
+HTTP API. One ``up`` per folder: it holds the folder's lock (app/data_folder.py)
+for its whole life, and a second one refuses to start. Before anything starts
+it takes the API port, so a port in use stops it with nothing written.
+
+While it runs it supervises its children: a worker or server that dies is
+reported in one line and restarted with back-off (the server on the same port
+with the same data; the API and worker reconnect by themselves).
+
+Ctrl-C or SIGTERM stop everything it started, in order: the API, the worker
+(warm shutdown: running actions finish; a second Ctrl-C or SIGTERM cuts them
+off), then the server (which flushes its append-only file). Children also die
+with it if it is killed outright.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
+import shlex
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from rich.console import Console
 
+from app.data_folder import (
+    DataFolder,
+    FolderInUseError,
+    ensure_private_dir,
+    read_or_create_secret,
+    write_pidfile,
+    write_secret_file,
+)
 from app.embedded import EmbeddedServer
-from app.processes import die_with_parent_hook, stop_pidfile_process, worker_command
+from app.processes import child_preexec, stop_pidfile_process, worker_command
 from app.settings import Settings, load_settings
+from app.supervision import SupervisedChild, Supervisor
 
-__all__ = ["run_up"]
+__all__ = ["make_console", "run_up"]
 
-
-def _api_key(data_dir: Path) -> str:
-    path = data_dir / "api-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+# ACTIONQ_* values that carry a password: kept in 0600 files for `actionq env`
+# and `actionq flower`, never in the lock file's record.
+SECRET_SETTING_FILES = {"ACTIONQ_REDIS_URL": "redis.url", "ACTIONQ_BROKER_URL": "broker.url"}
+NOT_FOR_THE_WORKER = ("ACTIONQ_API_KEYS", "ACTIONQ_API_KEY", "ACTIONQ_API_URL")
 
 
-def _write_connection_file(data_dir: Path, url: str, key: str) -> None:
-    path = data_dir / "api.json"
-    path.write_text(json.dumps({"url": url, "api_key": key}, indent=2))
-    path.chmod(0o600)
+def make_console() -> Console:
+    """A console that, writing to a file or a pipe, never wraps or cuts lines
+    at 80 columns (a log must keep one line per line)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100_000, soft_wrap=True)
+    return console
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
+def _bind_api_socket(host: str, port: int) -> socket.socket:
+    """Take the API port now, before anything starts (uvicorn serves on this
+    very socket later, so nobody can take it in between)."""
     try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise SystemExit(f"actionq up: cannot listen on {host}:{port}: {e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        reason = "the port is already in use" if e.errno == 98 else str(e)
+        raise SystemExit(
+            f"actionq up: cannot listen on {host}:{port}: {reason}; choose another with --port"
+        ) from None
+    return sock
 
 
-def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_for_worker(settings: Settings, worker: SupervisedChild, log: Path) -> None:
     from app.store import ActionStore
 
     store = ActionStore.from_url(settings.redis_url, settings.key_prefix)
     deadline = time.monotonic() + 60
     while not store.live_worker_ids():
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the worker did not start; see {log}")
+        process = worker.process
+        if process is None or process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"actionq up: the worker did not start; see {log}")
         time.sleep(0.1)
 
 
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (systemd, Docker, kill) stops `up` the way Ctrl-C does.
+    raise KeyboardInterrupt
+
+
 def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
-    console = Console()
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    worker_pidfile = data_dir / "worker.pid"
-    # Cold shutdown (SIGQUIT): its supervisor is gone, so is its API.
-    if stop_pidfile_process(worker_pidfile, ("celery",), signal.SIGQUIT):
-        console.print("stopped a worker left running by a previous `actionq up`")
-
-    server: EmbeddedServer | None = None
-    if "ACTIONQ_REDIS_URL" in os.environ:
-        redis_url = os.environ["ACTIONQ_REDIS_URL"]
-        where = f"Redis at {redis_url.split('@')[-1]} (ACTIONQ_REDIS_URL)"
-    else:
-        server = EmbeddedServer(
-            data_dir / "redis",
-            die_with_parent=True,
-            appendfsync=load_settings().embedded_appendfsync,
-        )
-        if server.stop_leftover():
-            console.print("stopped a server left running by a previous `actionq up`")
-        redis_url = server.start()
-        where = f"embedded server on 127.0.0.1:{server.port}, data in {server.data_dir}"
-
-    keys = os.environ.get("ACTIONQ_API_KEYS") or _api_key(data_dir)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
-    env |= {k: v for k, v in os.environ.items() if k.startswith("ACTIONQ_")}
-    env |= {"ACTIONQ_REDIS_URL": redis_url, "ACTIONQ_API_KEYS": keys}
-    env.setdefault("ACTIONQ_WORKDIR", str(Path.cwd()))
-    settings = load_settings(redis_url=redis_url, api_keys=keys)
-
-    worker_log = data_dir / "worker.log"
-    with worker_log.open("ab") as log:
-        worker = subprocess.Popen(
-            worker_command(workers, "up@%h"),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            # If `actionq up` is killed outright the server goes too, so a
-            # shutdown could not record anything: die at once (the pool
-            # children follow); the next start's recovery errors its actions.
-            preexec_fn=die_with_parent_hook(signal.SIGKILL),
-        )
-    worker_pidfile.write_text(str(worker.pid))
+    console = make_console()
+    folder = DataFolder(data_dir)
+    api_url = f"http://{host}:{port}"
     try:
-        _wait_for_worker(settings, worker, worker_log)
-        api_url = f"http://{host}:{port}"
-        key = keys.split(",")[0]
-        _write_connection_file(data_dir, api_url, key)
-        console.print(f"[bold]actionq up[/]  state: {where}")
-        console.print(f"  worker:  {workers} pool process(es), log {worker_log}")
+        folder.check_not_locked()  # before the port: the clearer message
+        api_socket = _bind_api_socket(host, port)
+        try:
+            folder.lock(api_url)
+        except FolderInUseError:
+            api_socket.close()
+            raise
+    except FolderInUseError as e:
+        raise SystemExit(f"actionq up: {e}; stop it first or use another --data-dir") from None
+
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = _LocalStack(folder, console, workers)
+    try:
+        stack.start()
+        settings = stack.settings
+        key_file = folder.path / "api-key" if "ACTIONQ_API_KEYS" not in os.environ else None
+        connection = {"url": api_url, "api_key": settings.api_keys[0]}
+        write_secret_file(folder.path / "api.json", json.dumps(connection, indent=2))
+        folder.publish(api_url, stack.shared_settings())
+        console.print(f"[bold]actionq up[/]  state: {stack.where}")
+        console.print(f"  worker:  {workers} pool process(es), log {stack.worker_log}")
+        console.print(f"  tools:   run in {stack.workdir}")
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
-        console.print(f"  API key: {key}  (header X-Session-API-Key; saved in {data_dir})")
+        where_key = key_file or "ACTIONQ_API_KEYS"
+        console.print(f"  API key: in {where_key}  (header X-Session-API-Key)")
+        attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
+        console.print(f'  attach:  eval "$({attach})"', markup=False)
         console.print("  Ctrl-C stops everything.")
         from app.api import create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        config = uvicorn.Config(create_app(settings), log_level="warning")
+        # uvicorn stops on SIGINT/SIGTERM, then raises the signal again, which
+        # lands in our handlers: KeyboardInterrupt either way.
+        uvicorn.Server(config).run(sockets=[api_socket])
+    except KeyboardInterrupt:
+        pass
     finally:
-        console.print("stopping: worker (running actions may finish) ...")
-        _stop(worker, timeout=60)
-        worker_pidfile.unlink(missing_ok=True)
-        if server is not None:
-            console.print("stopping: server (flushing its append-only file) ...")
-            server.stop()
-        console.print("stopped")
+        api_socket.close()
+        stack.stop()
+        folder.unlock()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+class _LocalStack:
+    """The server (unless ACTIONQ_REDIS_URL is set) and the worker of one `up`."""
+
+    def __init__(self, folder: DataFolder, console: Console, workers: int) -> None:
+        self.folder = folder
+        self.console = console
+        self.workers = workers
+        self.server: EmbeddedServer | None = None
+        self.worker = SupervisedChild(
+            "worker", self._start_worker, console, kill_group_on_death=True
+        )
+        self.supervisor = Supervisor(console)
+        self.worker_log = folder.path / "worker.log"
+        self.worker_pidfile = folder.path / "worker.pid"
+        self.workdir = Path(os.environ.get("ACTIONQ_WORKDIR") or folder.path / "workspace")
+        self.env: dict[str, str] = {}
+        self.settings = Settings()
+        self.where = ""
+
+    def start(self) -> None:
+        data_dir = self.folder.path
+        # We hold the lock, so the `up` that wrote these pidfiles is gone:
+        # what they name (same pid and start time) was left behind. Cold
+        # shutdown (SIGQUIT) for the worker: its API went with its `up`.
+        if stop_pidfile_process(self.worker_pidfile, signal.SIGQUIT):
+            self.console.print("stopped a worker left running by a previous `actionq up`")
+        user_settings = load_settings()
+        if "ACTIONQ_REDIS_URL" in os.environ:
+            redis_url = os.environ["ACTIONQ_REDIS_URL"]
+            self.where = f"Redis at {redis_url.split('@')[-1]} (ACTIONQ_REDIS_URL)"
+        else:
+            self.server = EmbeddedServer(
+                data_dir / "redis",
+                die_with_parent=True,
+                appendfsync=user_settings.embedded_appendfsync,
+                maxmemory=user_settings.embedded_maxmemory,
+            )
+            if self.server.stop_leftover():
+                self.console.print("stopped a server left running by a previous `actionq up`")
+            redis_url = self.server.start()
+            self.where = (
+                f"embedded server on 127.0.0.1:{self.server.port}, data in {self.server.data_dir}"
+            )
+            server_child = SupervisedChild("server", self._restart_server, self.console)
+            assert self.server.process is not None
+            server_child.adopt(self.server.process)
+            self.supervisor.add(server_child)
+
+        keys = os.environ.get("ACTIONQ_API_KEYS") or read_or_create_secret(data_dir / "api-key")
+        if self.workdir == data_dir / "workspace":
+            ensure_private_dir(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        actionq_env = {k: v for k, v in os.environ.items() if k.startswith("ACTIONQ_")}
+        actionq_env |= {
+            "ACTIONQ_REDIS_URL": redis_url,
+            "ACTIONQ_WORKDIR": str(self.workdir),
+            "ACTIONQ_DATA_DIR": str(data_dir),
+        }
+        for name in NOT_FOR_THE_WORKER:  # tools run in the worker: keep API keys out
+            actionq_env.pop(name, None)
+        self.actionq_env = actionq_env
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+        self.env |= actionq_env
+        for name, file_name in SECRET_SETTING_FILES.items():
+            if name in actionq_env:
+                write_secret_file(data_dir / file_name, actionq_env[name])
+        self.settings = load_settings(redis_url=redis_url, api_keys=keys)
+        self.worker.start()
+        self.supervisor.add(self.worker)
+        _wait_for_worker(self.settings, self.worker, self.worker_log)
+        self.supervisor.start()
+
+    def shared_settings(self) -> dict[str, str]:
+        """What another worker or client needs to join, secrets left out."""
+        return {k: v for k, v in self.actionq_env.items() if k not in SECRET_SETTING_FILES}
+
+    def _start_worker(self) -> subprocess.Popen[bytes]:
+        with self.worker_log.open("ab") as log:
+            process = subprocess.Popen(
+                worker_command(self.workers, "up@%h"),
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # If `actionq up` is killed outright the server goes too, so a
+                # shutdown could not record anything: die at once (the pool
+                # children follow); the next start's recovery errors its actions.
+                preexec_fn=child_preexec(die_with_parent=True, sig=signal.SIGKILL),
+            )
+        write_pidfile(self.worker_pidfile, process.pid)
+        return process
+
+    def _restart_server(self) -> subprocess.Popen[bytes]:
+        assert self.server is not None
+        self.server.start()  # same port, password and append-only file
+        assert self.server.process is not None
+        return self.server.process
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        worker = self.worker.process
+        if worker is not None and worker.poll() is None:
+            self.console.print(
+                "stopping: worker (running actions finish; Ctrl-C again cuts them off) ..."
+            )
+            self._stop_worker(worker)
+        self.worker_pidfile.unlink(missing_ok=True)
+        if self.server is not None:
+            self.console.print("stopping: server (flushing its append-only file) ...")
+            self.server.stop()
+        self.console.print("stopped")
+
+    def _stop_worker(self, worker: subprocess.Popen[bytes]) -> None:
+        """Warm shutdown (SIGTERM), as long as the longest action may take; a
+        second Ctrl-C or SIGTERM, or the time running out, makes it cold
+        (SIGQUIT: running actions are recorded as cut off, not re-run)."""
+
+        def go_cold(signum: int, frame: FrameType | None) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGQUIT)
+
+        old_int = signal.signal(signal.SIGINT, go_cold)
+        old_term = signal.signal(signal.SIGTERM, go_cold)
+        try:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(self.settings.action_time_limit + 30)
+            except subprocess.TimeoutExpired:
+                worker.send_signal(signal.SIGQUIT)
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)

@@ -1,0 +1,117 @@
+"""A real ``actionq up`` subprocess for the tests (tests/test_api.py,
+tests/test_up.py): on a free port, with its data folder where the test says."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from app.client import ApiClient
+from tests.helpers import ROOT, free_port, wait_for
+
+
+@dataclass
+class UpProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    key: str
+    data_dir: Path
+    log: Path
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.url, self.key)
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Session-API-Key": self.key}
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def up_env(data_dir: Path, **overrides: str | None) -> dict[str, str]:
+    """The environment the tests run ``up`` with; an override of None removes
+    a variable (e.g. ``ACTIONQ_WORKDIR=None``: up's own default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")} | {
+        "PYTHONPATH": str(ROOT),
+        "ACTIONQ_TOOL_MODULES": "tests.tools_for_tests",
+        "ACTIONQ_WORKDIR": str(data_dir.parent),
+        "ACTIONQ_VISIBILITY_TIMEOUT": "5",
+        "ACTIONQ_UNACKED_RESTORE_INTERVAL": "1",
+        "ACTIONQ_API_MAX_BODY_BYTES": "65536",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def launch_up(
+    data_dir: Path, log: Path, port: int, env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "up", "--port", str(port), "--data-dir", str(data_dir)],
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def start_up(data_dir: Path, log: Path, **env_overrides: str | None) -> UpProcess:
+    port = free_port()
+    process = launch_up(data_dir, log, port, up_env(data_dir, **env_overrides))
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"actionq up exited:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, 0.2, "actionq up to be healthy")
+    key = (data_dir / "api-key").read_text().strip()
+    return UpProcess(process, url, key, data_dir, log)
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def recorded_pid(pidfile: Path) -> int:
+    """The pid an ``up`` pidfile records (JSON: pid and start time; a bare
+    pid from older versions)."""
+    text = pidfile.read_text()
+    return int(json.loads(text)["pid"]) if text.startswith("{") else int(text)
+
+
+def stop_up(up: UpProcess, sig: int = signal.SIGINT) -> int:
+    if up.process.poll() is None:
+        up.process.send_signal(sig)
+        try:
+            return up.process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.process.pid, signal.SIGKILL)
+    return up.process.wait(10)
+
+
+def kill_up(up: UpProcess) -> None:
+    """SIGKILL the whole process group of ``up`` (cleanup after a test)."""
+    if up.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up.process.pid, signal.SIGKILL)
+    up.process.wait(10)
