@@ -8,8 +8,6 @@ can fire ``task_failure`` twice on a time limit) writes nothing.
 from __future__ import annotations
 
 import logging
-import os
-import signal as signals
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +25,7 @@ from app.models import (
     UserRejectObservation,
 )
 from app.store import ActionStore, StopOutcome
+from app.tools.sandbox import ProcessGroup
 
 __all__ = ["agent_error_event", "cancel_action", "crash_action"]
 
@@ -78,15 +77,19 @@ def _not_run_template() -> AgentErrorEvent:
 
 def kill_leftover_processes(store: ActionStore, conversation_id: str, action_id: str) -> None:
     """Kill what is left of the action's command (a shell's children outlive the
-    process that ran the tool). Only on the host that ran it."""
+    process that ran the tool): its cgroup, or its process group if the pid
+    still names the recorded leader (or its members). Only on the host that
+    ran it; never a process that merely reuses the pid after hours or a reboot."""
     action = store.get_action(action_id, conversation_id)
-    if action.pgid is None or action.host != socket.gethostname():
+    if (action.pgid is None and action.cgroup is None) or action.host != socket.gethostname():
         return
-    try:
-        os.killpg(action.pgid, signals.SIGKILL)
-        log.info("killed process group %d left by action %s", action.pgid, action_id)
-    except (ProcessLookupError, PermissionError):
-        pass
+    group = ProcessGroup(
+        pgid=action.pgid,
+        start_ticks=action.pgid_start,
+        boot_id=action.boot_id,
+        cgroup=action.cgroup,
+    )
+    log.info("leftovers of action %s: %s", action_id, group.kill())
 
 
 # A stop is retried when the action changed state between the read and the

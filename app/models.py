@@ -246,3 +246,6 @@ class ActionRecord(_Model):
     terminal_kind: str | None = None
     retry_of: str | None = None
     pgid: int | None = None  # process group of a command it started
+    pgid_start: int | None = None  # its leader's start (clock ticks since boot)
+    boot_id: str | None = None  # the boot it started in
+    cgroup: str | None = None  # cgroup v2 directory holding the command, if any

@@ -130,4 +130,7 @@ def action_from_hash(raw: dict[str, str]) -> ActionRecord:
         terminal_kind=raw.get("terminal_kind") or None,
         retry_of=raw.get("retry_of") or None,
         pgid=int(raw["pgid"]) if raw.get("pgid") else None,
+        pgid_start=int(raw["pgid_start"]) if raw.get("pgid_start") else None,
+        boot_id=raw.get("boot_id") or None,
+        cgroup=raw.get("cgroup") or None,
     )

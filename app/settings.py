@@ -140,10 +140,36 @@ class Settings(BaseSettings):
         "`actionq up`; tools never run in it and the file tools refuse every path in it.",
     )
 
-    @field_validator("api_keys", "tool_modules", mode="before")
+    tool_env_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated extra environment variables (names, or patterns like "
+        "AWS_*) that `terminal` commands get besides PATH, HOME, LANG, LC_*, TERM, TZ, USER, "
+        "LOGNAME, SHELL, TMPDIR. A pattern never passes secret-looking names (*TOKEN*, "
+        "*SECRET*, *PASSWORD*, *API_KEY*); list those by name. ACTIONQ_* never passes.",
+    )
+    tool_cgroups: bool = Field(
+        True,
+        description="Run each `terminal` command in its own cgroup v2 (where the worker may "
+        "create one) so that all it started, setsid or not, is killed when it ends.",
+    )
+    file_tool_timeout: float = Field(
+        30.0, gt=0, description="Seconds `file_read`/`file_write` may take before they error."
+    )
+
+    @field_validator("api_keys", "tool_modules", "tool_env_allow", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("tool_env_allow")
+    @classmethod
+    def _no_own_variables(cls, names: list[str]) -> list[str]:
+        own = [name for name in names if name.upper().startswith(ENV_PREFIX)]
+        if own:
+            raise ValueError(
+                f"ACTIONQ_TOOL_ENV_ALLOW may not pass actionq's own settings ({', '.join(own)})"
+            )
+        return names
 
     @model_validator(mode="after")
     def _check_intervals(self) -> Settings:

@@ -54,6 +54,7 @@ from app.records import (
 
 if TYPE_CHECKING:
     from app.direct_enqueue import QueuedMessage
+    from app.tools.sandbox import ProcessGroup
 
 __all__ = [
     "ActionStore",
@@ -374,10 +375,27 @@ class ActionStore(WorkerLeases):
         key = self.keys.action(conversation_id, action_id)
         return int(self._call(lambda: self.redis.hincrby(key, "lost_deliveries", 1)))
 
-    def record_process_group(self, conversation_id: str, action_id: str, pgid: int) -> None:
-        """Remember the process group of a command the action started."""
+    def record_process_group(
+        self, conversation_id: str, action_id: str, group: ProcessGroup
+    ) -> None:
+        """Remember the process group (and cgroup) of a command the action
+        started, with its leader's start time and the boot, so that a later
+        kill can tell it from a process that reuses the pid."""
         key = self.keys.action(conversation_id, action_id)
-        self._call(lambda: self.redis.hset(key, "pgid", pgid))
+        pgid = "" if group.pgid is None else group.pgid
+        start = "" if group.start_ticks is None else group.start_ticks
+        boot, cgroup = group.boot_id or "", group.cgroup or ""
+        self._call(
+            lambda: self.redis.hset(
+                key,
+                mapping={
+                    "pgid": pgid,
+                    "pgid_start": start,
+                    "boot_id": boot,
+                    "cgroup": cgroup,
+                },
+            )
+        )
 
     def finish_action(
         self,

@@ -9,6 +9,7 @@ alone; if the owner is dead the action is errored as ``redelivered``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from app.models import (
 from app.settings import Settings
 from app.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from app.tools import ToolContext, get_tool
+from app.tools.sandbox import tool_environment
 
 __all__ = [
     "ClaimUnavailableError",
@@ -131,9 +133,13 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         workdir=Path(settings.workdir),
         max_output_bytes=settings.max_output_bytes,
         memory_limit_mb=settings.action_memory_limit_mb,
-        register_process_group=lambda pgid: store.record_process_group(
-            claim.conversation_id, claim.action_id, pgid
+        register_process_group=lambda group: store.record_process_group(
+            claim.conversation_id, claim.action_id, group
         ),
+        env=tool_environment(os.environ, [*settings.tool_env_allow, *tool.env]),
+        protected_paths=(Path(settings.data_dir),) if settings.data_dir else (),
+        use_cgroups=settings.tool_cgroups,
+        file_timeout=settings.file_tool_timeout,
     )
     try:
         observation = tool.run(args, context)

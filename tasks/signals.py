@@ -34,6 +34,7 @@ from app.runtime import get_store
 from app.settings import get_settings
 from app.store import ActionStore, WorkerIdentity
 from app.tools import load_tool_modules
+from app.tools.sandbox import scrub_worker_environ
 from tasks.execution import settle_lost_task
 from tasks.heartbeat import stop_heartbeat
 from tasks.identity import current_worker, init_worker_identity
@@ -89,6 +90,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
 
 def _init_worker(sender: Any) -> None:
     settings = get_settings()
+    scrub_worker_environ()  # after the settings are read; before the pool forks
     load_tool_modules(settings.tool_modules)
     worker = init_worker_identity(getattr(sender, "hostname", None))
     store = get_store()

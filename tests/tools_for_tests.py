@@ -56,3 +56,13 @@ def sleep_after_mark(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
 def raise_error(args: RaiseArgs, ctx: ToolContext) -> dict[str, Any]:
     """Raise an ordinary exception."""
     raise RuntimeError(args.message)
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+@tool("own_environ_names", NoArgs)
+def own_environ_names(args: NoArgs, ctx: ToolContext) -> dict[str, Any]:
+    """The ACTIONQ_* names in the environment of the process running the tool."""
+    return {"names": sorted(k for k in os.environ if k.startswith("ACTIONQ_"))}

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from typing import IO
 
-__all__ = ["BoundedOutput", "read_bounded", "truncate_text"]
+__all__ = ["BoundedOutput", "read_bounded", "read_until_exit", "truncate_text"]
 
 TRUNCATION_MARKER = "\n[... actionq: {skipped} bytes of output truncated ...]\n"
 
@@ -69,6 +69,64 @@ def read_bounded(stream: IO[bytes], max_bytes: int, deadline: float) -> tuple[Bo
             if not chunk:
                 return out, False
             out.feed(chunk)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when ``pid`` exits (Linux 5.3+), else None."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return int(pidfd_open(pid))
+    except OSError:
+        return None
+
+
+def _has_exited(pid: int) -> bool:
+    """Without reaping it (its pid, and so its process group, stays taken)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def read_until_exit(
+    stream: IO[bytes], max_bytes: int, deadline: float, pid: int, linger: float
+) -> tuple[BoundedOutput, bool]:
+    """Read a command's output until it has exited and the output ended, or
+    ``linger`` seconds after it exited (a background child may hold the pipe
+    open for ever), or until ``deadline``. Returns the output and whether the
+    deadline passed first. ``pid`` (a child of this process) is not reaped,
+    so the caller can still kill its process group safely."""
+    out = BoundedOutput(max_bytes)
+    out_fd = stream.fileno()
+    exit_fd = _pidfd(pid)
+    tick = 1.0 if exit_fd is not None else 0.02  # without a pidfd: poll
+    stop_at = deadline
+    eof = exited = False
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(out_fd, selectors.EVENT_READ)
+            if exit_fd is not None:
+                sel.register(exit_fd, selectors.EVENT_READ)
+            while not (eof and exited):
+                if not exited and (exit_fd is None and _has_exited(pid)):
+                    exited, stop_at = True, min(deadline, time.monotonic() + linger)
+                remaining = stop_at - time.monotonic()
+                if remaining <= 0:
+                    return out, not exited
+                for key, _ in sel.select(timeout=min(remaining, tick)):
+                    if key.fd == out_fd:
+                        chunk = os.read(out_fd, 65536)
+                        if chunk:
+                            out.feed(chunk)
+                        else:
+                            eof = True
+                            sel.unregister(out_fd)
+                    else:
+                        exited, stop_at = True, min(deadline, time.monotonic() + linger)
+                        sel.unregister(key.fd)
+            return out, False
+    finally:
+        if exit_fd is not None:
+            os.close(exit_fd)
 
 
 def truncate_text(text: str, max_bytes: int) -> tuple[str, bool]:

@@ -5,14 +5,15 @@ schema is the LLM tool spec) and a function that returns an observation dict.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from app.errors import ConfigurationError, UnknownToolError
+from app.tools.sandbox import ProcessGroup
 
 __all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]
 
@@ -28,9 +29,18 @@ class ToolContext:
     workdir: Path
     max_output_bytes: int
     memory_limit_mb: int  # 0 = no cap
-    # Called with the process group id of a command the tool started, so the
-    # worker can kill what is left of it if the action crashes or is cancelled.
-    register_process_group: Callable[[int], None] = lambda pgid: None
+    # Called with the process group (and cgroup) of a command the tool started,
+    # so the worker can kill what is left of it if the action crashes or is
+    # cancelled.
+    register_process_group: Callable[[ProcessGroup], None] = lambda group: None
+    # The environment for commands the tool starts (see app/tools/sandbox.py):
+    # never the worker's own, which holds the Redis URL and its password.
+    env: Mapping[str, str] = field(default_factory=dict)
+    # The file tools refuse paths inside these (actionq's data folder), except
+    # inside a working directory that lies within one of them.
+    protected_paths: tuple[Path, ...] = ()
+    use_cgroups: bool = True  # a cgroup v2 per command where the machine allows
+    file_timeout: float = 30.0  # seconds a file tool may take
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class Tool:
     description: str
     args_model: type[BaseModel]
     run: Callable[[Any, ToolContext], dict[str, Any]]
+    env: tuple[str, ...] = ()  # variables its commands need, passed even if secret-looking
 
     def spec(self) -> dict[str, Any]:
         """The tool as an LLM function spec (OpenAI style)."""
@@ -56,18 +67,24 @@ _REGISTRY: dict[str, Tool] = {}
 
 
 def tool(
-    name: str, args_model: type[ArgsT], description: str | None = None
+    name: str,
+    args_model: type[ArgsT],
+    description: str | None = None,
+    *,
+    env: Iterable[str] = (),
 ) -> Callable[[Callable[[ArgsT, ToolContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Register a function as the tool ``name``.
 
     The function gets the validated arguments and a ``ToolContext`` and returns
-    a JSON-compatible observation dict.
+    a JSON-compatible observation dict. ``env`` names the environment
+    variables its commands need beyond the allow-list (``ctx.env``).
     """
 
     def register(
         fn: Callable[[ArgsT, ToolContext], dict[str, Any]],
     ) -> Callable[..., dict[str, Any]]:
-        _REGISTRY[name] = Tool(name, description or (fn.__doc__ or "").strip(), args_model, fn)
+        doc = description or (fn.__doc__ or "").strip()
+        _REGISTRY[name] = Tool(name, doc, args_model, fn, tuple(env))
         return fn
 
     return register
