@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from app.cli_client import conversations
-from app.settings import get_settings
+from app.errors import ActionqError, ConfigurationError, StoreUnavailableError
+from app.settings import get_settings, load_settings
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _hide_password(url: str) -> str:
+    return re.sub(r":[^:@/]*@", ":***@", url)
+
+
+class ActionqGroup(click.Group):
+    """The top group: actionq's own errors are one line on stderr and exit 1,
+    never a traceback; a command that never read the settings (--help,
+    --version) still works, with a warning if they are wrong."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailableError as e:
+            url = _hide_password(load_settings().redis_url)
+            click.echo(f"error: {e} (ACTIONQ_REDIS_URL={url})", err=True)
+        except ActionqError as e:
+            click.echo(f"error: {e}", err=True)
+        raise click.exceptions.Exit(1)
+
+    def main(self, args: Sequence[str] | None = None, *more: Any, **options: Any) -> Any:
+        try:
+            return super().main(args, *more, **options)
+        except SystemExit as e:
+            if e.code in (0, None):  # succeeded without reading the settings
+                try:
+                    load_settings()
+                except ConfigurationError as problem:
+                    click.echo(f"warning: {problem}", err=True)
+            raise
+
+
+@click.group(cls=ActionqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="actionq")
 def main() -> None:
     """actionq: every tool call of an AI agent is a durable Celery job.
@@ -98,6 +133,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
     """
     from app.processes import worker_command
 
+    get_settings()  # a wrong setting: one line here, not Celery's traceback
     command = worker_command(concurrency or os.cpu_count() or 1) + list(celery_args)
     os.execv(sys.executable, command)
 
@@ -171,14 +207,12 @@ def config(markdown: bool) -> None:
     if markdown:
         click.echo(settings_markdown_table())
         return
-    import re
-
     for name, value in get_settings().model_dump().items():
         shown = value
         if name in ("api_keys", "api_key") and value:
             shown = "***"
         elif isinstance(value, str) and "url" in name:
-            shown = re.sub(r":[^:@/]*@", ":***@", value)  # hide a password in a URL
+            shown = _hide_password(value)
         click.echo(f"ACTIONQ_{name.upper()}={shown}")
 
 

@@ -1,0 +1,77 @@
+"""The ``actionq`` command line as users run it: the installed console script in
+a subprocess, with a clean environment (no ACTIONQ_* from the test run)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, free_port
+
+ACTIONQ = str(Path(sys.executable).parent / "actionq")
+
+
+def actionq(
+    *args: str, cwd: Path = ROOT, timeout: float = 60, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script with only the given ACTIONQ_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    env.pop("PYTHONPATH", None)
+    env |= {f"ACTIONQ_{name.upper()}": value for name, value in settings.items()}
+    return subprocess.run(
+        [ACTIONQ, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    """A non-zero exit with exactly one line on stderr that contains ``expected``."""
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in lines[0], result.stderr
+    return lines[0]
+
+
+# --- configuration mistakes: one line, no traceback ------------------------------
+
+
+def test_api_without_keys_is_one_line() -> None:
+    assert_one_line_error(actionq("api", "--port", str(free_port())), "ACTIONQ_API_KEYS")
+
+
+@pytest.mark.parametrize("command", [["recover"], ["sweeper", "--once"]])
+def test_redis_down_is_one_line(command: list[str]) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    line = assert_one_line_error(actionq(*command, redis_url=nobody), "unavailable")
+    assert nobody in line  # says which Redis it tried
+
+
+def test_mistyped_setting_suggests_the_name() -> None:
+    line = assert_one_line_error(actionq("config", redis_ulr="redis://x"), "ACTIONQ_REDIS_ULR")
+    assert "did you mean ACTIONQ_REDIS_URL?" in line
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_work_with_a_mistyped_setting(flag: str) -> None:
+    result = actionq(flag, redis_ulr="redis://x")
+    assert result.returncode == 0, result.stderr
+    assert ("Usage:" in result.stdout) if flag == "--help" else ("version" in result.stdout)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:"), result.stderr
+    assert "ACTIONQ_REDIS_ULR" in lines[0] and "ACTIONQ_REDIS_URL" in lines[0]
+
+
+def test_invalid_value_names_the_variable_without_pydantic_urls() -> None:
+    line = assert_one_line_error(actionq("config", api_port="abc"), "ACTIONQ_API_PORT")
+    assert "valid integer" in line and "abc" in line
+    assert "errors.pydantic.dev" not in line
+
+
+def test_worker_with_a_mistyped_setting_is_one_line() -> None:
+    assert_one_line_error(actionq("worker", redis_ulr="redis://x"), "did you mean")
