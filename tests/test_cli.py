@@ -75,3 +75,33 @@ def test_invalid_value_names_the_variable_without_pydantic_urls() -> None:
 
 def test_worker_with_a_mistyped_setting_is_one_line() -> None:
     assert_one_line_error(actionq("worker", redis_ulr="redis://x"), "did you mean")
+
+
+# --- tool modules in the current folder ------------------------------------------
+
+MY_TOOLS = '''
+from pydantic import BaseModel
+
+from app.tools import ToolContext, tool
+
+
+class ShoutArgs(BaseModel):
+    text: str
+
+
+@tool("shout", ShoutArgs)
+def shout(args: ShoutArgs, ctx: ToolContext) -> dict[str, str]:
+    """Say it louder."""
+    return {"output": args.text.upper()}
+'''
+
+
+def test_tool_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
+    (tmp_path / "mytools.py").write_text(MY_TOOLS)
+    result = actionq("tools", cwd=tmp_path, tool_modules="mytools")
+    assert result.returncode == 0, result.stderr
+    assert "shout" in result.stdout and "Say it louder." in result.stdout
+
+
+def test_missing_tool_module_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(actionq("tools", cwd=tmp_path, tool_modules="nosuch"), "'nosuch'")
