@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.client import ApiClient, ApiError, resolve_api_target
+from app.errors import ActionqError
 from app.settings import get_settings
 
 __all__ = ["conversations"]
@@ -65,20 +66,44 @@ def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def _fail(error: Exception, as_json: bool) -> None:
+    """Print an error (JSON on stderr under --json) and exit 1."""
+    if isinstance(error, ApiError):
+        status, code, message = error.status or None, error.code, error.message
+    elif isinstance(error, click.ClickException):
+        status, code, message = None, "bad_parameter", error.format_message()
+    else:
+        status, code, message = None, getattr(error, "code", "error"), str(error)
+    if as_json:
+        payload = {"error": {"status": status, "code": code, "message": message}}
+        click.echo(json.dumps(payload), err=True)
+    else:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
 def with_client(fn: F) -> F:
-    """Adds --url/--api-key and turns API errors into a message and exit code 1."""
+    """Adds --url/--api-key and turns errors into a message (JSON under --json)
+    and exit code 1."""
 
     @click.option("--url", default=None, help="API URL (default: ACTIONQ_API_URL, then .actionq).")
     @click.option("--api-key", default=None, help="API key (default: ACTIONQ_API_KEY).")
     @wraps(fn)
     def wrapper(url: str | None, api_key: str | None, **kwargs: Any) -> Any:
-        base, key = resolve_api_target(get_settings(), url, api_key)
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            base, key = resolve_api_target(get_settings(), url, api_key)
+        except ActionqError as e:
+            _fail(e, as_json)
         client = ApiClient(base, key)
         try:
             return fn(client, **kwargs)
-        except ApiError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+        except ActionqError as e:
+            _fail(e, as_json)
+        except click.ClickException as e:
+            if not as_json:
+                raise
+            _fail(e, as_json)
         finally:
             client.close()
 

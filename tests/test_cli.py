@@ -3,14 +3,18 @@ a subprocess, with a clean environment (no ACTIONQ_* from the test run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import ROOT, free_port
+from tests.test_api import UpProcess, start_up, stop_up
 
 ACTIONQ = str(Path(sys.executable).parent / "actionq")
 
@@ -105,3 +109,56 @@ def test_tool_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
 
 def test_missing_tool_module_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(actionq("tools", cwd=tmp_path, tool_modules="nosuch"), "'nosuch'")
+
+
+# --- client commands -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    base = tmp_path_factory.mktemp("up")
+    up = start_up(base / ".actionq", base / "up.log")
+    yield up
+    stop_up(up)
+
+
+def client_command(stack: UpProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return actionq(*args, "--url", stack.url, "--api-key", stack.key)
+
+
+def json_error(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one JSON error a --json command printed on stderr (exit 1, stdout empty)."""
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    error: dict[str, Any] = json.loads(result.stderr)["error"]
+    assert set(error) == {"status", "code", "message"}
+    return error
+
+
+def test_unreachable_api_says_what_to_do() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    line = assert_one_line_error(actionq("conversations", "list", "--url", url))
+    assert line.startswith(f"error: cannot reach the actionq API at {url}")
+    assert "is `actionq up` running here?" in line and "ACTIONQ_API_URL / --url" in line
+    error = json_error(actionq("conversations", "list", "--url", url, "--json"))
+    assert error["code"] == "unreachable" and error["status"] is None
+    assert "is `actionq up` running here?" in error["message"]
+
+
+def test_json_errors_are_json(stack: UpProcess) -> None:
+    cid = json.loads(client_command(stack, "conversations", "create", "--json").stdout)["id"]
+    refused = json_error(client_command(stack, "conversations", "resume", cid, "--json"))
+    assert refused["status"] == 409 and refused["code"] == "invalid_transition"
+    missing = json_error(client_command(stack, "conversations", "show", "nope", "--json"))
+    assert missing["status"] == 404
+    bad = json_error(
+        client_command(stack, "conversations", "submit", cid, "terminal", "{", "--json")
+    )
+    assert bad["code"] == "bad_parameter" and "not JSON" in bad["message"]
+    typo = json_error(
+        actionq("conversations", "list", "--url", stack.url, "--json", redis_ulr="redis://x")
+    )
+    assert typo["code"] == "configuration_error" and "ACTIONQ_REDIS_URL" in typo["message"]
+    # Without --json the same errors stay one readable line.
+    line = assert_one_line_error(client_command(stack, "conversations", "resume", cid))
+    assert line.startswith("error: 409 invalid_transition:")
