@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from app.cli_client import conversations
+from app.cli_client import actions, conversations
 from app.errors import ActionqError, ConfigurationError, StoreUnavailableError
 from app.settings import get_settings, load_settings
 
@@ -231,3 +231,4 @@ def tools(as_json: bool) -> None:
 
 
 main.add_command(conversations)
+main.add_command(actions)

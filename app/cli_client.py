@@ -16,10 +16,12 @@ from app.client import ApiClient, ApiError, resolve_api_target
 from app.errors import ActionqError
 from app.settings import get_settings
 
-__all__ = ["conversations"]
+__all__ = ["actions", "conversations"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+# Rich fits tables to the terminal, and to 80 columns when there is none; ids
+# cut to fit would be useless in a pipe, so there lines are as long as needed.
+console = Console() if Console().is_terminal else Console(width=10_000)
 
 
 def _summary(event: dict[str, Any]) -> str:
@@ -45,13 +47,25 @@ def _describe(event: dict[str, Any]) -> Any:
     return ""
 
 
+def _action_id(event: dict[str, Any]) -> str:
+    """The action an event row names: what `retry` and `actions show` take."""
+    if event["kind"] == "ActionEvent":
+        return str(event["id"])  # an ActionEvent's id is its action's id
+    if event["kind"] == "AgentErrorEvent":
+        return str(event["action_id"])
+    return ""
+
+
 def _print_events(events: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("seq", "kind", "detail"):
-        table.add_column(column)
+    table.add_column("seq")
+    table.add_column("kind")
+    table.add_column("action", no_wrap=True)  # an id is only useful whole
+    table.add_column("detail")
     for event in events:
         style = "red" if event["kind"] == "AgentErrorEvent" else None
-        table.add_row(str(event["seq"]), event["kind"], _summary(event), style=style)
+        row = (str(event["seq"]), event["kind"], _action_id(event), _summary(event))
+        table.add_row(*row, style=style)
     console.print(table)
 
 
@@ -128,7 +142,8 @@ def list_(client: ApiClient, limit: int, as_json: bool) -> None:
 
     def human() -> None:
         table = Table()
-        for column in ("id", "status", "events", "updated"):
+        table.add_column("id", no_wrap=True)  # an id is only useful whole
+        for column in ("status", "events", "updated"):
             table.add_column(column)
         for c in page["items"]:
             style = "red" if c["status"] == "error" else None
@@ -238,3 +253,36 @@ def retry(client: ApiClient, action_id: str, force: bool, as_json: bool) -> None
     """Run an action's call again, as a new action."""
     action = client.retry(action_id, force)
     _emit(action, as_json, lambda: click.echo(f"{action['id']} {action['state']}"))
+
+
+@click.group()
+def actions() -> None:
+    """Actions (tool calls), through the HTTP API; ids are in `conversations show`."""
+
+
+@actions.command("show")
+@click.argument("action_id")
+@json_option
+@with_client
+def show_action(client: ApiClient, action_id: str, as_json: bool) -> None:
+    """An action's state, call and outcome."""
+    action = client.get_action(action_id)
+
+    def human() -> None:
+        shown = {
+            "id": action["id"],
+            "conversation": action["conversation_id"],
+            "state": action["state"],
+            "tool": action["tool"],
+            "arguments": json.dumps(action["arguments"]),
+            "attempt": action.get("attempt"),
+            "created": action.get("created_at"),
+            "ended as": action.get("terminal_kind"),
+            "retry of": action.get("retry_of"),
+            "worker": action.get("owner"),
+        }
+        for label, value in shown.items():
+            if value is not None:
+                click.echo(f"{label + ':':<14}{value}")
+
+    _emit(action, as_json, human)

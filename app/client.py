@@ -105,6 +105,10 @@ class ApiClient:
         )
         return result
 
+    def get_action(self, action_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/actions/{action_id}")
+        return result
+
     def retry(self, action_id: str, force: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
             "POST", f"/api/actions/{action_id}/retry", json={"force": force}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, wait_for
 from tests.test_api import UpProcess, start_up, stop_up
 
 ACTIONQ = str(Path(sys.executable).parent / "actionq")
@@ -162,3 +162,53 @@ def test_json_errors_are_json(stack: UpProcess) -> None:
     # Without --json the same errors stay one readable line.
     line = assert_one_line_error(client_command(stack, "conversations", "resume", cid))
     assert line.startswith("error: 409 invalid_transition:")
+
+
+def submit(stack: UpProcess, cid: str, tool: str, arguments: dict[str, Any]) -> str:
+    result = client_command(
+        stack, "conversations", "submit", cid, tool, json.dumps(arguments), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    action_id: str = json.loads(result.stdout)["id"]
+    return action_id
+
+
+def wait_for_status(stack: UpProcess, cid: str, status: str) -> None:
+    client = stack.client()
+    try:
+        wait_for(lambda: client.get_conversation(cid)["status"] == status, 30, what=status)
+    finally:
+        client.close()
+
+
+def rows_with(output: str, text: str) -> list[str]:
+    return [line for line in output.splitlines() if text in line]
+
+
+def test_action_ids_are_shown_and_actions_show_finds_them(stack: UpProcess, tmp_path: Path) -> None:
+    cid = json.loads(client_command(stack, "conversations", "create", "--json").stdout)["id"]
+    ran = submit(stack, cid, "terminal", {"command": "echo hi"})
+    wait_for_status(stack, cid, "idle")
+    crashed = submit(stack, cid, "kill_own_process", {"marker_file": str(tmp_path / "m")})
+    wait_for_status(stack, cid, "error")
+
+    shown = client_command(stack, "conversations", "show", cid)
+    assert shown.returncode == 0, shown.stderr
+    assert any(ran in row for row in rows_with(shown.stdout, "ActionEvent"))
+    assert any(crashed in row for row in rows_with(shown.stdout, "AgentErrorEvent"))
+
+    as_json = client_command(stack, "actions", "show", crashed, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    action = json.loads(as_json.stdout)
+    assert action["id"] == crashed and action["state"] == "errored"
+    assert action["conversation_id"] == cid
+    human = client_command(stack, "actions", "show", crashed)
+    assert human.returncode == 0, human.stderr
+    assert crashed in human.stdout and cid in human.stdout
+    assert "kill_own_process" in human.stdout and "errored" in human.stdout
+    assert_one_line_error(client_command(stack, "actions", "show", "nope"), "404")
+
+    # No terminal (a pipe): ids are never cut to fit 80 columns.
+    listed = client_command(stack, "conversations", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert rows_with(listed.stdout, cid)
