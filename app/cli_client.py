@@ -24,22 +24,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 console = Console() if Console().is_terminal else Console(width=10_000)
 
 
+DETAIL_LIMIT = 120  # characters of a detail cell: room for a command line
+
+
+def _shorten(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` cut after its last whole word that fits, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # one very long word: cut inside it rather than drop it
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
 def _summary(event: dict[str, Any]) -> str:
-    return str(_describe(event))
+    return _shorten(str(_describe(event)))
 
 
 def _describe(event: dict[str, Any]) -> Any:
     kind = event.get("kind")
     if kind == "ActionEvent":
-        return f"{event['tool_name']} {json.dumps(event['action'])[:80]}"
+        return f"{event['tool_name']} {json.dumps(event['action'])}"
     if kind == "ObservationEvent":
         obs = event["observation"]
         if "exit_code" in obs:
-            return f"exit {obs['exit_code']}: {str(obs.get('output', ''))[:70]!r}"
-        return json.dumps(obs)[:80]
+            return f"exit {obs['exit_code']}: {str(obs.get('output', '')).strip()}"
+        return json.dumps(obs)
     if kind == "AgentErrorEvent":
         d = event["detail"]
-        return f"{d['cause']} (signal {d.get('signal')}): {event['error'][:60]}"
+        how = [f"signal {d['signal']}"] if d.get("signal") is not None else []
+        if d.get("exitcode") is not None:
+            how.append(f"exit code {d['exitcode']}")
+        cause = f"{d['cause']} ({', '.join(how)})" if how else d["cause"]
+        return f"{cause}: {event['error']}"
     if kind == "ConversationStateUpdateEvent":
         return f"{event['key']} -> {event['value']}"
     if kind == "UserRejectObservation":
@@ -58,10 +76,12 @@ def _action_id(event: dict[str, Any]) -> str:
 
 def _print_events(events: list[dict[str, Any]]) -> None:
     table = Table()
-    table.add_column("seq")
-    table.add_column("kind")
-    table.add_column("action", no_wrap=True)  # an id is only useful whole
-    table.add_column("detail")
+    # In a narrow terminal names and ids are folded onto more lines, never
+    # cut (an id is only useful whole), and the detail is wrapped at words.
+    table.add_column("seq", no_wrap=True)
+    table.add_column("kind", overflow="fold")
+    table.add_column("action", overflow="fold")
+    table.add_column("detail", ratio=1)
     for event in events:
         style = "red" if event["kind"] == "AgentErrorEvent" else None
         row = (str(event["seq"]), event["kind"], _action_id(event), _summary(event))
@@ -113,6 +133,10 @@ def with_client(fn: F) -> F:
         try:
             return fn(client, **kwargs)
         except ActionqError as e:
+            if isinstance(e, ApiError) and e.code == "quarantined" and not as_json:
+                click.echo(f"error: {e}", err=True)
+                click.echo("use --force to run it anyway", err=True)
+                sys.exit(1)
             _fail(e, as_json)
         except click.ClickException as e:
             if not as_json:
@@ -142,7 +166,7 @@ def list_(client: ApiClient, limit: int, as_json: bool) -> None:
 
     def human() -> None:
         table = Table()
-        table.add_column("id", no_wrap=True)  # an id is only useful whole
+        table.add_column("id", overflow="fold")  # folded, never cut: only useful whole
         for column in ("status", "events", "updated"):
             table.add_column(column)
         for c in page["items"]:

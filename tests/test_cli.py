@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -212,3 +213,50 @@ def test_action_ids_are_shown_and_actions_show_finds_them(stack: UpProcess, tmp_
     listed = client_command(stack, "conversations", "list")
     assert listed.returncode == 0, listed.stderr
     assert rows_with(listed.stdout, cid)
+
+
+def test_event_details_are_cut_at_a_word_and_show_only_known_signals(
+    stack: UpProcess, tmp_path: Path
+) -> None:
+    cid = json.loads(client_command(stack, "conversations", "create", "--json").stdout)["id"]
+    words = " ".join(f"w{i:04}x" for i in range(60))
+    submit(stack, cid, "terminal", {"command": f"echo {words}"})
+    submit(stack, cid, "raise_error", {"message": "boom"})
+    wait_for_status(stack, cid, "idle")
+    submit(stack, cid, "kill_own_process", {"marker_file": str(tmp_path / "m")})
+    wait_for_status(stack, cid, "error")
+
+    shown = client_command(stack, "conversations", "show", cid)
+    assert shown.returncode == 0, shown.stderr
+    (call,) = [row for row in rows_with(shown.stdout, "ActionEvent") if "terminal" in row]
+    (output,) = rows_with(shown.stdout, "ObservationEvent")
+    for row in (call, output):  # long: cut after a whole word, with an ellipsis
+        assert re.search(r"w\d{4}x…", row), row
+        assert not re.search(r"w\d{0,3}…|w\d{4}…", row), row
+    raised, crashed = rows_with(shown.stdout, "AgentErrorEvent")
+    assert "tool_exception: tool 'raise_error' raised RuntimeError: boom" in raised
+    assert "signal" not in raised
+    assert "worker_lost (signal 9)" in crashed
+    assert "None" not in shown.stdout
+
+
+def test_quarantined_retry_says_to_use_force(stack: UpProcess, tmp_path: Path) -> None:
+    cid = json.loads(client_command(stack, "conversations", "create", "--json").stdout)["id"]
+    crashed = submit(stack, cid, "kill_own_process", {"marker_file": str(tmp_path / "m")})
+    wait_for_status(stack, cid, "error")
+    again = client_command(stack, "conversations", "retry", crashed, "--json")
+    assert again.returncode == 0, again.stderr
+    wait_for_status(stack, cid, "error")
+    client = stack.client()
+    wait_for(lambda: client.get_action(json.loads(again.stdout)["id"])["state"] == "errored")
+    client.close()
+
+    refused = client_command(stack, "conversations", "retry", crashed)
+    assert refused.returncode == 1
+    error, hint = refused.stderr.strip().splitlines()
+    assert error.startswith("error: 409 quarantined:")
+    assert hint == "use --force to run it anyway"
+    as_json = json_error(client_command(stack, "conversations", "retry", crashed, "--json"))
+    assert as_json["code"] == "quarantined"
+    forced = client_command(stack, "conversations", "retry", crashed, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
