@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import WorkerFactory
 from tests.helpers import ROOT, free_port, wait_for
 from tests.test_api import UpProcess, start_up, stop_up
 
@@ -260,3 +261,20 @@ def test_quarantined_retry_says_to_use_force(stack: UpProcess, tmp_path: Path) -
     assert as_json["code"] == "quarantined"
     forced = client_command(stack, "conversations", "retry", crashed, "--force", "--json")
     assert forced.returncode == 0, forced.stderr
+
+
+def test_readme_python_example_runs_and_bounds_its_wait(
+    settings_env: dict[str, str], start_worker: WorkerFactory
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## Use it from Python", 1)[1].split("```python\n", 1)[1]
+    example = example.split("```", 1)[0]
+    assert "wait_for_action(action.id, timeout=" in example  # no hidden 60 s limit
+    start_worker()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")} | settings_env
+    result = subprocess.run(
+        [sys.executable, "-c", example], capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ObservationEvent" in result.stdout
