@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated keys the HTTP API accepts (required to serve it).",
+        description="Server: the keys the HTTP API accepts, comma-separated (required to "
+        "serve it; `actionq up` makes one). Clients send one of them as `ACTIONQ_API_KEY`.",
     )
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
@@ -67,7 +68,12 @@ class Settings(BaseSettings):
         description="Client commands: the API to talk to (default: the one `actionq up` "
         "started in ./.actionq, else http://127.0.0.1:8000).",
     )
-    api_key: str | None = Field(None, description="Client commands: the API key to send.")
+    api_key: str | None = Field(
+        None,
+        description="Clients (`actionq conversations`, `actionq actions`): the one key they "
+        "send (default: the one `actionq up` wrote in ./.actionq, else the first of "
+        "ACTIONQ_API_KEYS).",
+    )
 
     worker_lease_seconds: float = Field(
         3.0, gt=0, description="A worker whose heartbeat is older than this is dead."

@@ -278,3 +278,11 @@ def test_readme_python_example_runs_and_bounds_its_wait(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "ObservationEvent" in result.stdout
+
+
+def test_settings_table_says_which_key_setting_is_for_whom() -> None:
+    table = actionq("config", "--markdown").stdout
+    (keys,) = rows_with(table, "| `ACTIONQ_API_KEYS` |")
+    (key,) = rows_with(table, "| `ACTIONQ_API_KEY` |")
+    assert "Server" in keys and "ACTIONQ_API_KEY`" in keys
+    assert "Clients" in key and "ACTIONQ_API_KEYS" in key
