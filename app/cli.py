@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,11 +16,29 @@ from app.cli_client import actions, conversations
 from app.errors import ActionqError, ConfigurationError, StoreUnavailableError
 from app.settings import get_settings, load_settings
 
+if TYPE_CHECKING:
+    from app.store import ActionStore
+
 __all__ = ["main"]
 
 
 def _hide_password(url: str) -> str:
     return re.sub(r":[^:@/]*@", ":***@", url)
+
+
+def _recover_naming_the_url(store: ActionStore, queue: str) -> list[str]:
+    """Start-up recovery; Redis away is an error that says which Redis."""
+    from functools import partial
+
+    from app.celery_app import celery_app
+    from app.dispatch import send_action
+    from app.recovery import recover_orphaned_actions
+
+    try:
+        return recover_orphaned_actions(store, partial(send_action, celery_app, queue))
+    except StoreUnavailableError as e:
+        url = _hide_password(get_settings().redis_url)
+        raise StoreUnavailableError(f"{e} (ACTIONQ_REDIS_URL={url})") from e
 
 
 class ActionqGroup(click.Group):
@@ -31,9 +49,6 @@ class ActionqGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except StoreUnavailableError as e:
-            url = _hide_password(load_settings().redis_url)
-            click.echo(f"error: {e} (ACTIONQ_REDIS_URL={url})", err=True)
         except ActionqError as e:
             click.echo(f"error: {e}", err=True)
         raise click.exceptions.Exit(1)
@@ -141,17 +156,9 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 @main.command()
 def recover() -> None:
     """Error the actions of dead workers once, as a worker does at start-up."""
-    from functools import partial
-
-    from app.celery_app import celery_app
-    from app.dispatch import send_action
-    from app.recovery import recover_orphaned_actions
     from app.runtime import get_store
 
-    settings = get_settings()
-    errored = recover_orphaned_actions(
-        get_store(), partial(send_action, celery_app, settings.queue)
-    )
+    errored = _recover_naming_the_url(get_store(), get_settings().queue)
     click.echo(f"errored {len(errored)} orphaned action(s)")
 
 
@@ -172,18 +179,14 @@ def sweeper(interval: float | None, once: bool) -> None:
     """
     import logging
     import time
-    from functools import partial
 
-    from app.celery_app import celery_app
-    from app.dispatch import send_action
-    from app.errors import ActionqError
-    from app.recovery import recover_orphaned_actions, sweep_expired_leases
+    from app.recovery import sweep_expired_leases
     from app.runtime import get_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     store = get_store()
-    recovered = recover_orphaned_actions(store, partial(send_action, celery_app, settings.queue))
+    recovered = _recover_naming_the_url(store, settings.queue)
     click.echo(f"start-up recovery errored {len(recovered)} action(s)")
     period = interval or settings.sweep_interval
     while True:
