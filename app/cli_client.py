@@ -148,7 +148,9 @@ def with_client(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (errors: JSON on stderr)."
+)
 
 
 @click.group()
