@@ -4,18 +4,68 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.cli_client import conversations
-from app.settings import get_settings
+from app.cli_client import actions, conversations
+from app.errors import ActionqError, ConfigurationError, StoreUnavailableError
+from app.settings import get_settings, load_settings
+
+if TYPE_CHECKING:
+    from app.store import ActionStore
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _hide_password(url: str) -> str:
+    return re.sub(r":[^:@/]*@", ":***@", url)
+
+
+def _recover_naming_the_url(store: ActionStore, queue: str) -> list[str]:
+    """Start-up recovery; Redis away is an error that says which Redis."""
+    from functools import partial
+
+    from app.celery_app import celery_app
+    from app.dispatch import send_action
+    from app.recovery import recover_orphaned_actions
+
+    try:
+        return recover_orphaned_actions(store, partial(send_action, celery_app, queue))
+    except StoreUnavailableError as e:
+        url = _hide_password(get_settings().redis_url)
+        raise StoreUnavailableError(f"{e} (ACTIONQ_REDIS_URL={url})") from e
+
+
+class ActionqGroup(click.Group):
+    """The top group: actionq's own errors are one line on stderr and exit 1,
+    never a traceback; a command that never read the settings (--help,
+    --version) still works, with a warning if they are wrong."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ActionqError as e:
+            click.echo(f"error: {e}", err=True)
+        raise click.exceptions.Exit(1)
+
+    def main(self, args: Sequence[str] | None = None, *more: Any, **options: Any) -> Any:
+        try:
+            return super().main(args, *more, **options)
+        except SystemExit as e:
+            if e.code in (0, None):  # succeeded without reading the settings
+                try:
+                    load_settings()
+                except ConfigurationError as problem:
+                    click.echo(f"warning: {problem}", err=True)
+            raise
+
+
+@click.group(cls=ActionqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="actionq")
 def main() -> None:
     """actionq: every tool call of an AI agent is a durable Celery job.
@@ -139,6 +189,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
     """
     from app.processes import worker_command
 
+    get_settings()  # a wrong setting: one line here, not Celery's traceback
     command = worker_command(concurrency or os.cpu_count() or 1) + list(celery_args)
     os.execv(sys.executable, command)
 
@@ -146,17 +197,9 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 @main.command()
 def recover() -> None:
     """Error the actions of dead workers once, as a worker does at start-up."""
-    from functools import partial
-
-    from app.celery_app import celery_app
-    from app.dispatch import send_action
-    from app.recovery import recover_orphaned_actions
     from app.runtime import get_store
 
-    settings = get_settings()
-    errored = recover_orphaned_actions(
-        get_store(), partial(send_action, celery_app, settings.queue)
-    )
+    errored = _recover_naming_the_url(get_store(), get_settings().queue)
     click.echo(f"errored {len(errored)} orphaned action(s)")
 
 
@@ -177,18 +220,14 @@ def sweeper(interval: float | None, once: bool) -> None:
     """
     import logging
     import time
-    from functools import partial
 
-    from app.celery_app import celery_app
-    from app.dispatch import send_action
-    from app.errors import ActionqError
-    from app.recovery import recover_orphaned_actions, sweep_expired_leases
+    from app.recovery import sweep_expired_leases
     from app.runtime import get_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     store = get_store()
-    recovered = recover_orphaned_actions(store, partial(send_action, celery_app, settings.queue))
+    recovered = _recover_naming_the_url(store, settings.queue)
     click.echo(f"start-up recovery errored {len(recovered)} action(s)")
     period = interval or settings.sweep_interval
     while True:
@@ -212,14 +251,12 @@ def config(markdown: bool) -> None:
     if markdown:
         click.echo(settings_markdown_table())
         return
-    import re
-
     for name, value in get_settings().model_dump().items():
         shown = value
         if name in ("api_keys", "api_key") and value:
             shown = "***"
         elif isinstance(value, str) and "url" in name:
-            shown = re.sub(r":[^:@/]*@", ":***@", value)  # hide a password in a URL
+            shown = _hide_password(value)
         click.echo(f"ACTIONQ_{name.upper()}={shown}")
 
 
@@ -238,3 +275,4 @@ def tools(as_json: bool) -> None:
 
 
 main.add_command(conversations)
+main.add_command(actions)

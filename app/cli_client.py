@@ -13,30 +13,51 @@ from rich.console import Console
 from rich.table import Table
 
 from app.client import ApiClient, ApiError, resolve_api_target
+from app.errors import ActionqError
 from app.settings import get_settings
 
-__all__ = ["conversations"]
+__all__ = ["actions", "conversations"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+# Rich fits tables to the terminal, and to 80 columns when there is none; ids
+# cut to fit would be useless in a pipe, so there lines are as long as needed.
+console = Console() if Console().is_terminal else Console(width=10_000)
+
+
+DETAIL_LIMIT = 120  # characters of a detail cell: room for a command line
+
+
+def _shorten(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """``text`` cut after its last whole word that fits, with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # one very long word: cut inside it rather than drop it
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def _summary(event: dict[str, Any]) -> str:
-    return str(_describe(event))
+    return _shorten(str(_describe(event)))
 
 
 def _describe(event: dict[str, Any]) -> Any:
     kind = event.get("kind")
     if kind == "ActionEvent":
-        return f"{event['tool_name']} {json.dumps(event['action'])[:80]}"
+        return f"{event['tool_name']} {json.dumps(event['action'])}"
     if kind == "ObservationEvent":
         obs = event["observation"]
         if "exit_code" in obs:
-            return f"exit {obs['exit_code']}: {str(obs.get('output', ''))[:70]!r}"
-        return json.dumps(obs)[:80]
+            return f"exit {obs['exit_code']}: {str(obs.get('output', '')).strip()}"
+        return json.dumps(obs)
     if kind == "AgentErrorEvent":
         d = event["detail"]
-        return f"{d['cause']} (signal {d.get('signal')}): {event['error'][:60]}"
+        how = [f"signal {d['signal']}"] if d.get("signal") is not None else []
+        if d.get("exitcode") is not None:
+            how.append(f"exit code {d['exitcode']}")
+        cause = f"{d['cause']} ({', '.join(how)})" if how else d["cause"]
+        return f"{cause}: {event['error']}"
     if kind == "ConversationStateUpdateEvent":
         return f"{event['key']} -> {event['value']}"
     if kind == "UserRejectObservation":
@@ -44,13 +65,27 @@ def _describe(event: dict[str, Any]) -> Any:
     return ""
 
 
+def _action_id(event: dict[str, Any]) -> str:
+    """The action an event row names: what `retry` and `actions show` take."""
+    if event["kind"] == "ActionEvent":
+        return str(event["id"])  # an ActionEvent's id is its action's id
+    if event["kind"] == "AgentErrorEvent":
+        return str(event["action_id"])
+    return ""
+
+
 def _print_events(events: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("seq", "kind", "detail"):
-        table.add_column(column)
+    # In a narrow terminal names and ids are folded onto more lines, never
+    # cut (an id is only useful whole), and the detail is wrapped at words.
+    table.add_column("seq", no_wrap=True)
+    table.add_column("kind", overflow="fold")
+    table.add_column("action", overflow="fold")
+    table.add_column("detail", ratio=1)
     for event in events:
         style = "red" if event["kind"] == "AgentErrorEvent" else None
-        table.add_row(str(event["seq"]), event["kind"], _summary(event), style=style)
+        row = (str(event["seq"]), event["kind"], _action_id(event), _summary(event))
+        table.add_row(*row, style=style)
     console.print(table)
 
 
@@ -65,27 +100,57 @@ def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
+def _fail(error: Exception, as_json: bool) -> None:
+    """Print an error (JSON on stderr under --json) and exit 1."""
+    if isinstance(error, ApiError):
+        status, code, message = error.status or None, error.code, error.message
+    elif isinstance(error, click.ClickException):
+        status, code, message = None, "bad_parameter", error.format_message()
+    else:
+        status, code, message = None, getattr(error, "code", "error"), str(error)
+    if as_json:
+        payload = {"error": {"status": status, "code": code, "message": message}}
+        click.echo(json.dumps(payload), err=True)
+    else:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
 def with_client(fn: F) -> F:
-    """Adds --url/--api-key and turns API errors into a message and exit code 1."""
+    """Adds --url/--api-key and turns errors into a message (JSON under --json)
+    and exit code 1."""
 
     @click.option("--url", default=None, help="API URL (default: ACTIONQ_API_URL, then .actionq).")
     @click.option("--api-key", default=None, help="API key (default: ACTIONQ_API_KEY).")
     @wraps(fn)
     def wrapper(url: str | None, api_key: str | None, **kwargs: Any) -> Any:
-        base, key = resolve_api_target(get_settings(), url, api_key)
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            base, key = resolve_api_target(get_settings(), url, api_key)
+        except ActionqError as e:
+            _fail(e, as_json)
         client = ApiClient(base, key)
         try:
             return fn(client, **kwargs)
-        except ApiError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+        except ActionqError as e:
+            if isinstance(e, ApiError) and e.code == "quarantined" and not as_json:
+                click.echo(f"error: {e}", err=True)
+                click.echo("use --force to run it anyway", err=True)
+                sys.exit(1)
+            _fail(e, as_json)
+        except click.ClickException as e:
+            if not as_json:
+                raise
+            _fail(e, as_json)
         finally:
             client.close()
 
     return wrapper  # type: ignore[return-value]
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Machine-readable output (errors: JSON on stderr)."
+)
 
 
 @click.group()
@@ -103,7 +168,8 @@ def list_(client: ApiClient, limit: int, as_json: bool) -> None:
 
     def human() -> None:
         table = Table()
-        for column in ("id", "status", "events", "updated"):
+        table.add_column("id", overflow="fold")  # folded, never cut: only useful whole
+        for column in ("status", "events", "updated"):
             table.add_column(column)
         for c in page["items"]:
             style = "red" if c["status"] == "error" else None
@@ -213,3 +279,36 @@ def retry(client: ApiClient, action_id: str, force: bool, as_json: bool) -> None
     """Run an action's call again, as a new action."""
     action = client.retry(action_id, force)
     _emit(action, as_json, lambda: click.echo(f"{action['id']} {action['state']}"))
+
+
+@click.group()
+def actions() -> None:
+    """Actions (tool calls), through the HTTP API; ids are in `conversations show`."""
+
+
+@actions.command("show")
+@click.argument("action_id")
+@json_option
+@with_client
+def show_action(client: ApiClient, action_id: str, as_json: bool) -> None:
+    """An action's state, call and outcome."""
+    action = client.get_action(action_id)
+
+    def human() -> None:
+        shown = {
+            "id": action["id"],
+            "conversation": action["conversation_id"],
+            "state": action["state"],
+            "tool": action["tool"],
+            "arguments": json.dumps(action["arguments"]),
+            "attempt": action.get("attempt"),
+            "created": action.get("created_at"),
+            "ended as": action.get("terminal_kind"),
+            "retry of": action.get("retry_of"),
+            "worker": action.get("owner"),
+        }
+        for label, value in shown.items():
+            if value is not None:
+                click.echo(f"{label + ':':<14}{value}")
+
+    _emit(action, as_json, human)

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from app.errors import ActionqError
+from app.errors import ActionqError, ConfigurationError
 from app.settings import Settings
 
 __all__ = ["ApiClient", "ApiError", "resolve_api_target"]
@@ -21,9 +21,11 @@ class ApiError(ActionqError):
     """The API answered with an error (``status``, ``code`` from its JSON body)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
+        # status 0: no HTTP answer at all (the API could not be reached).
+        super().__init__(f"{status} {code}: {message}" if status else message)
         self.status = status
         self.code = code
+        self.message = message
 
 
 def resolve_api_target(
@@ -34,7 +36,10 @@ def resolve_api_target(
     found: dict[str, str] = {}
     connection_file = data_dir / "api.json"
     if connection_file.exists():
-        found = json.loads(connection_file.read_text())
+        try:
+            found = json.loads(connection_file.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigurationError(f"cannot read {connection_file}: {e}") from e
     resolved_url = url or settings.api_url or found.get("url") or "http://127.0.0.1:8000"
     fallback_key = settings.api_keys[0] if settings.api_keys else None
     resolved_key = key or settings.api_key or found.get("api_key") or fallback_key
@@ -53,7 +58,13 @@ class ApiClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
-            raise ApiError(0, "unreachable", f"cannot reach {self.http.base_url}: {e}") from e
+            url = str(self.http.base_url).rstrip("/")
+            raise ApiError(
+                0,
+                "unreachable",
+                f"cannot reach the actionq API at {url}: {e} — is `actionq up` running "
+                "here? (or set ACTIONQ_API_URL / --url)",
+            ) from e
         if response.is_error:
             try:
                 error = response.json()["error"]
@@ -92,6 +103,10 @@ class ApiClient:
         result: dict[str, Any] = self._request(
             "POST", f"/api/conversations/{conversation_id}/pause"
         )
+        return result
+
+    def get_action(self, action_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/actions/{action_id}")
         return result
 
     def retry(self, action_id: str, force: bool = False) -> dict[str, Any]:

@@ -6,11 +6,12 @@ variables are rejected when the settings are loaded.
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigurationError
@@ -54,7 +55,8 @@ class Settings(BaseSettings):
     queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated keys the HTTP API accepts (required to serve it).",
+        description="Server: the keys the HTTP API accepts, comma-separated (required to "
+        "serve it; `actionq up` makes one). Clients send one of them as `ACTIONQ_API_KEY`.",
     )
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
@@ -66,7 +68,12 @@ class Settings(BaseSettings):
         description="Client commands: the API to talk to (default: the one `actionq up` "
         "started in ./.actionq, else http://127.0.0.1:8000).",
     )
-    api_key: str | None = Field(None, description="Client commands: the API key to send.")
+    api_key: str | None = Field(
+        None,
+        description="Clients (`actionq conversations`, `actionq actions`): the one key they "
+        "send (default: the one `actionq up` wrote in ./.actionq, else the first of "
+        "ACTIONQ_API_KEYS).",
+    )
 
     worker_lease_seconds: float = Field(
         3.0, gt=0, description="A worker whose heartbeat is older than this is dead."
@@ -202,18 +209,51 @@ def _unknown_env_names() -> list[str]:
     return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
 
 
+def _unknown_names_message(unknown: list[str]) -> str:
+    # Compared without the prefix, which every name shares and would make
+    # anything look close.
+    known = [name.upper() for name in Settings.model_fields]
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), known, n=1)
+        described.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
+    return (
+        f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(described)}; "
+        "`actionq config --markdown` lists them all"
+    )
+
+
+# Never echoed back in an error: a typo in one of these may still be a secret.
+_SECRET_FIELDS = {"api_keys", "api_key", "redis_url", "broker_url"}
+
+
+def _validation_message(error: ValidationError) -> str:
+    """One line: each bad variable and what is wrong with it (no pydantic URLs)."""
+    problems = []
+    for detail in error.errors(include_url=False):
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        field = str(detail["loc"][0]) if detail["loc"] else None
+        if field is None:  # a check across settings: its message names them
+            problems.append(message)
+        elif field in _SECRET_FIELDS:
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+        else:
+            problems.append(f"{ENV_PREFIX}{field.upper()}={detail['input']!r}: {message}")
+    return "invalid setting: " + "; ".join(problems)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment; a clear error for typos and bad values."""
     unknown = _unknown_env_names()
     if unknown:
-        raise ConfigurationError(
-            f"unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(ENV_PREFIX + n.upper() for n in Settings.model_fields))}"
-        )
+        raise ConfigurationError(_unknown_names_message(unknown))
     try:
         return Settings(**overrides)
-    except ValueError as e:
-        raise ConfigurationError(f"invalid actionq settings: {e}") from e
+    except ValidationError as e:
+        raise ConfigurationError(_validation_message(e)) from e
+    except ValueError as e:  # pydantic-settings' own parse errors
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigurationError(f"invalid actionq settings: {first_line}") from e
 
 
 @lru_cache(maxsize=1)

@@ -194,7 +194,8 @@ class ActionStore(WorkerLeases):
             raise QuarantinedAction(
                 f"{original.tool} with these arguments crashed {result[1]} time(s) in this "
                 f"conversation (quarantine threshold {quarantine_threshold}); it is likely "
-                "to crash again: retry with force to run it anyway"
+                "to crash again: retry with force=True (CLI `--force`, HTTP "
+                '{"force": true}) to run it anyway'
             )
         if result[0] == "retry_in_progress":
             raise RetryInProgress(

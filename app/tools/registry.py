@@ -5,6 +5,8 @@ schema is the LLM tool spec) and a function that returns an observation dict.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +105,15 @@ def registered_tools() -> list[Tool]:
 
 
 def load_tool_modules(modules: Iterable[str]) -> None:
-    """Import modules that register extra tools (``ACTIONQ_TOOL_MODULES``)."""
+    """Import modules that register extra tools (``ACTIONQ_TOOL_MODULES``).
+
+    The current folder comes first on ``sys.path`` for them, as it does for
+    Celery's worker, so a ``mytools.py`` beside the user is found by every
+    process (console scripts such as ``actionq`` do not have it on the path).
+    """
+    modules = list(modules)
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)
