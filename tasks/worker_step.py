@@ -43,7 +43,13 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self._sigchld_pipe: tuple[int, int] | None = None
 
     def register_with_event_loop(self, worker: Any, hub: Any) -> None:
-        self._cancel_timers()  # called again after a broker reconnect
+        # Called again after a broker reconnect (Celery's event loop cancels
+        # the timers and readers of the lost connection, and so do we).
+        self._cancel_timers()
+        # Renew first: after an outage longer than the lease, the first sweep
+        # must not find this very worker's lease lapsed and error the action
+        # it is still running (that would be a ``lease_expired`` by itself).
+        self.renew_lease()
         settings = get_settings()
         self._timers = [
             hub.call_repeatedly(settings.heartbeat_interval, self.renew_lease),
