@@ -56,3 +56,10 @@ def sleep_after_mark(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
 def raise_error(args: RaiseArgs, ctx: ToolContext) -> dict[str, Any]:
     """Raise an ordinary exception."""
     raise RuntimeError(args.message)
+
+
+@tool("mark_worker_pid", MarkArgs)
+def mark_worker_pid(args: MarkArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Append the pid of the worker's main process (the pool child's parent)."""
+    _append(args.marker_file, str(os.getppid()))
+    return {"worker_pid": os.getppid()}
