@@ -28,6 +28,11 @@
 
 Used for ``redis://`` brokers (``celery_config``); ``ACTIONQ_BROKER_TRANSPORT=redis``
 selects kombu's own transport instead.
+
+``BrokerConnection`` (the kombu connection class of actionq's Celery app, for
+every transport) fixes kombu's teardown after a lost broker connection, which
+used to kill the worker (``Unrecoverable error: AttributeError("'NoneType'
+object has no attribute 'hostname'")``); see its docstring.
 """
 
 # kombu and redis-py's connection classes are untyped.
@@ -41,11 +46,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+from celery.app.amqp import AMQP
+from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-__all__ = ["Channel", "Transport", "UnansweredCommands"]
+__all__ = ["BrokerConnection", "CeleryAMQP", "Channel", "Transport", "UnansweredCommands"]
 
 
 class UnansweredCommands:
@@ -133,3 +140,44 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class BrokerConnection(Connection):
+    """A kombu connection whose transport keeps its client after ``collect()``.
+
+    When the consumer loses the broker, Celery calls ``collect()`` and then
+    ``close()`` on the dead connection (``Consumer.on_connection_error_after_connected``).
+    ``collect()`` closes the channels but swallows the connection errors that
+    doing so raises against a dead server, so a channel can be left open: the
+    Redis channel's ``close()`` first reads the reply of the BRPOP it is waiting
+    for (it fails, and only then is ``_in_poll`` cleared), and the transport's
+    ``close_connection()`` stops at the first channel whose ``close()`` fails
+    (the remote-control channel, deleting its fanout binding), before reaching
+    the task channel. ``collect()`` then sets ``transport.client = None``; the
+    ``close()`` that follows closes the task channel for real, whose
+    ``restore_unacked_once()`` builds a new connection pool from
+    ``transport.client`` and raises ``AttributeError``, which Celery does not
+    treat as a connection error: the worker exits. The same pool rebuild
+    happens when a task that ran through the outage is acknowledged on that
+    old channel.
+
+    The client is the connection's own URL, user and options, all still valid,
+    so the transport keeps it: the restore then fails with a connection error
+    (Redis is down; Celery ignores it, and the broker hands the message out
+    again after the visibility timeout) or works (Redis is back), and the late
+    ack reaches the new server. This is in kombu's ``Connection``, not in a
+    transport, so it covers kombu's own Redis transport too, without
+    monkeypatching kombu: Celery makes its connections from ``app.amqp.Connection``.
+    """
+
+    def collect(self, socket_timeout: float | None = None) -> None:
+        transport = self._transport
+        super().collect(socket_timeout)
+        if transport is not None and transport.client is None:
+            transport.client = self
+
+
+class CeleryAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
+    """Celery's AMQP helper with actionq's connection class (``Celery(amqp=...)``)."""
+
+    Connection = BrokerConnection

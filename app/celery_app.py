@@ -35,6 +35,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "broker_connection_retry_on_startup": True,
+        # Reconnect to a lost broker forever (back-off 2, 4, ... 30 s), not 100
+        # times: an outage of any length must not end the worker.
+        "broker_connection_max_retries": None,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.unacked_restore_interval,
@@ -48,7 +51,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("actionq", include=["tasks.actions"])
+    # amqp: kombu connections that survive the teardown of a lost broker
+    # connection (app/broker_transport.py, BrokerConnection).
+    app = Celery("actionq", include=["tasks.actions"], amqp="app.broker_transport:CeleryAMQP")
     app.conf.update(celery_config(settings))
 
     # Worker-side wiring, explicit: signal handlers and the lease/sweep bootstep.

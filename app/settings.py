@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(
         1.0, gt=0, description="How often a worker looks for claims of dead workers."
     )
+    outcome_retry_seconds: float = Field(
+        35.0,
+        gt=0,
+        description="How long a task keeps retrying to record its action's outcome while "
+        "Redis is unreachable; past it the action is errored (abandoned) once Redis is back.",
+    )
     recover_on_start: bool = Field(
         True, description="Error the actions of dead workers when a worker starts."
     )

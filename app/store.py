@@ -358,7 +358,12 @@ class ActionStore(WorkerLeases):
                 arguments=json.loads(result[4]),
                 tool_call_id=result[5],
             )
-        self._call(lambda: self.redis.srem(k.worker_claims(worker.id), claim_ref))
+        # A delivery of an action this very worker holds (the broker handed
+        # its message out again, e.g. after a Redis outage) must keep the
+        # entry: it is the claim's own, and the claim audit needs it.
+        holds_it = result[0] == "not_pending" and result[2] == worker.id
+        if not holds_it:
+            self._call(lambda: self.redis.srem(k.worker_claims(worker.id), claim_ref))
         if result[0] == "not_pending":
             return ClaimRefused(
                 "not_pending",

@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 Dispatcher = Callable[[str, str], None]
 T = TypeVar("T")
 
-# Retries for writes after the tool ran: a short Redis outage must not lose
-# an outcome. Past this, the worker's claim audit errors the action
-# (``abandoned``) once Redis is back.
+# Back-off of the retries of writes after the tool ran (a short Redis outage
+# must not lose an outcome), for ``ACTIONQ_OUTCOME_RETRY_SECONDS`` in all.
+# Past that, the worker's claim audit errors the action (``abandoned``) once
+# Redis is back.
 _RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 15.0)
 # A delivery whose process died before it could claim the action never ran
 # the tool: it is sent again, at most this many times.
@@ -57,14 +58,21 @@ class ClaimUnavailableError(StoreUnavailableError):
     """The store could not be reached to claim the action; nothing ran."""
 
 
-def _with_retries(operation: Callable[[], T], what: str) -> T:
-    for delay in _RETRY_DELAYS:
+def _with_retries(operation: Callable[[], T], what: str, give_up_after: float) -> T:
+    """``operation()``, retried while the store is unreachable, for up to
+    ``give_up_after`` seconds; then its ``StoreUnavailableError`` is raised."""
+    deadline = time.monotonic() + give_up_after
+    delays = iter(_RETRY_DELAYS)
+    while True:
         try:
             return operation()
         except StoreUnavailableError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            delay = min(next(delays, _RETRY_DELAYS[-1]), left)
             log.warning("could not %s (%s); retrying in %.1fs", what, e, delay)
             time.sleep(delay)
-    return operation()
 
 
 def _claim_record(claim: Claim) -> ActionRecord:
@@ -190,7 +198,9 @@ def execute_action(
         else ConversationStatus.IDLE
     )
     finished = _with_retries(
-        lambda: store.finish_action(claim, event, worker, quiet_status=quiet), "record outcome"
+        lambda: store.finish_action(claim, event, worker, quiet_status=quiet),
+        "record outcome",
+        settings.outcome_retry_seconds,
     )
     elapsed = time.monotonic() - started
     if not finished.appended:
@@ -207,7 +217,11 @@ def execute_action(
     )
     if finished.next_action_id and not finished.pushed:
         next_id = finished.next_action_id
-        _with_retries(lambda: dispatch(conversation_id, next_id), "send the next action")
+        _with_retries(
+            lambda: dispatch(conversation_id, next_id),
+            "send the next action",
+            settings.outcome_retry_seconds,
+        )
     return "done" if observed else "done: tool error"
 
 

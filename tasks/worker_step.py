@@ -60,7 +60,15 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.heartbeat.start()
 
     def register_with_event_loop(self, worker: Any, hub: Any) -> None:
-        self._cancel_timers()  # called again after a broker reconnect
+        # Called again after a broker reconnect (Celery's event loop cancels
+        # the timers and readers of the lost connection, and so do we).
+        self._cancel_timers()
+        # Renew first: after an outage longer than the lease, the first sweep
+        # must not find this very worker's lease lapsed and error the action
+        # it is still running (that would be a ``lease_expired`` by itself).
+        if self.heartbeat is not None:
+            self.heartbeat.loop_alive()
+            self.heartbeat.renew_once()
         settings = get_settings()
         self._timers = [
             hub.call_repeatedly(settings.heartbeat_interval, self.loop_alive),

@@ -357,6 +357,29 @@ def test_claim_audit_errors_only_abandoned_claims(aq: ActionQ) -> None:
     assert store.worker_claim_refs(ALIVE.id) == [(running_cid, running)]
 
 
+def test_a_second_delivery_to_the_owner_keeps_its_claim_auditable(aq: ActionQ) -> None:
+    """The broker hands a running action's message to the worker that holds
+    it (after a Redis outage): the refused claim must not drop the owner's
+    claim index entry, or the claim audit never ends the action."""
+    from app.recovery import audit_own_claims
+
+    store = aq.store
+    cid = store.create_conversation().id
+    aid = store.submit_action(cid, "terminal", {"command": "a"}).action_id
+    claimed(store, cid, aid, ALIVE)
+    refused = store.claim_action(cid, aid, ALIVE)
+    assert not isinstance(refused, Claim) and refused.owner == ALIVE.id
+    assert store.worker_claim_refs(ALIVE.id) == [(cid, aid)]
+
+    # Another worker's refused delivery drops only its own (new) entry.
+    assert not isinstance(store.claim_action(cid, aid, DEAD), Claim)
+    assert store.worker_claim_refs(DEAD.id) == []
+
+    # The task that held it ended without recording an outcome: the audit errors it.
+    assert audit_own_claims(store, ALIVE, set(), now=store.server_time() + 30) == [aid]
+    assert only_error(aq, cid, aid).detail.cause == ErrorCause.ABANDONED
+
+
 def test_pause_does_not_cancel_an_action_claimed_meanwhile(aq: ActionQ) -> None:
     from app.lifecycle import cancel_action
 

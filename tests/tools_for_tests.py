@@ -66,3 +66,10 @@ class NoArgs(BaseModel):
 def own_environ_names(args: NoArgs, ctx: ToolContext) -> dict[str, Any]:
     """The ACTIONQ_* names in the environment of the process running the tool."""
     return {"names": sorted(k for k in os.environ if k.startswith("ACTIONQ_"))}
+
+
+@tool("mark_worker_pid", MarkArgs)
+def mark_worker_pid(args: MarkArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Append the pid of the worker's main process (the pool child's parent)."""
+    _append(args.marker_file, str(os.getppid()))
+    return {"worker_pid": os.getppid()}
