@@ -8,6 +8,7 @@ ActionqError
 │   └── ActionNotFound
 ├── ConflictError             the state does not allow the operation
 │   ├── DuplicateToolCallId
+│   ├── IdempotencyConflict   an idempotency key reused for another call
 │   ├── InvalidTransition     e.g. resume of a conversation that is running
 │   └── QuarantinedAction     retry refused: the fingerprint crashed too often
 └── UnknownToolError          no tool with that name is registered
@@ -22,6 +23,7 @@ __all__ = [
     "ConflictError",
     "ConversationNotFound",
     "DuplicateToolCallId",
+    "IdempotencyConflict",
     "InvalidArgumentsError",
     "InvalidTransition",
     "NotFoundError",
@@ -63,6 +65,10 @@ class ConflictError(ActionqError):
 
 class DuplicateToolCallId(ConflictError):
     code = "duplicate_tool_call_id"
+
+
+class IdempotencyConflict(ConflictError):
+    code = "idempotency_conflict"
 
 
 class InvalidTransition(ConflictError):

@@ -20,6 +20,7 @@ from app.errors import (
     ActionNotFound,
     ConversationNotFound,
     DuplicateToolCallId,
+    IdempotencyConflict,
     InvalidTransition,
     StoreUnavailableError,
 )
@@ -189,6 +190,11 @@ class ActionStore(WorkerLeases):
         self._call(lambda: self.redis.hdel(k.action_index(), action_id))
         if outcome == "existing":
             return SubmitResult(result[1], False, None)
+        if outcome == "idempotency_conflict":
+            raise IdempotencyConflict(
+                f"idempotency_key {idempotency_key!r} is already used by action {result[1]} "
+                f"with another call (tool or arguments differ) in conversation {cid}"
+            )
         if outcome == "duplicate_tool_call":
             raise DuplicateToolCallId(
                 f"tool_call_id {event.tool_call_id!r} is already used by action {result[1]} "

@@ -118,9 +118,12 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
         console.print(f"  API key: {key}  (header X-Session-API-Key; saved in {data_dir})")
         console.print("  Ctrl-C stops everything.")
-        from app.api import create_app
+        from app.api import SHUTDOWN_GRACE_SECONDS, create_app
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="warning",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )  # fmt: skip
     finally:
         console.print("stopping: worker (running actions may finish) ...")
         _stop(worker, timeout=60)

@@ -10,80 +10,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.client import ApiClient
+from tests.api_stack import UpProcess, running, start_up, stop_up
 from tests.events import count_lines
-from tests.helpers import ROOT, free_port, wait_for
-
-
-@dataclass
-class UpProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    key: str
-    data_dir: Path
-    log: Path
-
-    def client(self) -> ApiClient:
-        return ApiClient(self.url, self.key)
-
-    def headers(self) -> dict[str, str]:
-        return {"X-Session-API-Key": self.key}
-
-
-def start_up(data_dir: Path, log: Path) -> UpProcess:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")} | {
-        "PYTHONPATH": str(ROOT),
-        "ACTIONQ_TOOL_MODULES": "tests.tools_for_tests",
-        "ACTIONQ_WORKDIR": str(data_dir.parent),
-        "ACTIONQ_VISIBILITY_TIMEOUT": "5",
-        "ACTIONQ_UNACKED_RESTORE_INTERVAL": "1",
-        "ACTIONQ_API_MAX_BODY_BYTES": "65536",
-    }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "up", "--port", str(port), "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"actionq up exited:\n{log.read_text()[-3000:]}")
-        try:
-            return httpx.get(url + "/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 60, 0.2, "actionq up to be healthy")
-    key = (data_dir / "api-key").read_text().strip()
-    return UpProcess(process, url, key, data_dir, log)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_up(up: UpProcess) -> int:
-    if up.process.poll() is None:
-        up.process.send_signal(signal.SIGINT)
-        try:
-            return up.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.process.pid, signal.SIGKILL)
-    return up.process.wait(10)
+from tests.helpers import ROOT, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -290,18 +225,33 @@ def test_idempotent_post_returns_the_same_action(stack: UpProcess) -> None:
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
     wait_for(lambda: count_lines(marker) == 1, 20, what="the action to run")
+
+    # The same key for another call (arguments, then tool): 409, nothing stored.
+    other_arguments = body | {"arguments": {"marker_file": str(marker), "seconds": 1}}
+    other_tool = body | {"tool": "terminal", "arguments": {"command": "echo no"}}
+    for other in (other_arguments, other_tool):
+        conflict = httpx.post(url, headers=h, json=other)
+        assert conflict.status_code == 409, conflict.text
+        assert conflict.json()["error"]["code"] == "idempotency_conflict"
+        assert first.json()["id"] in conflict.json()["error"]["message"]
     events = httpx.get(f"{url.rsplit('/', 1)[0]}/events", headers=h).json()["items"]
     assert [e["kind"] for e in events].count("ActionEvent") == 1
+    assert httpx.post(url, headers=h, json=body).status_code == 200
 
 
 def test_openapi_fuzzing_finds_no_server_errors(stack: UpProcess, tmp_path: Path) -> None:
+    # The event stream is fuzzed too; its `timeout` is pinned so that a
+    # stream of a conversation that exists ends (it would follow forever).
+    (tmp_path / "schemathesis.toml").write_text(
+        '[[operations]]\ninclude-path-regex = "events/stream"\n'
+        'parameters = { "query.timeout" = 1 }\n'
+    )
     result = subprocess.run(
         [
             sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/openapi.json",
             "--header", f"X-Session-API-Key: {stack.key}",
             "--checks", "not_a_server_error",
             "--max-examples", "40",
-            "--exclude-path-regex", "events/stream",
             "--request-timeout", "10",
             "--workers", "1",
         ],
@@ -347,8 +297,8 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     worker_pid = int((data_dir / "worker.pid").read_text())
     os.killpg(up.process.pid, signal.SIGKILL)  # the whole `actionq up` process group
     up.process.wait(10)
-    wait_for(lambda: not _running(server_pid), 30, what="the server to exit")
-    wait_for(lambda: not _running(worker_pid), 30, what="the worker to exit")
+    wait_for(lambda: not running(server_pid), 30, what="the server to exit")
+    wait_for(lambda: not running(worker_pid), 30, what="the worker to exit")
 
     again = start_up(data_dir, tmp_path / "up2.log")
     started.append(again)

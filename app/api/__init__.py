@@ -11,13 +11,19 @@ from app.api.body_limit import BodySizeLimit
 from app.api.errors import install_error_handlers
 from app.api.metrics import ApiMetrics
 from app.api.routes import protected, public
+from app.api.stream import stream_router
 from app.errors import ConfigurationError
 from app.event_stream import EventFollower
 from app.service import ActionQ
 from app.settings import Settings, get_settings
 from app.tools import load_tool_modules
 
-__all__ = ["create_app"]
+__all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app"]
+
+# uvicorn's timeout_graceful_shutdown: on shutdown it waits for every open
+# connection to end, and an event stream never does; after this it cancels
+# them (clients reconnect with Last-Event-ID).
+SHUTDOWN_GRACE_SECONDS = 3
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(protected)
+    app.include_router(stream_router, responses=protected.responses)
 
     @app.middleware("http")
     async def count_requests(

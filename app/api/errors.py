@@ -20,15 +20,23 @@ from app.errors import (
     UnknownToolError,
 )
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["BadRequestError", "error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
+
+
+class BadRequestError(ActionqError):
+    """A request the API understood and refuses (e.g. a malformed header)."""
+
+    code = "bad_request"
+
 
 _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (AuthenticationError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
     (UnknownToolError, 400),
+    (BadRequestError, 400),
     (InvalidArgumentsError, 422),
     (StoreUnavailableError, 503),
     (ConfigurationError, 500),

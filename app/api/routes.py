@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.auth import require_api_key
@@ -18,15 +16,13 @@ from app.api.schemas import (
     RetryRequest,
     SubmitActionRequest,
 )
+from app.api.stream import MAX_SEQ
 from app.errors import ActionqError
-from app.event_stream import EventFollower
 from app.models import ActionRecord, Conversation, EventPage
 from app.service import ActionQ
 
 __all__ = ["protected", "public"]
 
-# Sequence numbers are Redis stream ids: keep them well inside 64 bits.
-MAX_SEQ = 2**53
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
 }
@@ -164,37 +160,3 @@ def list_events(
 ) -> EventPage:
     """Events with seq > ``after_seq``; follow ``next_after_seq`` for the next page."""
     return aq.list_events(conversation_id, after_seq, limit)
-
-
-@protected.get(
-    "/api/conversations/{conversation_id}/events/stream",
-    response_class=EventSourceResponse,
-    tags=["events"],
-)
-async def stream_events(
-    conversation_id: str,
-    request: Request,
-    aq: AQ,
-    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: every event with seq > ``after_seq`` (or > the
-    ``Last-Event-ID`` header, which wins), then new ones as they happen. Each
-    SSE ``id`` is the event's seq, so a reconnecting client misses nothing."""
-    aq.get_conversation(conversation_id)  # 404 before the stream starts
-    start = after_seq
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        start = min(int(last_event_id.strip()), MAX_SEQ)
-    follower: EventFollower = request.app.state.follower
-    gauge = request.app.state.metrics.sse_clients
-    gauge.inc()
-    try:
-        async for event in follower.follow(conversation_id, start):
-            if await request.is_disconnected():
-                return
-            if event is None:
-                yield ServerSentEvent(comment="keep-alive")
-                continue
-            yield ServerSentEvent(raw_data=event.json, event=event.kind, id=str(event.seq))
-    finally:
-        gauge.dec()

@@ -1,0 +1,107 @@
+"""``GET /api/conversations/{id}/events/stream``: a conversation's events as
+Server-Sent Events. Everything that can refuse the request (the key, the
+conversation, the ``Last-Event-ID``) is checked before the response starts."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from app.api.auth import require_api_key
+from app.api.errors import BadRequestError
+from app.errors import StoreUnavailableError
+from app.event_stream import EventFollower
+from app.service import ActionQ
+
+__all__ = ["MAX_SEQ", "stream_router"]
+
+log = logging.getLogger(__name__)
+
+# Sequence numbers are Redis stream ids: keep them well inside 64 bits.
+MAX_SEQ = 2**53
+_SEQ = re.compile(r"[0-9]{1,20}")
+
+stream_router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    conversation_id: str
+    after_seq: int
+
+
+def _stream_start(
+    conversation_id: str,
+    request: Request,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    last_event_id: Annotated[
+        str | None,
+        Header(description="Seq of the last event received; wins over after_seq."),
+    ] = None,
+) -> StreamStart:
+    """The checks that must answer before the stream starts (404, 400)."""
+    start = after_seq
+    if last_event_id is not None and last_event_id.strip():
+        value = last_event_id.strip()
+        if not _SEQ.fullmatch(value):
+            raise BadRequestError(
+                f"Last-Event-ID must be the seq of an event (a non-negative integer), "
+                f"got {value[:40]!r}"
+            )
+        start = min(int(value), MAX_SEQ)
+    aq: ActionQ = request.app.state.aq
+    aq.get_conversation(conversation_id)  # ConversationNotFound: 404
+    return StreamStart(conversation_id, start)
+
+
+@stream_router.get(
+    "/api/conversations/{conversation_id}/events/stream",
+    response_class=EventSourceResponse,
+    tags=["events"],
+)
+async def stream_events(
+    request: Request,
+    start: Annotated[StreamStart, Depends(_stream_start)],
+    until_seq: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_SEQ, description="End the stream after the event with this seq."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        Query(gt=0, le=86_400, description="End the stream after this many seconds."),
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: every event with seq > ``after_seq`` (or > the
+    ``Last-Event-ID`` header, which wins), then new ones as they happen,
+    until ``until_seq`` or ``timeout`` if given, else until the client leaves.
+    Each SSE ``id`` is the event's seq, so a reconnecting client misses nothing."""
+    follower: EventFollower = request.app.state.follower
+    gauge = request.app.state.metrics.sse_clients
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if until_seq is not None and start.after_seq >= until_seq:
+        return
+    gauge.inc()
+    try:
+        async for event in follower.follow(start.conversation_id, start.after_seq, deadline):
+            if await request.is_disconnected():
+                return
+            if event is None:
+                yield ServerSentEvent(comment="keep-alive")
+                continue
+            yield ServerSentEvent(raw_data=event.json, event=event.kind, id=str(event.seq))
+            if until_seq is not None and event.seq >= until_seq:
+                return
+    except StoreUnavailableError as e:
+        # The response has started: all that is left is to end it; the
+        # client reconnects with Last-Event-ID.
+        log.warning("event stream of %s ended: %s", start.conversation_id, e)
+        request.app.state.metrics.sse_errors.inc()
+    finally:
+        gauge.dec()
