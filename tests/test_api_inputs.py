@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app.errors import ConflictError, IdempotencyConflict
@@ -31,3 +33,104 @@ def test_python_api_refuses_an_idempotency_key_reused_for_another_call(aq: Actio
     with pytest.raises(IdempotencyConflict):
         aq.submit_action(cid, "read_file", {"command": "date"}, idempotency_key="k")
     assert [e.kind for e in aq.list_events(cid).items].count("ActionEvent") == 1
+
+
+def _actions_url(up: UpProcess) -> str:
+    cid = httpx.post(up.url + "/api/conversations", headers=up.headers()).json()["id"]
+    return f"{up.url}/api/conversations/{cid}/actions"
+
+
+def test_a_lone_surrogate_is_a_422_that_says_where(stack: UpProcess) -> None:
+    url = _actions_url(stack)
+    for body, says in (
+        ('{"tool": "terminal", "arguments": {"command": "echo \\ud800"}}', "arguments.command"),
+        ('{"tool": "terminal", "arguments": {"command": "ls", "\\ud800": 1}}', "arguments.<key>"),
+        ('{"tool": "terminal", "arguments": {"command": "ls"}, "thought": "\\udfff"}', "thought"),
+    ):
+        response = httpx.post(
+            url, content=body, headers=stack.headers() | {"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert says in response.json()["error"]["message"], response.text
+    events = httpx.get(url.replace("/actions", "/events"), headers=stack.headers()).json()
+    assert events["items"] == []
+
+
+def test_the_key_is_checked_before_the_body(stack: UpProcess) -> None:
+    url = _actions_url(stack)
+    for headers in ({}, {"X-Session-API-Key": "wrong"}):
+        for content in (b'{"tool": ', b"x" * 100_000, b'{"tool": "terminal"}'):
+            response = httpx.post(
+                url, content=content, headers=headers | {"content-type": "application/json"}
+            )
+            assert response.status_code == 401, (headers, content[:20], response.text)
+            assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(stack: UpProcess) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"tool": "terminal", "arguments": {"command": "'
+        for _ in range(100):
+            yield b"x" * 1024  # 100 KiB in all, over the stack's 64 KiB
+        yield b'"}}'
+
+    response = httpx.post(
+        _actions_url(stack),
+        content=chunks(),
+        headers=stack.headers() | {"content-type": "application/json"},
+    )
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "payload_too_large" and "ACTIONQ_API_MAX_BODY_BYTES" in error["message"]
+
+
+def test_malformed_json_says_where_and_a_missing_content_type_is_named(stack: UpProcess) -> None:
+    url = _actions_url(stack)
+    json_type = {"content-type": "application/json"}
+    malformed = httpx.post(
+        url, content=b'{"tool": "terminal",\n "arguments": {', headers=stack.headers() | json_type
+    )
+    assert malformed.status_code == 422
+    message = malformed.json()["error"]["message"]
+    assert message.startswith("malformed JSON at line 2, column 16 (character 36): "), message
+    assert "Content-Type" not in message
+    untyped = httpx.post(
+        url, content=b'{"tool": "terminal", "arguments": {}}', headers=stack.headers()
+    )
+    assert untyped.status_code == 422
+    assert "Content-Type: application/json" in untyped.json()["error"]["message"]
+
+
+def test_head_health(stack: UpProcess) -> None:
+    response = httpx.head(stack.url + "/health")
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_docs_work_offline_and_can_authorize(stack: UpProcess) -> None:
+    page = httpx.get(stack.url + "/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls, page.text
+    assert not [u for u in urls if "//" in u], urls  # nothing from another host
+    for asset in urls:
+        assert httpx.get(stack.url + asset).status_code == 200, asset
+    redoc = httpx.get(stack.url + "/redoc").text
+    assert "//" not in "".join(re.findall(r"""src=['"]([^'"]+)['"]""", redoc))
+
+    schema = httpx.get(stack.url + "/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == schemes["APIKeyHeader"] | {
+        "type": "apiKey", "in": "header", "name": "X-Session-API-Key",
+    }  # fmt: skip
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    listed = schema["paths"]["/api/conversations"]["get"]["security"]
+    assert {"APIKeyHeader": []} in listed and {"HTTPBearer": []} in listed
+    assert "security" not in schema["paths"]["/health"]["get"]
+
+
+def test_metrics_name_every_route_and_count_refused_streams(stack: UpProcess) -> None:
+    httpx.get(stack.url + "/docs")
+    httpx.get(f"{stack.url}/api/conversations/nope/events/stream", headers=stack.headers())
+    text = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
+    assert 'route="/docs",status="200"' in text
+    assert 'route="/api/conversations/{conversation_id}/events/stream",status="404"' in text, text

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.body_limit import BodySizeLimit
 from app.api.errors import install_error_handlers
+from app.api.gate import RequestGate
 from app.api.metrics import ApiMetrics
 from app.api.routes import protected, public
 from app.api.stream import stream_router
@@ -41,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await follower.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the installed
+    # fastapi-offline package, not a CDN (they work offline).
+    app = FastAPIOffline(
         title="actionq",
         version="0.1.0",
         summary="Every tool call of an AI agent as a durable Celery job.",
@@ -57,14 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(protected)
     app.include_router(stream_router, responses=protected.responses)
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(request.method, path, response.status_code).inc()
-        return response
-
+    # Added last, so outermost: before the body limit and everything else.
+    app.add_middleware(RequestGate, metrics=app.state.metrics, keys=settings.api_keys)
     return app

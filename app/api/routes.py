@@ -39,6 +39,7 @@ AQ = Annotated[ActionQ, Depends(_aq)]
 
 
 @public.get("/health", response_model=HealthResponse, tags=["service"])
+@public.head("/health", include_in_schema=False)
 def health(aq: AQ, response: Response) -> HealthResponse:
     """200 when Redis answers and at least one worker holds a lease, else 503."""
     try:

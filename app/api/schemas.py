@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.models import Conversation
 
@@ -21,6 +21,28 @@ __all__ = [
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Self:
+        """JSON may carry lone surrogates (``"\\ud800"``), which are no text
+        and cannot be stored: refuse them here, with where they are."""
+        stack: list[tuple[str, Any]] = [("", self.model_dump())]
+        while stack:
+            where, value = stack.pop()
+            if isinstance(value, str):
+                try:
+                    value.encode()
+                except UnicodeEncodeError as e:
+                    raise ValueError(
+                        f"{where.lstrip('.') or 'body'} is not valid Unicode: lone surrogate "
+                        f"{value[e.start]!r} at character {e.start}"
+                    ) from None
+            elif isinstance(value, dict):
+                stack.extend((f"{where}.{k}", v) for k, v in value.items())
+                stack.extend((f"{where}.<key>", k) for k in value)
+            elif isinstance(value, list):
+                stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        return self
 
 
 class CreateConversationRequest(_Body):
