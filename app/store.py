@@ -72,6 +72,12 @@ class ActionStore(WorkerLeases):
 
     # ------------------------------------------------------------------ conversations
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
+        return self.create_conversation_checked(conversation_id)[0]
+
+    def create_conversation_checked(
+        self, conversation_id: str | None = None
+    ) -> tuple[Conversation, bool]:
+        """The conversation, and whether this call created it (False: it existed)."""
         cid = conversation_id or new_id()
         now = utc_now()
         # Index first: a conversation may be listed a moment before it exists,
@@ -79,8 +85,8 @@ class ActionStore(WorkerLeases):
         self._call(
             lambda: self.redis.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
         )
-        self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
-        return self.get_conversation(cid)
+        created = self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
+        return self.get_conversation(cid), bool(created)
 
     def get_conversation(self, conversation_id: str) -> Conversation:
         raw = self._call(lambda: self.redis.hgetall(self.keys.conversation(conversation_id)))

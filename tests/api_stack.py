@@ -63,7 +63,8 @@ def start_up(data_dir: Path, log: Path, extra_env: dict[str, str] | None = None)
             return False
 
     wait_for(healthy, 60, 0.2, "actionq up to be healthy")
-    key = (data_dir / "api-key").read_text().strip()
+    given = env.get("ACTIONQ_API_KEYS", "").split(",")[0]
+    key = given or (data_dir / "api-key").read_text().strip()
     return UpProcess(process, url, key, data_dir, log)
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from app.errors import ConflictError, IdempotencyConflict
+from app.models import validation_error_text
 from app.service import ActionQ
+from app.tools.builtin import TerminalArgs
 from tests.api_stack import UpProcess, start_up, stop_up
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +140,55 @@ def test_metrics_name_every_route_and_count_refused_streams(stack: UpProcess) ->
     text = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
     assert 'route="/docs",status="200"' in text
     assert 'route="/api/conversations/{conversation_id}/events/stream",status="404"' in text, text
+
+
+def test_conversation_ids_start_alphanumeric_and_creating_twice_is_200(stack: UpProcess) -> None:
+    url = stack.url + "/api/conversations"
+    for bad in (".", "..", "-rf", "_x", ".hidden"):
+        refused = httpx.post(url, headers=stack.headers(), json={"id": bad})
+        assert refused.status_code == 422, (bad, refused.text)
+    assert httpx.get(url + "?limit=500", headers=stack.headers()).json()["items"] == [
+        c for c in httpx.get(url + "?limit=500", headers=stack.headers()).json()["items"]
+        if c["id"][0].isalnum()
+    ]  # fmt: skip
+    first = httpx.post(url, headers=stack.headers(), json={"id": "a.b-c_1"})
+    again = httpx.post(url, headers=stack.headers(), json={"id": "a.b-c_1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json() == again.json()
+    assert httpx.post(url, headers=stack.headers()).status_code == 201
+
+
+def test_an_action_shows_iso_times_and_no_internal_fields(stack: UpProcess) -> None:
+    url = _actions_url(stack)
+    created = httpx.post(
+        url, headers=stack.headers(), json={"tool": "terminal", "arguments": {"command": "true"}}
+    ).json()
+    action_url = f"{stack.url}/api/actions/{created['id']}"
+
+    def finished() -> dict[str, Any] | None:
+        action: dict[str, Any] = httpx.get(action_url, headers=stack.headers()).json()
+        return action if action["finished_at"] else None
+
+    action = wait_for(finished, 30, what="the action to finish")
+    for shown in (created, action):
+        assert not {"fence", "pgid"} & set(shown), shown
+    for field in ("created_at", "claimed_at", "finished_at"):
+        assert datetime.fromisoformat(action[field]).tzinfo is not None, (field, action)
+    schema = httpx.get(stack.url + "/openapi.json").json()["components"]["schemas"]
+    assert "fence" not in schema["ActionResponse"]["properties"]
+
+
+def test_invalid_arguments_messages_carry_no_urls(stack: UpProcess) -> None:
+    refused = httpx.post(
+        _actions_url(stack), headers=stack.headers(),
+        json={"tool": "terminal", "arguments": {"cmd": "ls"}},
+    )  # fmt: skip
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 422 and "command" in message
+    assert "http" not in message and "For further information" not in message, message
+    # The same helper words a worker's AgentErrorEvent (tasks/execution.py).
+    with pytest.raises(ValidationError) as raised:
+        TerminalArgs.model_validate({"cmd": "ls"})
+    assert "errors.pydantic.dev" in str(raised.value)
+    text = validation_error_text(raised.value)
+    assert "command" in text and "http" not in text

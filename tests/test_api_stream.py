@@ -182,3 +182,45 @@ def test_a_bad_last_event_id_is_a_400(stack: UpProcess, last_event_id: bytes) ->
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "bad_request" and "Last-Event-ID" in error["message"]
+
+
+def test_streams_are_capped_per_key_and_in_total(tmp_path: Path) -> None:
+    keys = ["key-one-" + "x" * 20, "key-two-" + "y" * 20]
+    up = start_up(
+        tmp_path / ".actionq", tmp_path / "up.log",
+        {"ACTIONQ_API_KEYS": ",".join(keys), "ACTIONQ_API_MAX_STREAMS": "3",
+         "ACTIONQ_API_MAX_STREAMS_PER_KEY": "2"},
+    )  # fmt: skip
+    http = httpx.Client(base_url=up.url, timeout=httpx.Timeout(5, read=60))
+    opened: list[httpx.Response] = []
+    try:
+        cid = http.post("/api/conversations", headers={"X-Session-API-Key": keys[0]}).json()["id"]
+
+        def open_stream(key: str) -> httpx.Response:
+            request = http.build_request(
+                "GET", f"/api/conversations/{cid}/events/stream",
+                headers={"Authorization": f"Bearer {key}"},
+            )  # fmt: skip
+            response = http.send(request, stream=True)
+            if response.status_code == 200:
+                opened.append(response)
+            else:
+                response.read()
+            return response
+
+        assert [open_stream(keys[0]).status_code for _ in range(2)] == [200, 200]
+        per_key = open_stream(keys[0])
+        assert per_key.status_code == 429, per_key.text
+        assert "ACTIONQ_API_MAX_STREAMS_PER_KEY" in per_key.json()["error"]["message"]
+        assert open_stream(keys[1]).status_code == 200
+        total = open_stream(keys[1])
+        assert total.status_code == 503, total.text
+        assert total.json()["error"]["code"] == "stream_capacity_reached"
+
+        opened.pop(0).close()  # a slot comes back when its client leaves
+        wait_for(lambda: open_stream(keys[1]).status_code == 200, 10, 0.2, "a free slot")
+    finally:
+        for response in opened:
+            response.close()
+        http.close()
+        stop_up(up)

@@ -13,7 +13,7 @@ from app.api.errors import install_error_handlers
 from app.api.gate import RequestGate
 from app.api.metrics import ApiMetrics
 from app.api.routes import protected, public
-from app.api.stream import stream_router
+from app.api.stream import StreamSlots, stream_router
 from app.errors import ConfigurationError
 from app.event_stream import EventFollower
 from app.service import ActionQ
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.aq = ActionQ(settings)
     app.state.metrics = ApiMetrics()
     app.state.follower = follower
+    app.state.stream_slots = StreamSlots(settings.api_max_streams, settings.api_max_streams_per_key)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_handlers(app)
     app.include_router(public)

@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.errors import ActionqError
 
-__all__ = ["AuthenticationError", "authenticate", "require_api_key"]
+__all__ = ["AuthenticationError", "authenticate", "presented_key", "require_api_key"]
 
 API_KEY_HEADER = "X-Session-API-Key"
 
@@ -28,6 +28,11 @@ _bearer_scheme = HTTPBearer(auto_error=False, description="A key from ACTIONQ_AP
 
 class AuthenticationError(ActionqError):
     code = "unauthorized"
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries, valid or not (None: none)."""
+    return _presented_key(headers.get(API_KEY_HEADER), headers.get("authorization"))
 
 
 def _presented_key(x_session_api_key: str | None, authorization: str | None) -> str | None:
@@ -42,7 +47,7 @@ def _presented_key(x_session_api_key: str | None, authorization: str | None) -> 
 
 def authenticate(headers: Mapping[str, str], keys: list[str]) -> None:
     """Raise ``AuthenticationError`` unless ``headers`` carry one of ``keys``."""
-    presented = _presented_key(headers.get(API_KEY_HEADER), headers.get("authorization"))
+    presented = presented_key(headers)
     if presented is None:
         raise AuthenticationError(
             "missing API key: send it as 'X-Session-API-Key: <key>' or "

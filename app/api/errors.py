@@ -21,7 +21,13 @@ from app.errors import (
     UnknownToolError,
 )
 
-__all__ = ["BadRequestError", "error_response", "install_error_handlers"]
+__all__ = [
+    "BadRequestError",
+    "StreamCapacityError",
+    "TooManyStreamsError",
+    "error_response",
+    "install_error_handlers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,18 @@ class BadRequestError(ActionqError):
     code = "bad_request"
 
 
+class TooManyStreamsError(ActionqError):
+    """This API key has as many event streams open as it may."""
+
+    code = "too_many_streams"
+
+
+class StreamCapacityError(ActionqError):
+    """The API serves as many event streams as it may."""
+
+    code = "stream_capacity_reached"
+
+
 _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (AuthenticationError, 401),
     (NotFoundError, 404),
@@ -39,6 +57,8 @@ _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (UnknownToolError, 400),
     (BadRequestError, 400),
     (InvalidArgumentsError, 422),
+    (TooManyStreamsError, 429),
+    (StreamCapacityError, 503),
     (StoreUnavailableError, 503),
     (ConfigurationError, 500),
 ]

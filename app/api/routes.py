@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.auth import require_api_key
 from app.api.schemas import (
+    ActionResponse,
     ConversationList,
     CreateConversationRequest,
     ErrorResponse,
@@ -18,7 +19,7 @@ from app.api.schemas import (
 )
 from app.api.stream import MAX_SEQ
 from app.errors import ActionqError
-from app.models import ActionRecord, Conversation, EventPage
+from app.models import Conversation, EventPage
 from app.service import ActionQ
 
 __all__ = ["protected", "public"]
@@ -64,10 +65,20 @@ def metrics(request: Request, aq: AQ) -> Response:
 
 
 @protected.post(
-    "/api/conversations", status_code=201, response_model=Conversation, tags=["conversations"]
+    "/api/conversations",
+    status_code=201,
+    response_model=Conversation,
+    tags=["conversations"],
+    responses={200: {"model": Conversation, "description": "It existed already (same id)"}},
 )
-def create_conversation(aq: AQ, body: CreateConversationRequest | None = None) -> Conversation:
-    return aq.create_conversation(body.id if body else None)
+def create_conversation(
+    aq: AQ, response: Response, body: CreateConversationRequest | None = None
+) -> Conversation:
+    """Create a conversation (201); with the ``id`` of one that exists, return it (200)."""
+    conversation, created = aq.create_conversation_checked(body.id if body else None)
+    if not created:
+        response.status_code = 200
+    return conversation
 
 
 @protected.get("/api/conversations", response_model=ConversationList, tags=["conversations"])
@@ -91,13 +102,13 @@ def get_conversation(conversation_id: str, aq: AQ) -> Conversation:
 @protected.post(
     "/api/conversations/{conversation_id}/actions",
     status_code=201,
-    response_model=ActionRecord,
+    response_model=ActionResponse,
     tags=["actions"],
-    responses={200: {"model": ActionRecord, "description": "Existing action (idempotency key)"}},
+    responses={200: {"model": ActionResponse, "description": "Existing action (idempotency key)"}},
 )
 def submit_action(
     conversation_id: str, body: SubmitActionRequest, aq: AQ, request: Request, response: Response
-) -> ActionRecord:
+) -> ActionResponse:
     """Post a tool call. Unknown tool: 400; arguments the tool refuses: 422.
     With an ``idempotency_key`` used before, the existing action is returned (200)."""
     aq.validate_tool_call(body.tool, body.arguments)
@@ -113,7 +124,7 @@ def submit_action(
         request.app.state.metrics.actions_submitted.inc()
     else:
         response.status_code = 200
-    return action
+    return ActionResponse.of(action)
 
 
 @protected.post(
@@ -136,18 +147,18 @@ def pause_conversation(conversation_id: str, aq: AQ) -> Conversation:
     return aq.pause(conversation_id)
 
 
-@protected.get("/api/actions/{action_id}", response_model=ActionRecord, tags=["actions"])
-def get_action(action_id: str, aq: AQ) -> ActionRecord:
-    return aq.get_action(action_id)
+@protected.get("/api/actions/{action_id}", response_model=ActionResponse, tags=["actions"])
+def get_action(action_id: str, aq: AQ) -> ActionResponse:
+    return ActionResponse.of(aq.get_action(action_id))
 
 
 @protected.post(
-    "/api/actions/{action_id}/retry", status_code=201, response_model=ActionRecord,
+    "/api/actions/{action_id}/retry", status_code=201, response_model=ActionResponse,
     tags=["actions"],
 )  # fmt: skip
-def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> ActionRecord:
+def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> ActionResponse:
     """A new action with the same call; 409 if quarantined (unless ``force``)."""
-    return aq.retry_action(action_id, force=bool(body and body.force))
+    return ActionResponse.of(aq.retry_action(action_id, force=bool(body and body.force)))
 
 
 @protected.get(

@@ -4,6 +4,7 @@ conversation, the ``Last-Event-ID``) is checked before the response starts."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -14,13 +15,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.auth import require_api_key
-from app.api.errors import BadRequestError
+from app.api.auth import presented_key, require_api_key
+from app.api.errors import BadRequestError, StreamCapacityError, TooManyStreamsError
+from app.api.schemas import ErrorResponse
 from app.errors import StoreUnavailableError
 from app.event_stream import EventFollower
 from app.service import ActionQ
 
-__all__ = ["MAX_SEQ", "stream_router"]
+__all__ = ["MAX_SEQ", "StreamSlots", "stream_router"]
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,59 @@ def _stream_start(
     return StreamStart(conversation_id, start)
 
 
+class StreamSlots:
+    """Counts open streams, in total and per API key (each holds a Redis
+    connection while it waits). Used from the event loop only."""
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total = total
+        self.per_key = per_key
+        self.open_by_key: dict[str, int] = {}
+
+    def acquire(self, key: str) -> None:
+        if self.open_by_key.get(key, 0) >= self.per_key:
+            raise TooManyStreamsError(
+                f"this API key has {self.per_key} event streams open already "
+                "(ACTIONQ_API_MAX_STREAMS_PER_KEY); close one first"
+            )
+        if sum(self.open_by_key.values()) >= self.total:
+            raise StreamCapacityError(
+                f"the API serves {self.total} event streams already (ACTIONQ_API_MAX_STREAMS); "
+                "retry later"
+            )
+        self.open_by_key[key] = self.open_by_key.get(key, 0) + 1
+
+    def release(self, key: str) -> None:
+        left = self.open_by_key.get(key, 0) - 1
+        if left > 0:
+            self.open_by_key[key] = left
+        else:
+            self.open_by_key.pop(key, None)
+
+
+async def _stream_slot(
+    request: Request, start: Annotated[StreamStart, Depends(_stream_start)]
+) -> AsyncIterator[StreamStart]:
+    """A slot for the whole life of the stream (429/503 before it starts)."""
+    slots: StreamSlots = request.app.state.stream_slots
+    # A digest, so the key itself is not kept in memory longer than the request.
+    key = hashlib.sha256((presented_key(request.headers) or "").encode()).hexdigest()
+    slots.acquire(key)
+    try:
+        yield start
+    finally:
+        slots.release(key)
+
+
 @stream_router.get(
     "/api/conversations/{conversation_id}/events/stream",
     response_class=EventSourceResponse,
     tags=["events"],
+    responses={429: {"model": ErrorResponse}},
 )
 async def stream_events(
     request: Request,
-    start: Annotated[StreamStart, Depends(_stream_start)],
+    start: Annotated[StreamStart, Depends(_stream_slot)],
     until_seq: Annotated[
         int | None,
         Query(ge=1, le=MAX_SEQ, description="End the stream after the event with this seq."),
