@@ -151,11 +151,14 @@ def api(host: str | None, port: int | None) -> None:
     """Serve the HTTP API (needs ACTIONQ_API_KEYS)."""
     import uvicorn
 
-    from app.api import create_app
+    from app.api import SHUTDOWN_GRACE_SECONDS, create_app
 
     settings = get_settings()
     uvicorn.run(
-        create_app(settings), host=host or settings.api_host, port=port or settings.api_port
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -232,18 +233,49 @@ def show(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 @conversations.command()
 @click.argument("conversation_id")
 @click.option("--after-seq", default=0, show_default=True, help="Start after this seq.")
+@click.option(
+    "--reconnect-for",
+    default=10.0,
+    show_default=True,
+    help="Seconds to keep reconnecting after the stream is lost (0: give up at once).",
+)
 @json_option
 @with_client
-def tail(client: ApiClient, conversation_id: str, after_seq: int, as_json: bool) -> None:
-    """Follow a conversation's events live (Ctrl-C to stop)."""
+def tail(
+    client: ApiClient, conversation_id: str, after_seq: int, reconnect_for: float, as_json: bool
+) -> None:
+    """Follow a conversation's events live (Ctrl-C to stop).
+
+    A lost stream is resumed after the last event shown (Last-Event-ID);
+    if that fails for --reconnect-for seconds, tail says so and exits 1."""
+    last_seq = after_seq
+    lost_since: float | None = None
     try:
-        for event in client.stream(conversation_id, after_seq):
-            if as_json:
-                click.echo(json.dumps(event))
-            else:
-                console.print(f"{event['seq']:>5}  {event['kind']:<28} {_summary(event)}")
+        while True:
+            try:
+                for event in client.stream(conversation_id, last_seq):
+                    lost_since = None
+                    last_seq = event["seq"]
+                    _print_tailed(event, as_json)
+                reason = "the server ended the stream"
+            except ApiError as e:
+                if e.status != 0:
+                    raise  # the API refused (401, 404...): reconnecting will not help
+                reason = str(e)
+            now = time.monotonic()
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since >= reconnect_for:
+                raise ApiError(0, "stream_lost", f"{reason}; last event shown: seq {last_seq}")
+            time.sleep(min(1.0, reconnect_for))
     except KeyboardInterrupt:
         pass
+
+
+def _print_tailed(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(event))
+    else:
+        console.print(f"{event['seq']:>5}  {event['kind']:<28} {_summary(event)}")
 
 
 @conversations.command()

@@ -65,12 +65,7 @@ class ApiClient:
                 f"cannot reach the actionq API at {url}: {e} — is `actionq up` running "
                 "here? (or set ACTIONQ_API_URL / --url)",
             ) from e
-        if response.is_error:
-            try:
-                error = response.json()["error"]
-                raise ApiError(response.status_code, error["code"], error["message"])
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "http_error", response.text) from None
+        _raise_for_error(response)
         return response.json()
 
     def create_conversation(self) -> dict[str, Any]:
@@ -133,18 +128,48 @@ class ApiClient:
                 return events
             after = page["next_after_seq"]
 
-    def stream(self, conversation_id: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
-        """Follow the SSE stream; yields event dicts until the connection ends."""
+    def stream(
+        self,
+        conversation_id: str,
+        after_seq: int = 0,
+        *,
+        until_seq: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Follow the SSE stream; yields event dicts until the server ends it
+        (``until_seq``, ``timeout``). A connection that breaks raises
+        ``ApiError`` with status 0."""
         path = f"/api/conversations/{conversation_id}/events/stream"
         headers = {"Last-Event-ID": str(after_seq)}
-        with self.http.stream("GET", path, headers=headers, timeout=None) as response:
-            if response.is_error:
-                response.read()
-                self._request("GET", path)  # raises the API's error
-            data: list[str] = []
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-                elif line == "" and data:
-                    yield json.loads("\n".join(data))
-                    data = []
+        params: dict[str, Any] = {}
+        if until_seq is not None:
+            params["until_seq"] = until_seq
+        if timeout is not None:
+            params["timeout"] = timeout
+        try:
+            with self.http.stream(
+                "GET", path, headers=headers, params=params, timeout=None
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_error(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+                    elif line == "" and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.HTTPError as e:
+            raise ApiError(0, "unreachable", f"event stream from {self.http.base_url}: {e}") from e
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    """Raise the API's error (``ApiError``) if ``response`` is one."""
+    if not response.is_error:
+        return
+    try:
+        error = response.json()["error"]
+        raise ApiError(response.status_code, error["code"], error["message"])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, "http_error", response.text) from None

@@ -8,6 +8,7 @@ ActionqError
 │   └── ActionNotFound
 ├── ConflictError             the state does not allow the operation
 │   ├── DuplicateToolCallId
+│   ├── IdempotencyConflict   an idempotency key reused for another call
 │   ├── InvalidTransition     e.g. resume of a conversation that is running
 │   ├── QuarantinedAction     retry refused: the fingerprint crashed too often
 │   └── RetryInProgress       retry refused: an earlier retry of the call is unfinished
@@ -23,6 +24,7 @@ __all__ = [
     "ConflictError",
     "ConversationNotFound",
     "DuplicateToolCallId",
+    "IdempotencyConflict",
     "InvalidArgumentsError",
     "InvalidTransition",
     "NotFoundError",
@@ -65,6 +67,10 @@ class ConflictError(ActionqError):
 
 class DuplicateToolCallId(ConflictError):
     code = "duplicate_tool_call_id"
+
+
+class IdempotencyConflict(ConflictError):
+    code = "idempotency_conflict"
 
 
 class InvalidTransition(ConflictError):

@@ -8,6 +8,7 @@ entry: each wait costs one Redis round trip, each delivered page at most
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.errors import StoreUnavailableError
 from app.keys import Keys
 
-__all__ = ["EventFollower", "StreamedEvent"]
+__all__ = ["KEEPALIVE_SECONDS", "EventFollower", "StreamedEvent"]
+
+# Silence after which a stream gets a keep-alive comment: under FastAPI's
+# own 15 s ``: ping``, so that one kind of comment is sent, not both.
+KEEPALIVE_SECONDS = 10.0
+# How much longer than a blocking read the socket may stay silent before
+# the server counts as gone.
+_READ_MARGIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -34,24 +42,48 @@ class StreamedEvent:
 
 
 class EventFollower:
-    def __init__(self, redis_url: str, keys: Keys) -> None:
+    def __init__(
+        self, redis_url: str, keys: Keys, keepalive_seconds: float = KEEPALIVE_SECONDS
+    ) -> None:
         self.keys = keys
-        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.block_ms = int(keepalive_seconds * 1000)
+        # redis-py applies socket_timeout to every read, blocking commands
+        # included, and since redis-py 8 it defaults to 5 s: an XREAD
+        # blocking longer than that failed with a TimeoutError. Allow the
+        # block plus a margin, so a server that stops answering is still noticed.
+        self.redis = aioredis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            socket_timeout=keepalive_seconds + _READ_MARGIN_SECONDS,
+            socket_connect_timeout=5.0,
+        )
 
     async def follow(
-        self, conversation_id: str, after_seq: int, block_ms: int = 15_000, count: int = 100
+        self,
+        conversation_id: str,
+        after_seq: int,
+        deadline: float | None = None,
+        count: int = 100,
     ) -> AsyncIterator[StreamedEvent | None]:
-        """Yield events with seq > ``after_seq`` forever; ``None`` after each
-        ``block_ms`` without news (a chance to send a keep-alive)."""
+        """Yield events with seq > ``after_seq`` until ``deadline``
+        (``time.monotonic()``; None: forever); ``None`` after each
+        keep-alive interval without news."""
         key = self.keys.events(conversation_id)
         last_id = f"{after_seq}-0"
         while True:
+            wait_ms = self.block_ms
+            if deadline is not None:
+                remaining_ms = int((deadline - time.monotonic()) * 1000)
+                if remaining_ms <= 0:
+                    return
+                wait_ms = min(wait_ms, remaining_ms)
             try:
-                reply: Any = await self.redis.xread({key: last_id}, count=count, block=block_ms)
+                reply: Any = await self.redis.xread({key: last_id}, count=count, block=wait_ms)
             except (RedisConnectionError, RedisTimeoutError) as e:
                 raise StoreUnavailableError(f"event stream unavailable: {e}") from e
             if not reply:
-                yield None
+                if wait_ms == self.block_ms:
+                    yield None
                 continue
             for entry_id, fields in reply[0][1]:
                 last_id = str(entry_id)

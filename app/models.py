@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "ACTIVE_ACTION_STATES",
@@ -35,6 +35,7 @@ __all__ = [
     "event_adapter",
     "new_id",
     "utc_now",
+    "validation_error_text",
 ]
 
 
@@ -44,6 +45,13 @@ def new_id() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def validation_error_text(error: ValidationError) -> str:
+    """pydantic's message without its 'For further information visit <url>'
+    lines: noise for the LLM that reads it in an error event."""
+    lines = str(error).splitlines()
+    return "\n".join(ln for ln in lines if not ln.strip().startswith("For further information"))
 
 
 class ConversationStatus(StrEnum):

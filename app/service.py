@@ -24,7 +24,13 @@ from app.errors import (
     InvalidArgumentsError,
 )
 from app.lifecycle import cancel_action
-from app.models import ActionRecord, ActionState, Conversation, EventPage
+from app.models import (
+    ActionRecord,
+    ActionState,
+    Conversation,
+    EventPage,
+    validation_error_text,
+)
 from app.records import SubmitResult, canonical_json
 from app.settings import Settings, get_settings
 from app.store import ActionStore
@@ -101,6 +107,12 @@ class ActionQ:
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
         return self.store.create_conversation(conversation_id)
 
+    def create_conversation_checked(
+        self, conversation_id: str | None = None
+    ) -> tuple[Conversation, bool]:
+        """``create_conversation`` that also says whether it was created."""
+        return self.store.create_conversation_checked(conversation_id)
+
     def get_conversation(self, conversation_id: str) -> Conversation:
         return self.store.get_conversation(conversation_id)
 
@@ -176,7 +188,9 @@ class ActionQ:
         try:
             get_tool(tool).args_model.model_validate(arguments)
         except ValidationError as e:
-            raise InvalidArgumentsError(f"invalid arguments for tool {tool!r}: {e}") from e
+            raise InvalidArgumentsError(
+                f"invalid arguments for tool {tool!r}: {validation_error_text(e)}"
+            ) from e
 
     def _check_arguments(self, arguments: dict[str, Any]) -> str:
         """Refuse arguments too deep or too large to store and show safely;

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest request body the API accepts (larger: 413)."
     )
+    api_max_streams: int = Field(
+        1000,
+        gt=0,
+        description="Most event streams the API serves at once, each holding a Redis "
+        "connection (over: 503).",
+    )
+    api_max_streams_per_key: int = Field(
+        100, gt=0, description="Most event streams open at once per API key (over: 429)."
+    )
     api_url: str | None = Field(
         None,
         description="Client commands: the API to talk to (default: the one `actionq up` "

@@ -21,6 +21,7 @@ from app.errors import (
     ActionNotFound,
     ConversationNotFound,
     DuplicateToolCallId,
+    IdempotencyConflict,
     InvalidTransition,
     QuarantinedAction,
     RetryInProgress,
@@ -87,6 +88,12 @@ class ActionStore(WorkerLeases):
 
     # ------------------------------------------------------------------ conversations
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
+        return self.create_conversation_checked(conversation_id)[0]
+
+    def create_conversation_checked(
+        self, conversation_id: str | None = None
+    ) -> tuple[Conversation, bool]:
+        """The conversation, and whether this call created it (False: it existed)."""
         cid = conversation_id or new_id()
         now = utc_now()
         # Index first: a conversation may be listed a moment before it exists,
@@ -94,8 +101,8 @@ class ActionStore(WorkerLeases):
         self._call(
             lambda: self.redis.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
         )
-        self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
-        return self.get_conversation(cid)
+        created = self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
+        return self.get_conversation(cid), bool(created)
 
     def get_conversation(self, conversation_id: str) -> Conversation:
         raw = self._call(lambda: self.redis.hgetall(self.keys.conversation(conversation_id)))
@@ -153,6 +160,11 @@ class ActionStore(WorkerLeases):
         result = self._store_new_action(new, "submit_action", [], [], message)
         if result[0] == "existing":
             return SubmitResult(result[1], False, None)
+        if result[0] == "idempotency_conflict":
+            raise IdempotencyConflict(
+                f"idempotency_key {idempotency_key!r} is already used by action {result[1]} "
+                f"with another call (tool or arguments differ) in conversation {conversation_id}"
+            )
         if result[0] == "duplicate_tool_call":
             raise DuplicateToolCallId(
                 f"tool_call_id {new.event.tool_call_id!r} is already used by action "

@@ -133,9 +133,13 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
         console.print(f'  attach:  eval "$({attach})"', markup=False)
         console.print("  Ctrl-C stops everything.")
-        from app.api import create_app
+        from app.api import SHUTDOWN_GRACE_SECONDS, create_app
 
-        config = uvicorn.Config(create_app(settings), log_level="warning")
+        config = uvicorn.Config(
+            create_app(settings),
+            log_level="warning",
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
         # uvicorn stops on SIGINT/SIGTERM, then raises the signal again, which
         # lands in our handlers: KeyboardInterrupt either way.
         uvicorn.Server(config).run(sockets=[api_socket])

@@ -27,6 +27,7 @@ from app.models import (
     ErrorCause,
     Event,
     ObservationEvent,
+    validation_error_text,
 )
 from app.settings import Settings
 from app.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
@@ -131,7 +132,7 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
     try:
         args = tool.args_model.model_validate(claim.arguments)
     except ValidationError as e:
-        message = f"invalid arguments for tool {claim.tool!r}: {e}"
+        message = f"invalid arguments for tool {claim.tool!r}: {validation_error_text(e)}"
         return agent_error_event(
             _claim_record(claim), ErrorCause.INVALID_ARGUMENTS, message, attempt=claim.attempt
         ), False

@@ -225,18 +225,33 @@ def test_idempotent_post_returns_the_same_action(stack: UpProcess) -> None:
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
     wait_for(lambda: count_lines(marker) == 1, 20, what="the action to run")
+
+    # The same key for another call (arguments, then tool): 409, nothing stored.
+    other_arguments = body | {"arguments": {"marker_file": str(marker), "seconds": 1}}
+    other_tool = body | {"tool": "terminal", "arguments": {"command": "echo no"}}
+    for other in (other_arguments, other_tool):
+        conflict = httpx.post(url, headers=h, json=other)
+        assert conflict.status_code == 409, conflict.text
+        assert conflict.json()["error"]["code"] == "idempotency_conflict"
+        assert first.json()["id"] in conflict.json()["error"]["message"]
     events = httpx.get(f"{url.rsplit('/', 1)[0]}/events", headers=h).json()["items"]
     assert [e["kind"] for e in events].count("ActionEvent") == 1
+    assert httpx.post(url, headers=h, json=body).status_code == 200
 
 
 def test_openapi_fuzzing_finds_no_server_errors(stack: UpProcess, tmp_path: Path) -> None:
+    # The event stream is fuzzed too; its `timeout` is pinned so that a
+    # stream of a conversation that exists ends (it would follow forever).
+    (tmp_path / "schemathesis.toml").write_text(
+        '[[operations]]\ninclude-path-regex = "events/stream"\n'
+        'parameters = { "query.timeout" = 1 }\n'
+    )
     result = subprocess.run(
         [
             sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/openapi.json",
             "--header", f"X-Session-API-Key: {stack.key}",
             "--checks", "not_a_server_error",
             "--max-examples", "40",
-            "--exclude-path-regex", "events/stream",
             "--request-timeout", "10",
             "--workers", "1",
         ],

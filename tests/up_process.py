@@ -79,7 +79,8 @@ def start_up(data_dir: Path, log: Path, **env_overrides: str | None) -> UpProces
             return False
 
     wait_for(healthy, 60, 0.2, "actionq up to be healthy")
-    key = (data_dir / "api-key").read_text().strip()
+    given = env_overrides.get("ACTIONQ_API_KEYS") or ""
+    key = given.split(",")[0] or (data_dir / "api-key").read_text().strip()
     return UpProcess(process, url, key, data_dir, log)
 
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.body_limit import BodySizeLimit
 from app.api.errors import install_error_handlers
+from app.api.gate import RequestGate
 from app.api.metrics import ApiMetrics
 from app.api.routes import protected, public
+from app.api.stream import StreamSlots, stream_router
 from app.errors import ConfigurationError
 from app.event_stream import EventFollower
 from app.service import ActionQ
 from app.settings import Settings, get_settings
 from app.tools import load_tool_modules
 
-__all__ = ["create_app"]
+__all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app"]
+
+# uvicorn's timeout_graceful_shutdown: on shutdown it waits for every open
+# connection to end, and an event stream never does; after this it cancels
+# them (clients reconnect with Last-Event-ID).
+SHUTDOWN_GRACE_SECONDS = 3
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await follower.close()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served from the installed
+    # fastapi-offline package, not a CDN (they work offline).
+    app = FastAPIOffline(
         title="actionq",
         version="0.1.0",
         summary="Every tool call of an AI agent as a durable Celery job.",
@@ -45,19 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.aq = ActionQ(settings)
     app.state.metrics = ApiMetrics()
     app.state.follower = follower
+    app.state.stream_slots = StreamSlots(settings.api_max_streams, settings.api_max_streams_per_key)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(protected)
+    app.include_router(stream_router, responses=protected.responses)
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(request.method, path, response.status_code).inc()
-        return response
-
+    # Added last, so outermost: before the body limit and everything else.
+    app.add_middleware(RequestGate, metrics=app.state.metrics, keys=settings.api_keys)
     return app

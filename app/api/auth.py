@@ -1,18 +1,38 @@
-"""API keys: ``X-Session-API-Key: <key>`` or ``Authorization: Bearer <key>``."""
+"""API keys: ``X-Session-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+
+Checked twice over: by ``RequestGate`` (app/api/gate.py) before anything
+reads the request body, and by the ``require_api_key`` dependency, which also
+declares both schemes in the OpenAPI spec (the Authorize button of /docs).
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from typing import Annotated
 
-from fastapi import Header, Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import ActionqError
 
-__all__ = ["AuthenticationError", "require_api_key"]
+__all__ = ["AuthenticationError", "authenticate", "presented_key", "require_api_key"]
+
+API_KEY_HEADER = "X-Session-API-Key"
+
+_api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="A key from ACTIONQ_API_KEYS."
+)
+_bearer_scheme = HTTPBearer(auto_error=False, description="A key from ACTIONQ_API_KEYS.")
 
 
 class AuthenticationError(ActionqError):
     code = "unauthorized"
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries, valid or not (None: none)."""
+    return _presented_key(headers.get(API_KEY_HEADER), headers.get("authorization"))
 
 
 def _presented_key(x_session_api_key: str | None, authorization: str | None) -> str | None:
@@ -25,22 +45,27 @@ def _presented_key(x_session_api_key: str | None, authorization: str | None) -> 
     return None
 
 
-def require_api_key(
-    request: Request,
-    x_session_api_key: str | None = Header(None, include_in_schema=False),
-    authorization: str | None = Header(None, include_in_schema=False),
-) -> None:
-    """Refuse the request (401) unless it carries one of ``ACTIONQ_API_KEYS``."""
-    presented = _presented_key(x_session_api_key, authorization)
+def authenticate(headers: Mapping[str, str], keys: list[str]) -> None:
+    """Raise ``AuthenticationError`` unless ``headers`` carry one of ``keys``."""
+    presented = presented_key(headers)
     if presented is None:
         raise AuthenticationError(
             "missing API key: send it as 'X-Session-API-Key: <key>' or "
             "'Authorization: Bearer <key>'"
         )
-    keys: list[str] = request.app.state.settings.api_keys
     # Compare with every key, in constant time, so timing tells nothing.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     if not matched:
         raise AuthenticationError("invalid API key")
+
+
+def require_api_key(
+    request: Request,
+    _api_key: Annotated[str | None, Security(_api_key_scheme)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)],
+) -> None:
+    """Refuse the request (401) unless it carries one of ``ACTIONQ_API_KEYS``.
+    (The two parameters declare the schemes; the check reads the headers.)"""
+    authenticate(request.headers, request.app.state.settings.api_keys)

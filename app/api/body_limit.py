@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodySizeLimit"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException so that FastAPI, which turns other errors raised while
+    it reads a body into a 400, passes it on to the 413 handler."""
+
+    def __init__(self) -> None:
+        super().__init__(413)
 
 
 class BodySizeLimit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,16 +21,44 @@ from app.errors import (
     UnknownToolError,
 )
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = [
+    "BadRequestError",
+    "StreamCapacityError",
+    "TooManyStreamsError",
+    "error_response",
+    "install_error_handlers",
+]
 
 log = logging.getLogger(__name__)
+
+
+class BadRequestError(ActionqError):
+    """A request the API understood and refuses (e.g. a malformed header)."""
+
+    code = "bad_request"
+
+
+class TooManyStreamsError(ActionqError):
+    """This API key has as many event streams open as it may."""
+
+    code = "too_many_streams"
+
+
+class StreamCapacityError(ActionqError):
+    """The API serves as many event streams as it may."""
+
+    code = "stream_capacity_reached"
+
 
 _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (AuthenticationError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
     (UnknownToolError, 400),
+    (BadRequestError, 400),
     (InvalidArgumentsError, 422),
+    (TooManyStreamsError, 429),
+    (StreamCapacityError, 503),
     (StoreUnavailableError, 503),
     (ConfigurationError, 500),
 ]
@@ -51,12 +80,35 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     )
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _json_error_message(error: Any, document: Any) -> str:
+    """Where and what: 'line 3, column 5 (character 40): Expecting value'."""
+    position = next((p for p in error.get("loc", ())[1:] if isinstance(p, int)), None)
+    reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+    if position is None or not isinstance(document, str | bytes):
+        return f"malformed JSON: {reason}"
+    text = document.decode(errors="replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return f"malformed JSON at line {line}, column {column} (character {position}): {reason}"
+
+
+def _validation_message(exc: RequestValidationError, request: Request) -> str:
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            parts.append(_json_error_message(error, exc.body))
+            continue
         location = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         parts.append(f"{location or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+    message = "; ".join(parts) or "invalid request"
+    content_type = request.headers.get("content-type", "")
+    about_body = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
+    if about_body and "json" not in content_type.lower():
+        sent = f"'{content_type}'" if content_type else "none"
+        message += (
+            f" (send the body as JSON with 'Content-Type: application/json'; content type: {sent})"
+        )
+    return message
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -69,7 +121,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(exc))
+        return error_response(422, "invalid_request", _validation_message(exc, request))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -30,3 +30,8 @@ class ApiMetrics:
         self.sse_clients = Gauge(
             "actionq_sse_clients", "Open event streams", registry=self.registry
         )
+        self.sse_errors = Counter(
+            "actionq_sse_errors",
+            "Event streams cut short because Redis could not be read",
+            registry=self.registry,
+        )

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.auth import require_api_key
 from app.api.schemas import (
+    ActionResponse,
     ConversationList,
     CreateConversationRequest,
     ErrorResponse,
@@ -18,15 +17,13 @@ from app.api.schemas import (
     RetryRequest,
     SubmitActionRequest,
 )
+from app.api.stream import MAX_SEQ
 from app.errors import ActionqError
-from app.event_stream import EventFollower
-from app.models import ActionRecord, Conversation, EventPage
+from app.models import Conversation, EventPage
 from app.service import ActionQ
 
 __all__ = ["protected", "public"]
 
-# Sequence numbers are Redis stream ids: keep them well inside 64 bits.
-MAX_SEQ = 2**53
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
 }
@@ -43,6 +40,7 @@ AQ = Annotated[ActionQ, Depends(_aq)]
 
 
 @public.get("/health", response_model=HealthResponse, tags=["service"])
+@public.head("/health", include_in_schema=False)
 def health(aq: AQ, response: Response) -> HealthResponse:
     """200 when Redis answers and at least one worker holds a lease, else 503."""
     try:
@@ -67,10 +65,20 @@ def metrics(request: Request, aq: AQ) -> Response:
 
 
 @protected.post(
-    "/api/conversations", status_code=201, response_model=Conversation, tags=["conversations"]
+    "/api/conversations",
+    status_code=201,
+    response_model=Conversation,
+    tags=["conversations"],
+    responses={200: {"model": Conversation, "description": "It existed already (same id)"}},
 )
-def create_conversation(aq: AQ, body: CreateConversationRequest | None = None) -> Conversation:
-    return aq.create_conversation(body.id if body else None)
+def create_conversation(
+    aq: AQ, response: Response, body: CreateConversationRequest | None = None
+) -> Conversation:
+    """Create a conversation (201); with the ``id`` of one that exists, return it (200)."""
+    conversation, created = aq.create_conversation_checked(body.id if body else None)
+    if not created:
+        response.status_code = 200
+    return conversation
 
 
 @protected.get("/api/conversations", response_model=ConversationList, tags=["conversations"])
@@ -94,13 +102,13 @@ def get_conversation(conversation_id: str, aq: AQ) -> Conversation:
 @protected.post(
     "/api/conversations/{conversation_id}/actions",
     status_code=201,
-    response_model=ActionRecord,
+    response_model=ActionResponse,
     tags=["actions"],
-    responses={200: {"model": ActionRecord, "description": "Existing action (idempotency key)"}},
+    responses={200: {"model": ActionResponse, "description": "Existing action (idempotency key)"}},
 )
 def submit_action(
     conversation_id: str, body: SubmitActionRequest, aq: AQ, request: Request, response: Response
-) -> ActionRecord:
+) -> ActionResponse:
     """Post a tool call. Unknown tool: 400; arguments the tool refuses: 422.
     With an ``idempotency_key`` used before, the existing action is returned (200)."""
     aq.validate_tool_call(body.tool, body.arguments)
@@ -116,7 +124,7 @@ def submit_action(
         request.app.state.metrics.actions_submitted.inc()
     else:
         response.status_code = 200
-    return action
+    return ActionResponse.of(action)
 
 
 @protected.post(
@@ -139,18 +147,18 @@ def pause_conversation(conversation_id: str, aq: AQ) -> Conversation:
     return aq.pause(conversation_id)
 
 
-@protected.get("/api/actions/{action_id}", response_model=ActionRecord, tags=["actions"])
-def get_action(action_id: str, aq: AQ) -> ActionRecord:
-    return aq.get_action(action_id)
+@protected.get("/api/actions/{action_id}", response_model=ActionResponse, tags=["actions"])
+def get_action(action_id: str, aq: AQ) -> ActionResponse:
+    return ActionResponse.of(aq.get_action(action_id))
 
 
 @protected.post(
-    "/api/actions/{action_id}/retry", status_code=201, response_model=ActionRecord,
+    "/api/actions/{action_id}/retry", status_code=201, response_model=ActionResponse,
     tags=["actions"],
 )  # fmt: skip
-def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> ActionRecord:
+def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> ActionResponse:
     """A new action with the same call; 409 if quarantined (unless ``force``)."""
-    return aq.retry_action(action_id, force=bool(body and body.force))
+    return ActionResponse.of(aq.retry_action(action_id, force=bool(body and body.force)))
 
 
 @protected.get(
@@ -164,37 +172,3 @@ def list_events(
 ) -> EventPage:
     """Events with seq > ``after_seq``; follow ``next_after_seq`` for the next page."""
     return aq.list_events(conversation_id, after_seq, limit)
-
-
-@protected.get(
-    "/api/conversations/{conversation_id}/events/stream",
-    response_class=EventSourceResponse,
-    tags=["events"],
-)
-async def stream_events(
-    conversation_id: str,
-    request: Request,
-    aq: AQ,
-    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: every event with seq > ``after_seq`` (or > the
-    ``Last-Event-ID`` header, which wins), then new ones as they happen. Each
-    SSE ``id`` is the event's seq, so a reconnecting client misses nothing."""
-    aq.get_conversation(conversation_id)  # 404 before the stream starts
-    start = after_seq
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        start = min(int(last_event_id.strip()), MAX_SEQ)
-    follower: EventFollower = request.app.state.follower
-    gauge = request.app.state.metrics.sse_clients
-    gauge.inc()
-    try:
-        async for event in follower.follow(conversation_id, start):
-            if await request.is_disconnected():
-                return
-            if event is None:
-                yield ServerSentEvent(comment="keep-alive")
-                continue
-            yield ServerSentEvent(raw_data=event.json, event=event.kind, id=str(event.seq))
-    finally:
-        gauge.dec()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.models import Conversation
+from app.models import ActionRecord, ActionState, Conversation
 
 __all__ = [
+    "ActionResponse",
     "ConversationList",
     "CreateConversationRequest",
     "ErrorBody",
@@ -22,14 +24,39 @@ __all__ = [
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Self:
+        """JSON may carry lone surrogates (``"\\ud800"``), which are no text
+        and cannot be stored: refuse them here, with where they are."""
+        stack: list[tuple[str, Any]] = [("", self.model_dump())]
+        while stack:
+            where, value = stack.pop()
+            if isinstance(value, str):
+                try:
+                    value.encode()
+                except UnicodeEncodeError as e:
+                    raise ValueError(
+                        f"{where.lstrip('.') or 'body'} is not valid Unicode: lone surrogate "
+                        f"{value[e.start]!r} at character {e.start}"
+                    ) from None
+            elif isinstance(value, dict):
+                stack.extend((f"{where}.{k}", v) for k, v in value.items())
+                stack.extend((f"{where}.<key>", k) for k in value)
+            elif isinstance(value, list):
+                stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        return self
+
 
 class CreateConversationRequest(_Body):
     id: str | None = Field(
         None,
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_.\-]+$",
-        description="Optional id; creating an existing id returns it unchanged.",
+        # Alphanumeric first: '.', '..' and '-x' would be unreachable in a
+        # URL path or read as an option by the CLI.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="Optional id: letters, digits, '_', '.', '-', starting with a letter or "
+        "digit. Creating an existing id returns it unchanged (200).",
     )
 
 
@@ -48,6 +75,42 @@ class SubmitActionRequest(_Body):
         description="Posting again with the same key returns the same action.",
     )
     thought: str = Field("", max_length=100_000)
+
+
+class ActionResponse(_Body):
+    """An action as the API shows it: times in ISO 8601 (UTC), without the
+    store's internal fields (claim fence, process group)."""
+
+    id: str
+    conversation_id: str
+    state: ActionState
+    tool: str
+    arguments: dict[str, Any]
+    tool_call_id: str
+    fingerprint: str = Field(description="Identity of the call (tool + arguments).")
+    created_at: str
+    attempt: int = Field(description="How many times a message for it was delivered.")
+    owner: str | None = Field(description="Worker id of its claim.")
+    host: str | None
+    pid: int | None
+    claimed_at: str | None
+    finished_at: str | None
+    terminal_kind: str | None = Field(description="Kind of the event that ended it.")
+    retry_of: str | None
+
+    @classmethod
+    def of(cls, action: ActionRecord) -> ActionResponse:
+        return cls(
+            **action.model_dump(exclude={"fence", "pgid", "claimed_at", "finished_at"}),
+            claimed_at=_iso(action.claimed_at),
+            finished_at=_iso(action.finished_at),
+        )
+
+
+def _iso(epoch_seconds: float | None) -> str | None:
+    if epoch_seconds is None:
+        return None
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()
 
 
 class RetryRequest(_Body):

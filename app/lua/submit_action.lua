@@ -12,6 +12,7 @@
 -- ARGV[12] task-sent event channel ('' = none)  ARGV[13] task-sent event
 -- Returns {'created', seq, dispatched action id or '', 1 if its message was
 --          pushed here else 0} | {'existing', action id}
+--       | {'idempotency_conflict', action id} (the key's action is another call)
 --       | {'duplicate_tool_call', action id} | {'no_conversation'}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'no_conversation'}
@@ -19,6 +20,12 @@ end
 if ARGV[2] ~= '' then
   local existing = redis.call('HGET', KEYS[5], ARGV[2])
   if existing then
+    -- Same key, same call (tool + arguments): the client retrying. Same
+    -- key, another call: a client bug that must not pass silently.
+    local stored = redis.call('HGET', action_key_of(KEYS[1], existing), 'fingerprint')
+    if stored and stored ~= ARGV[9] then
+      return {'idempotency_conflict', existing}
+    end
     return {'existing', existing}
   end
 end

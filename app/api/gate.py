@@ -1,0 +1,63 @@
+"""The API's front door (pure ASGI, outermost of ours): it refuses a request
+without a valid key before anything reads its body (FastAPI parses a JSON
+body before it runs any dependency), and counts every request by route and
+status, including those that fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.auth import AuthenticationError, authenticate
+from app.api.errors import error_response
+from app.api.metrics import ApiMetrics
+
+__all__ = ["PUBLIC_PATHS", "RequestGate"]
+
+# Everything else needs a key, unknown paths included (a 401 tells an
+# unauthenticated client nothing about which routes exist).
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PREFIXES = ("/static-offline-docs/",)
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class RequestGate:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, keys: list[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: dict[str, Any] = {}
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        label = "unmatched"
+        try:
+            if not is_public(scope["path"]):
+                try:
+                    authenticate(Headers(scope=scope), self.keys)
+                except AuthenticationError as e:
+                    label = "unauthenticated"
+                    await error_response(401, e.code, str(e))(scope, receive, tracking_send)
+                    return
+            await self.app(scope, receive, tracking_send)
+        except BaseException:
+            status.setdefault("code", 500)
+            raise
+        finally:
+            # The router leaves the route it chose in the scope.
+            route = scope.get("route")
+            label = str(getattr(route, "path", label))
+            self.metrics.requests.labels(scope["method"], label, status.get("code", 500)).inc()
