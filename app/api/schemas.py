@@ -77,9 +77,11 @@ class SubmitActionRequest(_Body):
     thought: str = Field("", max_length=100_000)
 
 
-class ActionResponse(_Body):
+class ActionResponse(BaseModel):
     """An action as the API shows it: times in ISO 8601 (UTC), without the
-    store's internal fields (claim fence, process group)."""
+    store's internal fields (claim fence, process group, cgroup)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: str
     conversation_id: str
@@ -100,10 +102,11 @@ class ActionResponse(_Body):
 
     @classmethod
     def of(cls, action: ActionRecord) -> ActionResponse:
+        # Only the fields declared here: a field added to the store's record
+        # stays internal until it is added to this schema too.
+        shown = action.model_dump(include=set(cls.model_fields) - {"claimed_at", "finished_at"})
         return cls(
-            **action.model_dump(exclude={"fence", "pgid", "claimed_at", "finished_at"}),
-            claimed_at=_iso(action.claimed_at),
-            finished_at=_iso(action.finished_at),
+            **shown, claimed_at=_iso(action.claimed_at), finished_at=_iso(action.finished_at)
         )
 
 
