@@ -1,5 +1,5 @@
-"""``python -m app`` is the ``actionq`` command."""
+"""``python -m actionq`` is the ``actionq`` command."""
 
-from app.cli import main
+from actionq.cli.main import main
 
 main()

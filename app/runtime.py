@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from app.direct_enqueue import broker_list_for
-from app.settings import get_settings
-from app.store import ActionStore
+from actionq.messaging.direct_enqueue import broker_list_for
+from actionq.settings import get_settings
+from actionq.store import ActionStore
 
 __all__ = ["get_store"]
 

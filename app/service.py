@@ -17,24 +17,24 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from app.direct_enqueue import QueuedMessage, TaskMessages, broker_list_for
-from app.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
-from app.errors import (
+from actionq.crashes.stop import cancel_action
+from actionq.errors import (
     ConversationNotFound,
     InvalidArgumentsError,
 )
-from app.lifecycle import cancel_action
-from app.models import (
+from actionq.messaging.direct_enqueue import QueuedMessage, TaskMessages, broker_list_for
+from actionq.messaging.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
+from actionq.models import (
     ActionRecord,
     ActionState,
     Conversation,
     EventPage,
     validation_error_text,
 )
-from app.records import SubmitResult, canonical_json
-from app.settings import Settings, get_settings
-from app.store import ActionStore
-from app.tools import get_tool
+from actionq.settings import Settings, get_settings
+from actionq.store import ActionStore
+from actionq.store.records import SubmitResult, canonical_json
+from actionq.tools import get_tool
 
 __all__ = ["ActionQ"]
 
@@ -62,7 +62,7 @@ class ActionQ:
 
     @cached_property
     def celery_app(self) -> Celery:
-        from app.celery_app import create_celery_app
+        from actionq.messaging.celery_app import create_celery_app
 
         return create_celery_app(self.settings)
 
@@ -72,7 +72,7 @@ class ActionQ:
 
     @cached_property
     def _task_messages(self) -> TaskMessages:
-        from app.celery_app import RUN_ACTION_TASK
+        from actionq.messaging.celery_app import RUN_ACTION_TASK
 
         return TaskMessages(
             self.celery_app, RUN_ACTION_TASK, self.settings.queue, self.settings.task_events

@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.errors import ConfigurationError
+from actionq.errors import ConfigurationError
 
 ENV_PREFIX = "ACTIONQ_"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The kombu transport used for redis:// brokers (actionq/messaging/transport.py).
+OUR_TRANSPORT = "actionq.messaging.transport:Transport"
 
 
 def _split_commas(value: Any) -> Any:
@@ -215,7 +217,7 @@ class Settings(BaseSettings):
         if self.broker_transport is not None:
             return self.broker_transport
         if self.effective_broker_url.startswith("redis://"):
-            return "app.broker_transport:Transport"
+            return OUR_TRANSPORT
         return None
 
 

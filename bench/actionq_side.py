@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from bench.harness import Stack, wait_for
 from bench.rounds import Round
 

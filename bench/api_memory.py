@@ -4,7 +4,7 @@
 
 Fills a conversation with ``--events`` events straight into the store
 (batched ``submit_action`` script calls; no worker, no Celery message), starts
-the HTTP API as its own process (``python -m app api``) and samples that
+the HTTP API as its own process (``python -m actionq api``) and samples that
 process's RSS (psutil, every 10 ms) while one client
 
 - pages through every event (``GET .../events?after_seq=&limit=1000``), then
@@ -42,10 +42,10 @@ import psutil
 import redis
 from rich.console import Console
 
-from app.client import ApiClient
-from app.models import ActionEvent, new_id
-from app.records import fingerprint
-from app.store import ActionStore
+from actionq.cli.api_client import ApiClient
+from actionq.models import ActionEvent, new_id
+from actionq.store import ActionStore
+from actionq.store.records import fingerprint
 from bench.harness import ROOT, Stack, wait_for
 
 __all__ = ["fill_conversation", "measure_api_memory"]
@@ -152,10 +152,10 @@ def _answers(url: str) -> bool:
 
 
 def start_api(stack: Stack, key: str) -> tuple[Any, str]:
-    """``python -m app api`` as its own process (stopped by ``stack.close()``)."""
+    """``python -m actionq api`` as its own process (stopped by ``stack.close()``)."""
     port = _free_port()
     process = stack.spawn(
-        [sys.executable, "-m", "app", "api"],
+        [sys.executable, "-m", "actionq", "api"],
         "api",
         ACTIONQ_API_KEYS=key,
         ACTIONQ_API_PORT=str(port),
@@ -352,7 +352,7 @@ def measure_api_memory(
         "baseline": baseline,
         "event_bytes": filled["long"].json_bytes / (events - 1),
         "page_limit": PAGE_LIMIT,
-        "api": "python -m app api (uvicorn, one process)",
+        "api": "python -m actionq api (uvicorn, one process)",
         "rss_started_mib": started / MiB,
         "rss_idle_mib": idle / MiB,
         "conversations": conversations,

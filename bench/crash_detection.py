@@ -20,9 +20,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from app.models import AgentErrorEvent
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.models import AgentErrorEvent
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from bench.harness import ROOT, Stack, summary, wait_for
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.embedded import EmbeddedServer
-from app.processes import worker_command
+from actionq.local.embedded import EmbeddedServer
+from actionq.local.processes import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ class Stack:
         return self.spawn(worker_command(concurrency, f"{name}@%h", "WARNING"), name, **env)
 
     def sweeper(self) -> subprocess.Popen[bytes]:
-        return self.spawn([sys.executable, "-m", "app", "sweeper"], "sweeper")
+        return self.spawn([sys.executable, "-m", "actionq", "sweeper"], "sweeper")
 
     def __enter__(self) -> Stack:
         return self

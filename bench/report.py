@@ -212,7 +212,7 @@ def crash_notes(crash: dict[str, Any]) -> list[str]:
 def memory_tables(memory: dict[str, Any]) -> list[Table]:
     """The API's RSS while one client reads a conversation (``bench.api_memory``)."""
     table = Table(
-        title=f"API memory (RSS of `python -m app api`, MiB): read a whole conversation "
+        title=f"API memory (RSS of `python -m actionq api`, MiB): read a whole conversation "
         f"(idle {memory['rss_idle_mib']:.1f} MiB, "
         f"~{memory['event_bytes']:.0f} B of JSON per event)"
     )

@@ -12,8 +12,8 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from bench import crash_detection, raw_crash_side
 from bench.actionq_side import ActionqSide
 from bench.api_memory import measure_api_memory

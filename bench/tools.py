@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.tools import ToolContext, tool
+from actionq.tools import ToolContext, tool
 
 
 class StampArgs(BaseModel):

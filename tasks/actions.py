@@ -6,14 +6,16 @@ from functools import partial
 
 from celery import Task
 
-from app.celery_app import RUN_ACTION_TASK, celery_app
-from app.dispatch import send_action
-from app.runtime import get_store
-from app.settings import get_settings
-from tasks.execution import ClaimUnavailableError, execute_action
-from tasks.identity import current_worker
+from actionq.messaging.celery_app import RUN_ACTION_TASK, get_celery_app
+from actionq.messaging.dispatch import send_action
+from actionq.runtime import get_store
+from actionq.settings import get_settings
+from actionq.tasks.execution import ClaimUnavailableError, execute_action
+from actionq.tasks.identity import current_worker
 
 __all__ = ["run_action"]
+
+celery_app = get_celery_app()
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]

@@ -17,10 +17,10 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from app.dispatch import resend_turn
-from app.errors import NotFoundError, StoreUnavailableError, UnknownToolError
-from app.lifecycle import agent_error_event, crash_action
-from app.models import (
+from actionq.crashes.stop import agent_error_event, crash_action
+from actionq.errors import NotFoundError, StoreUnavailableError, UnknownToolError
+from actionq.messaging.dispatch import resend_turn
+from actionq.models import (
     ActionRecord,
     ActionState,
     ConversationStatus,
@@ -29,10 +29,10 @@ from app.models import (
     ObservationEvent,
     validation_error_text,
 )
-from app.settings import Settings
-from app.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
-from app.tools import ToolContext, get_tool
-from app.tools.sandbox import tool_environment
+from actionq.settings import Settings
+from actionq.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
+from actionq.tools import ToolContext, get_tool
+from actionq.tools.sandbox import tool_environment
 
 __all__ = [
     "ClaimUnavailableError",

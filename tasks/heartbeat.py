@@ -22,8 +22,8 @@ import logging
 import threading
 import time
 
-from app.errors import ActionqError
-from app.store import ActionStore, WorkerIdentity
+from actionq.errors import ActionqError
+from actionq.store import ActionStore, WorkerIdentity
 
 __all__ = ["LeaseHeartbeat", "stop_heartbeat"]
 

@@ -8,7 +8,7 @@ import os
 import socket
 import uuid
 
-from app.store import WorkerIdentity
+from actionq.store import WorkerIdentity
 
 __all__ = ["current_worker", "init_worker_identity"]
 

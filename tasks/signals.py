@@ -24,20 +24,20 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
 
-from app.celery_app import RUN_ACTION_TASK
-from app.dispatch import send_action
-from app.errors import StoreUnavailableError
-from app.lifecycle import cancel_action
-from app.models import ErrorCause
-from app.recovery import audit_own_claims, recover_orphaned_actions
-from app.runtime import get_store
-from app.settings import get_settings
-from app.store import ActionStore, WorkerIdentity
-from app.tools import load_tool_modules
-from app.tools.sandbox import scrub_worker_environ
-from tasks.execution import settle_lost_task
-from tasks.heartbeat import stop_heartbeat
-from tasks.identity import current_worker, init_worker_identity
+from actionq.crashes.stop import cancel_action
+from actionq.crashes.sweep import audit_own_claims, recover_orphaned_actions
+from actionq.errors import StoreUnavailableError
+from actionq.messaging.celery_app import RUN_ACTION_TASK
+from actionq.messaging.dispatch import send_action
+from actionq.models import ErrorCause
+from actionq.runtime import get_store
+from actionq.settings import get_settings
+from actionq.store import ActionStore, WorkerIdentity
+from actionq.tasks.execution import settle_lost_task
+from actionq.tasks.heartbeat import stop_heartbeat
+from actionq.tasks.identity import current_worker, init_worker_identity
+from actionq.tools import load_tool_modules
+from actionq.tools.sandbox import scrub_worker_environ
 
 __all__ = ["connect_signal_handlers", "parse_worker_lost"]
 

@@ -24,13 +24,13 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from app.errors import ActionqError
-from app.recovery import audit_own_claims, sweep_expired_leases
-from app.runtime import get_store
-from app.settings import get_settings
-from app.store import ActionStore
-from tasks.heartbeat import LeaseHeartbeat
-from tasks.identity import current_worker
+from actionq.crashes.sweep import audit_own_claims, sweep_expired_leases
+from actionq.errors import ActionqError
+from actionq.runtime import get_store
+from actionq.settings import get_settings
+from actionq.store import ActionStore
+from actionq.tasks.heartbeat import LeaseHeartbeat
+from actionq.tasks.identity import current_worker
 
 __all__ = ["ActionqWorkerStep"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.helpers import ROOT, ValkeyServer, WorkerProcess
 
 _db_numbers = itertools.count(1)

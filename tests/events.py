@@ -6,8 +6,8 @@ import base64
 import json
 from typing import Any
 
-from app.models import TERMINAL_EVENT_KINDS, AgentErrorEvent, Event
-from app.service import ActionQ
+from actionq.models import TERMINAL_EVENT_KINDS, AgentErrorEvent, Event
+from actionq.service import ActionQ
 
 
 def events_of(aq: ActionQ, conversation_id: str) -> list[Event]:

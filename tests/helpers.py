@@ -15,7 +15,7 @@ from typing import TypeVar
 import psutil
 import redis
 
-from app.processes import worker_command
+from actionq.local.processes import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class ValkeyServer:
 
 
 class WorkerProcess:
-    """A real ``celery -A app worker`` with the prefork pool."""
+    """A real ``celery -A actionq worker`` with the prefork pool."""
 
     def __init__(self, name: str, env: dict[str, str], logdir: Path, concurrency: int = 1) -> None:
         self.name = name

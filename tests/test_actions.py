@@ -8,14 +8,14 @@ from pathlib import Path
 
 from kombu import Connection, Exchange, Producer
 
-from app.models import (
+from actionq.models import (
     ActionState,
     AgentErrorEvent,
     ConversationStatus,
     ErrorCause,
     ObservationEvent,
 )
-from app.service import ActionQ
+from actionq.service import ActionQ
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for

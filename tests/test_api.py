@@ -328,7 +328,7 @@ def test_cli_client_commands(stack: UpProcess) -> None:
     def actionq(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
         return subprocess.run(
-            [sys.executable, "-m", "app", "conversations", *args,
+            [sys.executable, "-m", "actionq", "conversations", *args,
              "--url", stack.url, "--api-key", stack.key],
             capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
         )  # fmt: skip
@@ -357,7 +357,7 @@ def test_cli_client_commands(stack: UpProcess) -> None:
     retried = actionq("retry", action_id, "--json")
     assert retried.returncode == 0 and json.loads(retried.stdout)["retry_of"] == action_id
     wrong_key = subprocess.run(
-        [sys.executable, "-m", "app", "conversations", "list", "--url", stack.url,
+        [sys.executable, "-m", "actionq", "conversations", "list", "--url", stack.url,
          "--api-key", "nope"],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")},

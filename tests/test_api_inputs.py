@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from app.errors import ConflictError, IdempotencyConflict
-from app.models import validation_error_text
-from app.service import ActionQ
-from app.tools.builtin import TerminalArgs
+from actionq.errors import ConflictError, IdempotencyConflict
+from actionq.models import validation_error_text
+from actionq.service import ActionQ
+from actionq.tools.builtin import TerminalArgs
 from tests.helpers import wait_for
 from tests.up_process import UpProcess, start_up, stop_up
 

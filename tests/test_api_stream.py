@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.event_stream import KEEPALIVE_SECONDS
+from actionq.store.follow import KEEPALIVE_SECONDS
 from tests.helpers import ROOT, wait_for
 from tests.up_process import UpProcess, start_up, stop_up
 
@@ -56,7 +56,7 @@ class LineReader:
 
 
 def tail_command(up: UpProcess, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app", "conversations", "tail", *args,
+    return [sys.executable, "-m", "actionq", "conversations", "tail", *args,
             "--url", up.url, "--api-key", up.key]  # fmt: skip
 
 

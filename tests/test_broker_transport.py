@@ -10,10 +10,10 @@ from pathlib import Path
 
 import redis
 
-from app.broker_transport import UnansweredCommands
-from app.models import ActionState, ConversationStatus
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.messaging.transport import UnansweredCommands
+from actionq.models import ActionState, ConversationStatus
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.events import celery_body, count_lines, terminal_events
 from tests.helpers import wait_for
@@ -110,7 +110,7 @@ def test_unanswered_commands_reconnect_after_the_connection_drops(redis_url: str
 
 def test_kombus_own_transport_can_be_chosen(redis_url: str) -> None:
     assert Settings(redis_url=redis_url).effective_broker_transport == (
-        "app.broker_transport:Transport"
+        "actionq.messaging.transport:Transport"
     )
     assert Settings(redis_url=redis_url, broker_transport="redis").effective_broker_transport == (
         "redis"

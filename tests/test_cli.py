@@ -88,7 +88,7 @@ def test_worker_with_a_mistyped_setting_is_one_line() -> None:
 MY_TOOLS = '''
 from pydantic import BaseModel
 
-from app.tools import ToolContext, tool
+from actionq.tools import ToolContext, tool
 
 
 class ShoutArgs(BaseModel):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.models import ActionState, ConversationStatus, ErrorCause
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.models import ActionState, ConversationStatus, ErrorCause
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for
@@ -154,7 +154,7 @@ def test_worker_start_up_recovers_a_conversation_left_running(
     """State left by a crash of everything: a claim by a worker that no longer
     exists. The next worker to start errors it, and the action queued behind it,
     before it takes any work."""
-    from app.store import Claim, WorkerIdentity
+    from actionq.store import Claim, WorkerIdentity
 
     gone = WorkerIdentity(id="gone@old-host:99:dead", host="old-host", pid=99)
     cid = aq.create_conversation().id

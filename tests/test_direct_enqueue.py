@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from app.direct_enqueue import broker_list_for
-from app.lifecycle import crash_action
-from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
-from app.service import ActionQ
-from app.settings import Settings
-from app.store import ActionStore, Claim, WorkerIdentity
+from actionq.crashes.stop import crash_action
+from actionq.messaging.direct_enqueue import broker_list_for
+from actionq.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
+from actionq.service import ActionQ
+from actionq.settings import Settings
+from actionq.store import ActionStore, Claim, WorkerIdentity
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, celery_body, terminal_events
 

@@ -1,4 +1,4 @@
-"""Flower, the dashboard users run beside actionq (``celery -A app flower``),
+"""Flower, the dashboard users run beside actionq (``celery -A actionq flower``),
 sees every action as a task, from the events actionq's transport sends
 without waiting and the ``task-sent`` events its store scripts publish."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.models import ActionState
-from app.service import ActionQ
+from actionq.models import ActionState
+from actionq.service import ActionQ
 from tests.conftest import WorkerFactory
 from tests.helpers import ROOT, free_port, wait_for
 
@@ -26,7 +26,7 @@ def flower(settings_env: dict[str, str], tmp_path: Path) -> Any:
     env |= settings_env | {"PYTHONPATH": str(ROOT), "FLOWER_UNAUTHENTICATED_API": "true"}
     with (tmp_path / "flower.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "app", "flower",
+            [sys.executable, "-m", "celery", "-A", "actionq", "flower",
              f"--port={port}", "--address=127.0.0.1"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

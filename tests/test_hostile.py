@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app.embedded import EmbeddedServer
-from app.errors import InvalidArgumentsError, StoreUnavailableError
-from app.models import ActionState, AgentErrorEvent, ErrorCause, ObservationEvent
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.errors import InvalidArgumentsError, StoreUnavailableError
+from actionq.local.embedded import EmbeddedServer
+from actionq.models import ActionState, AgentErrorEvent, ErrorCause, ObservationEvent
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.events import count_lines, only_error, terminal_events
 from tests.helpers import free_port

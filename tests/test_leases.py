@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConflictError, InvalidTransition, QuarantinedAction
-from app.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
-from app.service import ActionQ
+from actionq.errors import ConflictError, InvalidTransition, QuarantinedAction
+from actionq.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
+from actionq.service import ActionQ
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import ROOT, wait_for
@@ -29,7 +29,7 @@ def sweeper(settings_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess
     env |= settings_env | {"PYTHONPATH": str(ROOT)}
     with (tmp_path / "sweeper.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "sweeper"], cwd=ROOT, env=env, stdout=log,
+            [sys.executable, "-m", "actionq", "sweeper"], cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     yield process
@@ -90,7 +90,7 @@ def test_resume_after_error_runs_the_next_action(
 def test_concurrent_resumes_exactly_one_succeeds(aq: ActionQ) -> None:
     cid = aq.create_conversation().id
     aid = aq.store.submit_action(cid, "terminal", {"command": "x"}).action_id
-    from app.lifecycle import crash_action
+    from actionq.crashes.stop import crash_action
 
     crash_action(aq.store, aq.store.get_action(aid, cid), ErrorCause.WORKER_LOST)
     outcomes: list[str] = []

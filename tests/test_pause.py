@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psutil
 
-from app.models import ActionState, ConversationStatus, ErrorCause, UserRejectObservation
-from app.service import ActionQ
+from actionq.models import ActionState, ConversationStatus, ErrorCause, UserRejectObservation
+from actionq.service import ActionQ
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for

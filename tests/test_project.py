@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import app
-from app.errors import ConfigurationError
-from app.settings import Settings, load_settings, settings_markdown_table
+import actionq
+from actionq.errors import ConfigurationError
+from actionq.settings import Settings, load_settings, settings_markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,7 +18,7 @@ def test_every_setting_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     missing = [n for n in Settings.model_fields if f"ACTIONQ_{n.upper()}" not in doc]
     assert missing == []
-    # The table is exactly what `python -m app.settings` prints.
+    # The table is exactly what `python -m actionq.settings` prints.
     assert settings_markdown_table() in doc
 
 
@@ -40,9 +40,36 @@ def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().api_keys == ["a", "b", "c"]
 
 
+PUBLIC_NAMES = [
+    "ActionNotFound",
+    "ActionQ",
+    "ActionqError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConversationNotFound",
+    "DuplicateToolCallId",
+    "ErrorCause",
+    "IdempotencyConflict",
+    "InvalidArgumentsError",
+    "InvalidTransition",
+    "NotFoundError",
+    "QuarantinedAction",
+    "RetryInProgress",
+    "StoreUnavailableError",
+    "ToolContext",
+    "UnknownToolError",
+    "celery",
+    "tool",
+]
+
+
 def test_public_surface() -> None:
-    assert sorted(app.__all__) == ["ActionQ", "celery"]
-    assert app.celery.conf.task_acks_late is True
-    assert app.celery.conf.task_reject_on_worker_lost is False
-    assert app.celery.conf.accept_content == ["json"]
-    assert app.celery.conf.worker_prefetch_multiplier == 1
+    assert sorted(actionq.__all__) == sorted(PUBLIC_NAMES)
+    for name in PUBLIC_NAMES:
+        assert getattr(actionq, name) is not None, name
+    assert issubclass(actionq.RetryInProgress, actionq.ConflictError)
+    assert issubclass(actionq.ConflictError, actionq.ActionqError)
+    assert actionq.celery.conf.task_acks_late is True
+    assert actionq.celery.conf.task_reject_on_worker_lost is False
+    assert actionq.celery.conf.accept_content == ["json"]
+    assert actionq.celery.conf.worker_prefetch_multiplier == 1

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from kombu import Connection, Queue
 
-from app.models import ConversationStatus, ErrorCause
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.models import ConversationStatus, ErrorCause
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error
 from tests.helpers import wait_for

@@ -31,16 +31,16 @@ from pathlib import Path
 
 import pytest
 
-from app.embedded import EmbeddedServer
-from app.models import (
+from actionq.local.embedded import EmbeddedServer
+from actionq.models import (
     ActionState,
     AgentErrorEvent,
     ConversationStatus,
     ErrorCause,
     ObservationEvent,
 )
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import ROOT, WorkerProcess, free_port, wait_for
 
@@ -125,7 +125,11 @@ def outage_stack(tmp_path: Path, transport: str | None, **settings: str) -> Iter
     aq = ActionQ(Settings(redis_url=url, tool_modules=["tests.tools_for_tests"]))
     try:
         worker.wait_ready(60)
-        shown = "Connected to redis://" if transport == "redis" else "Connected to app.broker_"
+        shown = (
+            "Connected to redis://"
+            if transport == "redis"
+            else "Connected to actionq.messaging.transport"
+        )
         assert shown in worker.log()
         yield Stack(server, worker, aq, tmp_path)
     finally:

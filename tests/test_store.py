@@ -12,18 +12,18 @@ import time
 import pytest
 import redis
 
-from app.errors import ConversationNotFound, DuplicateToolCallId, InvalidTransition
-from app.lifecycle import crash_action
-from app.models import (
+from actionq.crashes.stop import crash_action
+from actionq.crashes.sweep import recover_orphaned_actions, sweep_expired_leases
+from actionq.errors import ConversationNotFound, DuplicateToolCallId, InvalidTransition
+from actionq.models import (
     ActionState,
     AgentErrorEvent,
     ConversationStatus,
     ErrorCause,
     ObservationEvent,
 )
-from app.recovery import recover_orphaned_actions, sweep_expired_leases
-from app.service import ActionQ
-from app.store import ActionStore, Claim, WorkerIdentity
+from actionq.service import ActionQ
+from actionq.store import ActionStore, Claim, WorkerIdentity
 from tests.events import assert_log_consistent, only_error, status_changes, terminal_events
 
 DEAD = WorkerIdentity(id="dead@host:1:aaaa", host="host", pid=1)
@@ -118,8 +118,8 @@ def test_signal_handler_twice_writes_one_error(
     """The real task_failure handler, called twice as Celery may do."""
     from billiard.exceptions import WorkerLostError
 
-    from app.celery_app import RUN_ACTION_TASK
-    from tasks import signals
+    from actionq.messaging.celery_app import RUN_ACTION_TASK
+    from actionq.tasks import signals
 
     monkeypatch.setattr(signals, "get_store", lambda: aq.store)
     monkeypatch.setattr(signals, "current_worker", lambda: ALIVE)
@@ -283,7 +283,7 @@ def test_agent_error_event_round_trips(aq: ActionQ) -> None:
 
 def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ) -> None:
     """A redelivered message's process dies on worker B while the action runs on A."""
-    from tasks.execution import settle_lost_task
+    from actionq.tasks.execution import settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id
@@ -299,7 +299,7 @@ def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ
 
 
 def test_delivery_lost_before_claim_is_sent_again_then_errored(aq: ActionQ) -> None:
-    from tasks.execution import MAX_LOST_BEFORE_CLAIM, settle_lost_task
+    from actionq.tasks.execution import MAX_LOST_BEFORE_CLAIM, settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id
@@ -321,7 +321,7 @@ def test_delivery_lost_before_claim_is_sent_again_then_errored(aq: ActionQ) -> N
 
 
 def test_child_dying_after_finish_sends_the_next_action(aq: ActionQ) -> None:
-    from tasks.execution import settle_lost_task
+    from actionq.tasks.execution import settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id
@@ -339,7 +339,7 @@ def test_child_dying_after_finish_sends_the_next_action(aq: ActionQ) -> None:
 
 
 def test_claim_audit_errors_only_abandoned_claims(aq: ActionQ) -> None:
-    from app.recovery import audit_own_claims
+    from actionq.crashes.sweep import audit_own_claims
 
     store = aq.store
     abandoned_cid = store.create_conversation().id
@@ -361,7 +361,7 @@ def test_a_second_delivery_to_the_owner_keeps_its_claim_auditable(aq: ActionQ) -
     """The broker hands a running action's message to the worker that holds
     it (after a Redis outage): the refused claim must not drop the owner's
     claim index entry, or the claim audit never ends the action."""
-    from app.recovery import audit_own_claims
+    from actionq.crashes.sweep import audit_own_claims
 
     store = aq.store
     cid = store.create_conversation().id
@@ -381,7 +381,7 @@ def test_a_second_delivery_to_the_owner_keeps_its_claim_auditable(aq: ActionQ) -
 
 
 def test_pause_does_not_cancel_an_action_claimed_meanwhile(aq: ActionQ) -> None:
-    from app.lifecycle import cancel_action
+    from actionq.crashes.stop import cancel_action
 
     store = aq.store
     cid = store.create_conversation().id
@@ -393,7 +393,7 @@ def test_pause_does_not_cancel_an_action_claimed_meanwhile(aq: ActionQ) -> None:
 
 def test_heartbeat_renews_only_while_the_event_loop_ticks(store: ActionStore) -> None:
     """The lease thread keeps a busy worker alive, but not a wedged one."""
-    from tasks.heartbeat import LeaseHeartbeat
+    from actionq.tasks.heartbeat import LeaseHeartbeat
 
     worker = WorkerIdentity(id="w@host:1:beat", host="host", pid=1)
     heartbeat = LeaseHeartbeat(store, worker, lease_seconds=3, interval=0.5, stall_seconds=10)

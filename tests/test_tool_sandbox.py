@@ -15,12 +15,12 @@ import psutil
 import pytest
 import redis
 
-from app.lifecycle import kill_leftover_processes
-from app.models import ErrorCause, ObservationEvent
-from app.service import ActionQ
-from app.settings import Settings
-from app.store import Claim, WorkerIdentity
-from app.tools.sandbox import (
+from actionq.crashes.stop import kill_leftover_processes
+from actionq.models import ErrorCause, ObservationEvent
+from actionq.service import ActionQ
+from actionq.settings import Settings
+from actionq.store import Claim, WorkerIdentity
+from actionq.tools.sandbox import (
     CommandCgroup,
     ProcessGroup,
     boot_id,

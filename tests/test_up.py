@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from app.data_folder import process_start_time
+from actionq.local.data_folder import process_start_time
 from tests.events import count_lines
 from tests.helpers import ROOT, free_port, wait_for
 from tests.up_process import (
@@ -324,7 +324,7 @@ def test_demo_leaves_no_temp_folder(tmp_path: Path) -> None:
     temp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
     result = subprocess.run(
-        [sys.executable, "-m", "app", "demo"],
+        [sys.executable, "-m", "actionq", "demo"],
         env=env | {"TMPDIR": str(temp)}, cwd=ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -341,14 +341,14 @@ def test_env_lets_a_python_client_see_the_conversations(local: UpProcess) -> Non
     client.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
     printed = subprocess.run(
-        [sys.executable, "-m", "app", "env", "--data-dir", str(local.data_dir)],
+        [sys.executable, "-m", "actionq", "env", "--data-dir", str(local.data_dir)],
         env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert printed.returncode == 0, printed.stderr
     password = (local.data_dir / "redis" / "server.password").read_text().strip()
     assert password not in printed.stdout and local.key not in printed.stdout
     script = (
-        f'eval "$({sys.executable} -m app env --data-dir {local.data_dir})" && '
+        f'eval "$({sys.executable} -m actionq env --data-dir {local.data_dir})" && '
         f"{sys.executable} -c 'from app import ActionQ; "
         f"print(*[c.id for c in ActionQ().list_conversations(limit=1000)])'"
     )
@@ -361,7 +361,7 @@ def test_env_lets_a_python_client_see_the_conversations(local: UpProcess) -> Non
 
 def test_env_without_a_running_up_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app", "env", "--data-dir", str(tmp_path / "none")],
+        [sys.executable, "-m", "actionq", "env", "--data-dir", str(tmp_path / "none")],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 1
@@ -373,7 +373,7 @@ def test_flower_asks_for_the_password_in_the_data_folder(local: UpProcess, tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
     with (tmp_path / "flower.log").open("ab") as log:
         flower = subprocess.Popen(
-            [sys.executable, "-m", "app", "flower", "--data-dir", str(local.data_dir),
+            [sys.executable, "-m", "actionq", "flower", "--data-dir", str(local.data_dir),
              "--port", str(port)],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

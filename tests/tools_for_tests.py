@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.tools import ToolContext, tool
+from actionq.tools import ToolContext, tool
 
 
 class MarkArgs(BaseModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from app.client import ApiClient
+from actionq.cli.api_client import ApiClient
 from tests.helpers import ROOT, free_port, wait_for
 
 
@@ -60,7 +60,8 @@ def launch_up(
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "app", "up", "--port", str(port), "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "actionq", "up", "--port", str(port),
+             "--data-dir", str(data_dir)],
             cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 

@@ -8,17 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.api.body_limit import BodySizeLimit
-from app.api.errors import install_error_handlers
-from app.api.gate import RequestGate
-from app.api.metrics import ApiMetrics
-from app.api.routes import protected, public
-from app.api.stream import StreamSlots, stream_router
-from app.errors import ConfigurationError
-from app.event_stream import EventFollower
-from app.service import ActionQ
-from app.settings import Settings, get_settings
-from app.tools import load_tool_modules
+from actionq.api.body_limit import BodySizeLimit
+from actionq.api.errors import install_error_handlers
+from actionq.api.gate import RequestGate
+from actionq.api.metrics import ApiMetrics
+from actionq.api.routes import protected, public
+from actionq.api.stream import StreamSlots, stream_router
+from actionq.errors import ConfigurationError
+from actionq.service import ActionQ
+from actionq.settings import Settings, get_settings
+from actionq.store.follow import EventFollower
+from actionq.tools import load_tool_modules
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app"]
 

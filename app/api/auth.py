@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import ActionqError
+from actionq.errors import ActionqError
 
 __all__ = ["AuthenticationError", "authenticate", "presented_key", "require_api_key"]
 

@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.auth import AuthenticationError
-from app.errors import (
+from actionq.api.auth import AuthenticationError
+from actionq.errors import (
     ActionqError,
     ConfigurationError,
     ConflictError,

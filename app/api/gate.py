@@ -10,9 +10,9 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import AuthenticationError, authenticate
-from app.api.errors import error_response
-from app.api.metrics import ApiMetrics
+from actionq.api.auth import AuthenticationError, authenticate
+from actionq.api.errors import error_response
+from actionq.api.metrics import ApiMetrics
 
 __all__ = ["PUBLIC_PATHS", "RequestGate"]
 

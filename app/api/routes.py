@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.auth import require_api_key
-from app.api.schemas import (
+from actionq.api.auth import require_api_key
+from actionq.api.schemas import (
     ActionResponse,
     ConversationList,
     CreateConversationRequest,
@@ -17,10 +17,10 @@ from app.api.schemas import (
     RetryRequest,
     SubmitActionRequest,
 )
-from app.api.stream import MAX_SEQ
-from app.errors import ActionqError
-from app.models import Conversation, EventPage
-from app.service import ActionQ
+from actionq.api.stream import MAX_SEQ
+from actionq.errors import ActionqError
+from actionq.models import Conversation, EventPage
+from actionq.service import ActionQ
 
 __all__ = ["protected", "public"]
 

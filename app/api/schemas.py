@@ -7,7 +7,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.models import ActionRecord, ActionState, Conversation
+from actionq.models import ActionRecord, ActionState, Conversation
 
 __all__ = [
     "ActionResponse",

@@ -15,12 +15,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.auth import presented_key, require_api_key
-from app.api.errors import BadRequestError, StreamCapacityError, TooManyStreamsError
-from app.api.schemas import ErrorResponse
-from app.errors import StoreUnavailableError
-from app.event_stream import EventFollower
-from app.service import ActionQ
+from actionq.api.auth import presented_key, require_api_key
+from actionq.api.errors import BadRequestError, StreamCapacityError, TooManyStreamsError
+from actionq.api.schemas import ErrorResponse
+from actionq.errors import StoreUnavailableError
+from actionq.service import ActionQ
+from actionq.store.follow import EventFollower
 
 __all__ = ["MAX_SEQ", "StreamSlots", "stream_router"]
 

@@ -1,7 +1,7 @@
 """Tools that actions run. Importing this package registers the built-ins."""
 
-from app.tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
-from app.tools.registry import (
+from actionq.tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
+from actionq.tools.registry import (
     Tool,
     ToolContext,
     get_tool,

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.tools.output import read_until_exit, truncate_text
-from app.tools.registry import ToolContext, tool
-from app.tools.sandbox import (
+from actionq.tools.output import read_until_exit, truncate_text
+from actionq.tools.registry import ToolContext, tool
+from actionq.tools.sandbox import (
     CommandCgroup,
     ProcessGroup,
     boot_id,

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from app.errors import ConfigurationError, UnknownToolError
-from app.tools.sandbox import ProcessGroup
+from actionq.errors import ConfigurationError, UnknownToolError
+from actionq.tools.sandbox import ProcessGroup
 
 __all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]
 

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.models import (
+from actionq.models import (
     TERMINAL_EVENT_KINDS,
     ActionEvent,
     AgentErrorEvent,
@@ -14,7 +14,7 @@ from app.models import (
     ErrorCause,
     Event,
 )
-from app.store import ActionStore
+from actionq.store import ActionStore
 
 # Causes of an action that never started its tool: its side effect must be absent.
 _NEVER_STARTED = {ErrorCause.NOT_RUN, ErrorCause.UNKNOWN_TOOL, ErrorCause.INVALID_ARGUMENTS}

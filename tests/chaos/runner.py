@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from app.store import ActionStore
+from actionq.store import ActionStore
 from tests.chaos.driver import Driver
 from tests.chaos.faults import FaultInjector
 from tests.chaos.invariants import Report, check

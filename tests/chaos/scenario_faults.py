@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-from app.errors import ActionqError
-from app.models import ConversationStatus
-from app.service import ActionQ
-from app.settings import Settings
+from actionq.errors import ActionqError
+from actionq.models import ConversationStatus
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.chaos.stack import ChaosStack
 
 __all__ = ["ScenarioFaults"]

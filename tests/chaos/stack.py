@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from app.embedded import EmbeddedServer
+from actionq.local.embedded import EmbeddedServer
 from tests.helpers import ROOT, WorkerProcess, free_port
 
 
@@ -60,7 +60,7 @@ class ChaosStack:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with (self.base / log_name).open("ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "app", *args], cwd=ROOT, env=self.env(), stdout=log,
+                [sys.executable, "-m", "actionq", *args], cwd=ROOT, env=self.env(), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from app.tools import ToolContext, tool
+from actionq.tools import ToolContext, tool
 
 
 class StepArgs(BaseModel):

@@ -6,9 +6,9 @@ time; a claim index is the set of actions a worker may hold.
 
 from __future__ import annotations
 
-from app.models import utc_now
-from app.records import WorkerIdentity
-from app.redis_store import RedisStore
+from actionq.models import utc_now
+from actionq.store.client import RedisStore
+from actionq.store.records import WorkerIdentity
 
 __all__ = ["WorkerLeases"]
 

@@ -12,8 +12,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from app.errors import ActionNotFound, StoreUnavailableError
-from app.models import (
+from actionq.errors import ActionNotFound, StoreUnavailableError
+from actionq.models import (
     ActionRecord,
     ActionState,
     AgentErrorEvent,
@@ -24,8 +24,8 @@ from app.models import (
     Event,
     UserRejectObservation,
 )
-from app.store import ActionStore, StopOutcome
-from app.tools.sandbox import ProcessGroup
+from actionq.store import ActionStore, StopOutcome
+from actionq.tools.sandbox import ProcessGroup
 
 __all__ = ["agent_error_event", "cancel_action", "crash_action"]
 

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import redis
 
-from app.data_folder import (
+from actionq.errors import ConfigurationError, StoreUnavailableError
+from actionq.local.data_folder import (
     ensure_private_dir,
     read_or_create_secret,
     write_pidfile,
     write_secret_file,
 )
-from app.errors import ConfigurationError, StoreUnavailableError
-from app.processes import child_preexec, stop_pidfile_process
+from actionq.local.processes import child_preexec, stop_pidfile_process
 
 __all__ = ["EmbeddedServer", "find_server_binary"]
 

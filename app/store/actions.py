@@ -1,5 +1,5 @@
-"""ActionStore: the only code that talks to Redis (with ``app.leases`` and
-``app.redis_store``, its other two parts).
+"""ActionStore: the only code that talks to Redis (with ``actionq.store.leases`` and
+``actionq.store.client``, its other two parts).
 
 Every state change is one Lua script (see ``app/lua/``), so an action's state,
 its event and the conversation move together or not at all. Reads are plain
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.client import Pipeline
 
-from app.errors import (
+from actionq.errors import (
     ActionNotFound,
     ConversationNotFound,
     DuplicateToolCallId,
@@ -26,8 +26,7 @@ from app.errors import (
     QuarantinedAction,
     RetryInProgress,
 )
-from app.leases import WorkerLeases
-from app.models import (
+from actionq.models import (
     ActionEvent,
     ActionRecord,
     ActionState,
@@ -40,7 +39,8 @@ from app.models import (
     new_id,
     utc_now,
 )
-from app.records import (
+from actionq.store.leases import WorkerLeases
+from actionq.store.records import (
     Claim,
     ClaimRefused,
     FinishResult,
@@ -54,8 +54,8 @@ from app.records import (
 )
 
 if TYPE_CHECKING:
-    from app.direct_enqueue import QueuedMessage
-    from app.tools.sandbox import ProcessGroup
+    from actionq.messaging.direct_enqueue import QueuedMessage
+    from actionq.tools.sandbox import ProcessGroup
 
 __all__ = [
     "ActionStore",

@@ -1,14 +1,15 @@
-"""The Celery application. ``celery -A app worker`` finds it as ``app.celery``."""
+"""The Celery application. ``celery -A actionq worker`` finds it as ``actionq.celery``."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from celery import Celery
 
-from app.settings import Settings, get_settings
+from actionq.settings import Settings, get_settings
 
-__all__ = ["RUN_ACTION_TASK", "celery_app", "create_celery_app"]
+__all__ = ["RUN_ACTION_TASK", "WORKER_MODULES", "create_celery_app", "get_celery_app"]
 
 RUN_ACTION_TASK = "actionq.run_action"
 
@@ -49,20 +50,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Imported by a worker before it sends ``worker_init`` and builds its
+# bootsteps: the task, then the worker-side wiring (signal handlers). Nothing
+# else imports them, so a client, the API or the CLI connects no handler.
+WORKER_MODULES = ("actionq.tasks.actions", "actionq.tasks.wiring")
+WORKER_STEP = "actionq.tasks.worker_step:ActionqWorkerStep"
+
+
 def create_celery_app(settings: Settings | None = None) -> Celery:
+    """A Celery app with actionq's configuration. Building it connects nothing;
+    the worker imports ``WORKER_MODULES`` and the bootstep by name."""
     settings = settings or get_settings()
     # amqp: kombu connections that survive the teardown of a lost broker
-    # connection (app/broker_transport.py, BrokerConnection).
-    app = Celery("actionq", include=["tasks.actions"], amqp="app.broker_transport:CeleryAMQP")
+    # connection (actionq/messaging/transport.py, BrokerConnection).
+    app = Celery(
+        "actionq",
+        include=list(WORKER_MODULES),
+        amqp="actionq.messaging.transport:CeleryAMQP",
+    )
     app.conf.update(celery_config(settings))
-
-    # Worker-side wiring, explicit: signal handlers and the lease/sweep bootstep.
-    from tasks.signals import connect_signal_handlers
-    from tasks.worker_step import ActionqWorkerStep
-
-    connect_signal_handlers()
-    app.steps["worker"].add(ActionqWorkerStep)
+    # By name: resolved only when a worker builds its blueprint.
+    app.steps["worker"].add(WORKER_STEP)
     return app
 
 
-celery_app = create_celery_app()
+@lru_cache(maxsize=1)
+def get_celery_app() -> Celery:
+    """The process-wide app (``actionq.celery``, ``celery -A actionq``),
+    built on first use from the environment's settings."""
+    return create_celery_app()

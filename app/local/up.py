@@ -32,7 +32,7 @@ from types import FrameType
 import uvicorn
 from rich.console import Console
 
-from app.data_folder import (
+from actionq.local.data_folder import (
     DataFolder,
     FolderInUseError,
     ensure_private_dir,
@@ -40,10 +40,10 @@ from app.data_folder import (
     write_pidfile,
     write_secret_file,
 )
-from app.embedded import EmbeddedServer
-from app.processes import child_preexec, stop_pidfile_process, worker_command
-from app.settings import Settings, load_settings
-from app.supervision import SupervisedChild, Supervisor
+from actionq.local.embedded import EmbeddedServer
+from actionq.local.processes import child_preexec, stop_pidfile_process, worker_command
+from actionq.local.supervision import SupervisedChild, Supervisor
+from actionq.settings import Settings, load_settings
 
 __all__ = ["make_console", "run_up"]
 
@@ -84,7 +84,7 @@ def _bind_api_socket(host: str, port: int) -> socket.socket:
 
 
 def _wait_for_worker(settings: Settings, worker: SupervisedChild, log: Path) -> None:
-    from app.store import ActionStore
+    from actionq.store import ActionStore
 
     store = ActionStore.from_url(settings.redis_url, settings.key_prefix)
     deadline = time.monotonic() + 60
@@ -133,7 +133,7 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
         console.print(f'  attach:  eval "$({attach})"', markup=False)
         console.print("  Ctrl-C stops everything.")
-        from app.api import SHUTDOWN_GRACE_SECONDS, create_app
+        from actionq.api import SHUTDOWN_GRACE_SECONDS, create_app
 
         config = uvicorn.Config(
             create_app(settings),

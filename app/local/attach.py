@@ -14,8 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from app.data_folder import DataFolder, UpInfo, read_or_create_secret
-from app.up import SECRET_SETTING_FILES
+from actionq.local.data_folder import DataFolder, UpInfo, read_or_create_secret
+from actionq.local.up import SECRET_SETTING_FILES
 
 __all__ = ["FLOWER_USER", "env_lines", "exec_flower", "running_up"]
 
@@ -71,6 +71,6 @@ def exec_flower(data_dir: Path, address: str, port: int) -> None:
         f"Flower on http://{address}:{port}  (user {FLOWER_USER}, password in {password_file})",
         flush=True,
     )
-    command = [sys.executable, "-m", "celery", "-A", "app", "flower"]
+    command = [sys.executable, "-m", "celery", "-A", "actionq", "flower"]
     command += [f"--address={address}", f"--port={port}"]
     os.execve(sys.executable, command, env)

@@ -14,11 +14,11 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from app.errors import StoreUnavailableError
-from app.keys import Keys
+from actionq.errors import StoreUnavailableError
+from actionq.store.keys import Keys
 
 if TYPE_CHECKING:
-    from app.direct_enqueue import BrokerList
+    from actionq.messaging.direct_enqueue import BrokerList
 
 __all__ = ["RedisStore"]
 
@@ -37,7 +37,7 @@ _SCRIPT_NAMES = (
 
 
 def _load_scripts(client: redis.Redis) -> dict[str, Script]:
-    lua = resources.files("app") / "lua"
+    lua = resources.files("actionq.store") / "lua"
     lib = (lua / "_lib.lua").read_text()
     return {
         name: client.register_script(lib + "\n" + (lua / f"{name}.lua").read_text())

@@ -30,7 +30,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.utils.json import dumps as kombu_json
 
-from app.settings import Settings
+from actionq.settings import Settings
 
 __all__ = ["BrokerList", "QueuedMessage", "TaskMessages", "broker_list_for"]
 
@@ -64,7 +64,10 @@ def broker_list_for(settings: Settings) -> BrokerList | None:
     url = settings.effective_broker_url
     if url != settings.redis_url or not url.startswith("redis://"):
         return None
-    if settings.effective_broker_transport not in ("app.broker_transport:Transport", "redis"):
+    if settings.effective_broker_transport not in (
+        "actionq.messaging.transport:Transport",
+        "redis",
+    ):
         return None
     path = urlparse(url).path.strip("/")
     db = int(path) if path.isdigit() else 0

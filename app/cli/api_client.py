@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from app.errors import ActionqError, ConfigurationError
-from app.settings import Settings
+from actionq.errors import ActionqError, ConfigurationError
+from actionq.settings import Settings
 
 __all__ = ["ApiClient", "ApiError", "resolve_api_target"]
 

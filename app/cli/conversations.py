@@ -13,9 +13,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from app.client import ApiClient, ApiError, resolve_api_target
-from app.errors import ActionqError
-from app.settings import get_settings
+from actionq.cli.api_client import ApiClient, ApiError, resolve_api_target
+from actionq.errors import ActionqError
+from actionq.settings import get_settings
 
 __all__ = ["actions", "conversations"]
 

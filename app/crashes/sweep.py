@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 
-from app.dispatch import Dispatch, resend_turn
-from app.errors import ConversationNotFound, NotFoundError
-from app.lifecycle import crash_action
-from app.models import ActionState, ErrorCause
-from app.store import ActionStore, WorkerIdentity
+from actionq.crashes.stop import crash_action
+from actionq.errors import ConversationNotFound, NotFoundError
+from actionq.messaging.dispatch import Dispatch, resend_turn
+from actionq.models import ActionState, ErrorCause
+from actionq.store import ActionStore, WorkerIdentity
 
 __all__ = ["audit_own_claims", "recover_orphaned_actions", "sweep_expired_leases"]
 

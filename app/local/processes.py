@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.data_folder import process_start_time, read_pidfile
+from actionq.local.data_folder import process_start_time, read_pidfile
 
 __all__ = [
     "child_preexec",
@@ -74,7 +74,7 @@ def worker_command(
     message prefetched per process, no gossip or mingle (not needed: leases
     in Redis say who is alive)."""
     command = [
-        sys.executable, "-m", "celery", "-A", "app", "worker",
+        sys.executable, "-m", "celery", "-A", "actionq", "worker",
         "--pool", "prefork",
         "--concurrency", str(concurrency),
         "--without-gossip", "--without-mingle",

@@ -20,12 +20,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from app.embedded import EmbeddedServer
-from app.models import ActionRecord, AgentErrorEvent, Event, ObservationEvent
-from app.processes import worker_command
-from app.service import ActionQ
-from app.settings import Settings
-from app.up import make_console
+from actionq.local.embedded import EmbeddedServer
+from actionq.local.processes import worker_command
+from actionq.local.up import make_console
+from actionq.models import ActionRecord, AgentErrorEvent, Event, ObservationEvent
+from actionq.service import ActionQ
+from actionq.settings import Settings
 
 __all__ = ["run_demo"]
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from app.errors import StoreUnavailableError
-from app.models import ActionState, ConversationStatus
-from app.store import ActionStore
+from actionq.errors import StoreUnavailableError
+from actionq.models import ActionState, ConversationStatus
+from actionq.store import ActionStore
 
 __all__ = ["Dispatch", "action_argsrepr", "resend_turn", "send_action"]
 
@@ -31,7 +31,7 @@ def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -
     """Send the task that runs ``action_id``. The task id is the action id, so
     Flower and ``celery inspect`` show actions by their own id. Sending twice is
     harmless: the claim lets only one delivery run the tool."""
-    from app.celery_app import RUN_ACTION_TASK
+    from actionq.messaging.celery_app import RUN_ACTION_TASK
 
     try:
         app.send_task(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from app.models import ActionRecord, ActionState, Conversation, ConversationStatus
+from actionq.models import ActionRecord, ActionState, Conversation, ConversationStatus
 
 __all__ = [
     "Claim",

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.errors import StoreUnavailableError
-from app.keys import Keys
+from actionq.errors import StoreUnavailableError
+from actionq.store.keys import Keys
 
 __all__ = ["KEEPALIVE_SECONDS", "EventFollower", "StreamedEvent"]
 

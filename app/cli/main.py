@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.cli_client import actions, conversations
-from app.errors import ActionqError, ConfigurationError, StoreUnavailableError
-from app.settings import get_settings, load_settings
+from actionq.cli.conversations import actions, conversations
+from actionq.errors import ActionqError, ConfigurationError, StoreUnavailableError
+from actionq.settings import get_settings, load_settings
 
 if TYPE_CHECKING:
-    from app.store import ActionStore
+    from actionq.store import ActionStore
 
 __all__ = ["main"]
 
@@ -30,12 +30,12 @@ def _recover_naming_the_url(store: ActionStore, queue: str) -> list[str]:
     """Start-up recovery; Redis away is an error that says which Redis."""
     from functools import partial
 
-    from app.celery_app import celery_app
-    from app.dispatch import send_action
-    from app.recovery import recover_orphaned_actions
+    from actionq.crashes.sweep import recover_orphaned_actions
+    from actionq.messaging.celery_app import get_celery_app
+    from actionq.messaging.dispatch import send_action
 
     try:
-        return recover_orphaned_actions(store, partial(send_action, celery_app, queue))
+        return recover_orphaned_actions(store, partial(send_action, get_celery_app(), queue))
     except StoreUnavailableError as e:
         url = _hide_password(get_settings().redis_url)
         raise StoreUnavailableError(f"{e} (ACTIONQ_REDIS_URL={url})") from e
@@ -101,7 +101,7 @@ def up(host: str, port: int, data_dir: Path, workers: int) -> None:
     folder; a worker or server that dies is restarted. Ctrl-C or SIGTERM
     stops it, letting running actions finish (twice: cuts them off).
     """
-    from app.up import run_up
+    from actionq.local.up import run_up
 
     run_up(data_dir, host, port, workers)
 
@@ -124,7 +124,7 @@ def env(data_dir: Path) -> None:
     the client commands use that up's server. Secrets are read from their
     files in DATA_DIR when the lines are evaluated; they are not printed.
     """
-    from app.attach import env_lines
+    from actionq.local.attach import env_lines
 
     click.echo("\n".join(env_lines(data_dir)))
 
@@ -139,7 +139,7 @@ def flower(data_dir: Path, address: str, port: int) -> None:
     Basic auth: user `actionq`, password generated once and kept in
     DATA_DIR/flower.password (0600).
     """
-    from app.attach import exec_flower
+    from actionq.local.attach import exec_flower
 
     exec_flower(data_dir, address, port)
 
@@ -151,7 +151,7 @@ def api(host: str | None, port: int | None) -> None:
     """Serve the HTTP API (needs ACTIONQ_API_KEYS)."""
     import uvicorn
 
-    from app.api import SHUTDOWN_GRACE_SECONDS, create_app
+    from actionq.api import SHUTDOWN_GRACE_SECONDS, create_app
 
     settings = get_settings()
     uvicorn.run(
@@ -175,7 +175,7 @@ def demo(data_dir: Path | None) -> None:
     Starts an embedded server and a worker, runs a conversation in which one
     action kills its worker process, resumes, and runs the next action.
     """
-    from app.demo import run_demo
+    from actionq.local.demo import run_demo
 
     sys.exit(0 if run_demo(data_dir) else 1)
 
@@ -186,11 +186,11 @@ def demo(data_dir: Path | None) -> None:
 )
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
-    """Run a worker (``celery -A app worker`` with actionq's pool settings).
+    """Run a worker (``celery -A actionq worker`` with actionq's pool settings).
 
     Extra arguments are passed to ``celery worker``.
     """
-    from app.processes import worker_command
+    from actionq.local.processes import worker_command
 
     get_settings()  # a wrong setting: one line here, not Celery's traceback
     command = worker_command(concurrency or os.cpu_count() or 1) + list(celery_args)
@@ -200,7 +200,7 @@ def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
 @main.command()
 def recover() -> None:
     """Error the actions of dead workers once, as a worker does at start-up."""
-    from app.runtime import get_store
+    from actionq.runtime import get_store
 
     errored = _recover_naming_the_url(get_store(), get_settings().queue)
     click.echo(f"errored {len(errored)} orphaned action(s)")
@@ -224,8 +224,8 @@ def sweeper(interval: float | None, once: bool) -> None:
     import logging
     import time
 
-    from app.recovery import sweep_expired_leases
-    from app.runtime import get_store
+    from actionq.crashes.sweep import sweep_expired_leases
+    from actionq.runtime import get_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
@@ -249,7 +249,7 @@ def sweeper(interval: float | None, once: bool) -> None:
 @click.option("--markdown", is_flag=True, help="Print the table of all settings, for the docs.")
 def config(markdown: bool) -> None:
     """Show the effective settings (secrets hidden)."""
-    from app.settings import settings_markdown_table
+    from actionq.settings import settings_markdown_table
 
     if markdown:
         click.echo(settings_markdown_table())
@@ -267,7 +267,7 @@ def config(markdown: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
 def tools(as_json: bool) -> None:
     """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""
-    from app.tools import load_tool_modules, registered_tools
+    from actionq.tools import load_tool_modules, registered_tools
 
     load_tool_modules(get_settings().tool_modules)
     if as_json:
