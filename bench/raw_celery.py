@@ -4,7 +4,7 @@
         --pool prefork --concurrency 2 -E --without-gossip --without-mingle -Q bench_raw
 
 The configuration mirrors actionq's own Celery configuration
-(``app/celery_app.py``) wherever it applies: JSON only, ``acks_late``,
+(``app/messaging/celery_app.py``) wherever it applies: JSON only, ``acks_late``,
 prefetch multiplier 1, task events on (worker and ``sent`` events), the same
 Redis transport options. The one difference is the result backend: ``noop``
 stores its result in Redis (the client waits for it), ``noop_counted`` stores
@@ -62,7 +62,7 @@ def raw_config(url: str) -> dict[str, object]:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    """The same worker flags as actionq's (``app/processes.py``), plus ``-E``."""
+    """The same worker flags as actionq's (``app/local/processes.py``), plus ``-E``."""
     return [
         sys.executable, "-m", "celery", "-A", "bench.raw_celery", "worker",
         "--pool", "prefork",

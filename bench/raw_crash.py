@@ -70,7 +70,7 @@ def crash_config(
 
 
 def worker_command(hostname: str, concurrency: int = 1) -> list[str]:
-    """actionq's worker flags (``app/processes.py``), on this module's queue."""
+    """actionq's worker flags (``app/local/processes.py``), on this module's queue."""
     return [
         sys.executable, "-m", "celery", "-A", "bench.raw_crash", "worker",
         "--pool", "prefork",

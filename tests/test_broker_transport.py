@@ -1,4 +1,4 @@
-"""actionq's Redis transport (``app/broker_transport.py``) with a real worker:
+"""actionq's Redis transport (``app/messaging/transport.py``) with a real worker:
 acks and task events sent without waiting for replies still all arrive."""
 
 from __future__ import annotations

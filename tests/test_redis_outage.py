@@ -17,7 +17,7 @@ Both with actionq's transport and with kombu's own (``ACTIONQ_BROKER_TRANSPORT=r
 Each test has its own server (append-only file, ``appendfsync always``), so
 the suite's shared one is never stopped. Two pool processes: with a free one,
 the consumer is waiting in BRPOP when the server dies, which is the state in
-which kombu's teardown used to leave a channel open (see app/broker_transport.py).
+which kombu's teardown used to leave a channel open (see app/messaging/transport.py).
 """
 
 from __future__ import annotations

@@ -349,7 +349,7 @@ def test_env_lets_a_python_client_see_the_conversations(local: UpProcess) -> Non
     assert password not in printed.stdout and local.key not in printed.stdout
     script = (
         f'eval "$({sys.executable} -m actionq env --data-dir {local.data_dir})" && '
-        f"{sys.executable} -c 'from app import ActionQ; "
+        f"{sys.executable} -c 'from actionq import ActionQ; "
         f"print(*[c.id for c in ActionQ().list_conversations(limit=1000)])'"
     )
     listed = subprocess.run(

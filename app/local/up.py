@@ -2,7 +2,7 @@
 
 With no ``ACTIONQ_REDIS_URL`` it starts an embedded Redis-compatible server
 whose data (append-only file) lives in the data folder, then a worker and the
-HTTP API. One ``up`` per folder: it holds the folder's lock (app/data_folder.py)
+HTTP API. One ``up`` per folder: it holds the folder's lock (app/local/data_folder.py)
 for its whole life, and a second one refuses to start. Before anything starts
 it takes the API port, so a port in use stops it with nothing written.
 

@@ -1,7 +1,7 @@
 """ActionStore: the only code that talks to Redis (with ``actionq.store.leases`` and
 ``actionq.store.client``, its other two parts).
 
-Every state change is one Lua script (see ``app/lua/``), so an action's state,
+Every state change is one Lua script (see ``app/store/lua/``), so an action's state,
 its event and the conversation move together or not at all. Reads are plain
 commands. Redis errors are translated to ``StoreUnavailableError`` here.
 """

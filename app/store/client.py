@@ -53,7 +53,7 @@ class RedisStore:
     ) -> None:
         self.redis = client
         self.keys = keys or Keys()
-        # Set: transitions push Celery messages themselves (app/direct_enqueue.py).
+        # Set: transitions push Celery messages themselves (app/messaging/direct_enqueue.py).
         self.broker = broker
         self._scripts = _load_scripts(client)
         self._local = threading.local()
