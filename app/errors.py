@@ -1,18 +1,28 @@
-"""The actionq error tree. Every error actionq raises derives from ``ActionqError``.
+"""The actionq error tree. Every error actionq raises derives from ``ActionqError``;
+Redis and kombu errors are translated where they are caught, with ``raise ... from e``.
 
-ActionqError
-├── ConfigurationError        bad or unknown ACTIONQ_* setting
-├── StoreUnavailableError     the Redis state store cannot be reached
-├── NotFoundError
+ActionqError                    ``code``: a stable machine-readable name
+├── ConfigurationError          bad or unknown ACTIONQ_* setting
+├── UnavailableError            a server actionq needs cannot be reached (HTTP 503)
+│   ├── StoreUnavailableError   the Redis state store
+│   │   └── ClaimUnavailableError   ... when a delivery claims its action: nothing ran
+│   └── BrokerUnavailableError  the Celery broker: a message was not sent
+├── NotFoundError               (HTTP 404)
 │   ├── ConversationNotFound
 │   └── ActionNotFound
-├── ConflictError             the state does not allow the operation
+├── ConflictError               the state does not allow the operation (HTTP 409)
 │   ├── DuplicateToolCallId
-│   ├── IdempotencyConflict   an idempotency key reused for another call
-│   ├── InvalidTransition     e.g. resume of a conversation that is running
-│   ├── QuarantinedAction     retry refused: the fingerprint crashed too often
-│   └── RetryInProgress       retry refused: an earlier retry of the call is unfinished
-└── UnknownToolError          no tool with that name is registered
+│   ├── IdempotencyConflict     an idempotency key reused for another call
+│   ├── InvalidTransition       e.g. resume of a conversation that is running
+│   ├── QuarantinedAction       retry refused: the fingerprint crashed too often
+│   └── RetryInProgress         retry refused: an earlier retry of the call is unfinished
+├── UnknownToolError            no tool with that name is registered (HTTP 400)
+├── InvalidArgumentsError       arguments too large, too deep, or refused by the tool (422)
+├── AuthenticationError         HTTP API: missing or wrong API key (401)
+├── BadRequestError             HTTP API: a request it understood and refuses (400)
+├── TooManyStreamsError         HTTP API: this key has all its event streams open (429)
+├── StreamCapacityError         HTTP API: the server has all its event streams open (503)
+└── ApiError                    client side: the HTTP API answered an error, or was unreachable
 """
 
 from __future__ import annotations
@@ -20,6 +30,11 @@ from __future__ import annotations
 __all__ = [
     "ActionNotFound",
     "ActionqError",
+    "ApiError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BrokerUnavailableError",
+    "ClaimUnavailableError",
     "ConfigurationError",
     "ConflictError",
     "ConversationNotFound",
@@ -31,6 +46,9 @@ __all__ = [
     "QuarantinedAction",
     "RetryInProgress",
     "StoreUnavailableError",
+    "StreamCapacityError",
+    "TooManyStreamsError",
+    "UnavailableError",
     "UnknownToolError",
 ]
 
@@ -45,8 +63,23 @@ class ConfigurationError(ActionqError):
     code = "configuration_error"
 
 
-class StoreUnavailableError(ActionqError):
+class UnavailableError(ActionqError):
+    """A server actionq needs cannot be reached right now; nothing was stored
+    or sent by the failed call. Worth retrying."""
+
+    code = "unavailable"
+
+
+class StoreUnavailableError(UnavailableError):
     code = "store_unavailable"
+
+
+class ClaimUnavailableError(StoreUnavailableError):
+    """The store could not be reached to claim the action; nothing ran."""
+
+
+class BrokerUnavailableError(UnavailableError):
+    code = "broker_unavailable"
 
 
 class NotFoundError(ActionqError):
@@ -91,3 +124,36 @@ class UnknownToolError(ActionqError):
 
 class InvalidArgumentsError(ActionqError):
     code = "invalid_arguments"
+
+
+class AuthenticationError(ActionqError):
+    code = "unauthorized"
+
+
+class BadRequestError(ActionqError):
+    """A request the API understood and refuses (e.g. a malformed header)."""
+
+    code = "bad_request"
+
+
+class TooManyStreamsError(ActionqError):
+    """This API key has as many event streams open as it may."""
+
+    code = "too_many_streams"
+
+
+class StreamCapacityError(ActionqError):
+    """The API serves as many event streams as it may."""
+
+    code = "stream_capacity_reached"
+
+
+class ApiError(ActionqError):
+    """The HTTP API answered with an error (``status`` and ``code`` from its
+    JSON body), or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message

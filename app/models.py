@@ -88,22 +88,7 @@ class ErrorCause(StrEnum):
     CANCELLED = "cancelled"
     NOT_RUN = "not_run"  # queued behind an action that crashed; never started
 
-    @property
-    def is_crash(self) -> bool:
-        """A crash may have left side effects, and stops the conversation."""
-        return self in _CRASH_CAUSES
-
-
-_CRASH_CAUSES = frozenset(
-    {
-        ErrorCause.WORKER_LOST,
-        ErrorCause.TIME_LIMIT,
-        ErrorCause.REDELIVERED,
-        ErrorCause.LEASE_EXPIRED,
-        ErrorCause.WORKER_SHUTDOWN,
-        ErrorCause.ABANDONED,
-    }
-)
+    # Which of these are crashes, and what each leads to: actionq.crashes.causes.
 
 
 class _Model(BaseModel):

@@ -6,11 +6,12 @@ from functools import partial
 
 from celery import Task
 
+from actionq.errors import ClaimUnavailableError
 from actionq.messaging.celery_app import RUN_ACTION_TASK, get_celery_app
 from actionq.messaging.dispatch import send_action
 from actionq.runtime import get_store
 from actionq.settings import get_settings
-from actionq.tasks.execution import ClaimUnavailableError, execute_action
+from actionq.tasks.execution import execute_action
 from actionq.tasks.identity import current_worker
 
 __all__ = ["run_action"]

@@ -17,8 +17,14 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from actionq.crashes.stop import agent_error_event, crash_action
-from actionq.errors import NotFoundError, StoreUnavailableError, UnknownToolError
+from actionq.crashes.causes import agent_error_event
+from actionq.crashes.stop import crash_action
+from actionq.errors import (
+    ClaimUnavailableError,
+    StoreUnavailableError,
+    UnavailableError,
+    UnknownToolError,
+)
 from actionq.messaging.dispatch import resend_turn
 from actionq.models import (
     ActionRecord,
@@ -34,11 +40,7 @@ from actionq.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from actionq.tools import ToolContext, get_tool
 from actionq.tools.sandbox import tool_environment
 
-__all__ = [
-    "ClaimUnavailableError",
-    "execute_action",
-    "settle_lost_task",
-]
+__all__ = ["execute_action"]
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +52,17 @@ T = TypeVar("T")
 # Past that, the worker's claim audit errors the action (``abandoned``) once
 # Redis is back.
 _RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 15.0)
-# A delivery whose process died before it could claim the action never ran
-# the tool: it is sent again, at most this many times.
-MAX_LOST_BEFORE_CLAIM = 3
-
-
-class ClaimUnavailableError(StoreUnavailableError):
-    """The store could not be reached to claim the action; nothing ran."""
 
 
 def _with_retries(operation: Callable[[], T], what: str, give_up_after: float) -> T:
-    """``operation()``, retried while the store is unreachable, for up to
-    ``give_up_after`` seconds; then its ``StoreUnavailableError`` is raised."""
+    """``operation()``, retried while the store or the broker is unreachable,
+    for up to ``give_up_after`` seconds; then its ``UnavailableError`` is raised."""
     deadline = time.monotonic() + give_up_after
     delays = iter(_RETRY_DELAYS)
     while True:
         try:
             return operation()
-        except StoreUnavailableError as e:
+        except UnavailableError as e:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
@@ -224,48 +219,3 @@ def execute_action(
             settings.outcome_retry_seconds,
         )
     return "done" if observed else "done: tool error"
-
-
-def settle_lost_task(
-    store: ActionStore,
-    worker: WorkerIdentity,
-    conversation_id: str,
-    action_id: str,
-    cause: ErrorCause,
-    dispatch: Dispatcher,
-    *,
-    how: str = "",
-    signal: int | None = None,
-    exitcode: int | None = None,
-) -> str:
-    """The process running a delivery of ``action_id`` died (killed, OOM,
-    time limit). Called in the worker's main process. Returns what it did."""
-    try:
-        action = store.get_action(action_id, conversation_id)
-    except NotFoundError:
-        return "missing"
-    if action.state == ActionState.CLAIMED and action.owner == worker.id:
-        crash_action(
-            store,
-            action,
-            cause,
-            how=how,
-            signal=signal,
-            exitcode=exitcode,
-            expected_fence=action.fence,
-        )
-        return "errored"
-    if action.state == ActionState.PENDING:
-        if store.get_conversation(conversation_id).active_action_id != action_id:
-            return "not its turn"
-        # It died before claiming: the tool never ran, so it may be sent again.
-        if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
-            dispatch(conversation_id, action_id)
-            return "sent again"
-        crash_action(store, action, cause, how=how, signal=signal, exitcode=exitcode)
-        return "errored"
-    # Ended already, or claimed by another worker (this was a redelivery). If the
-    # child died right after finishing, the next action may not have been sent.
-    if resend_turn(store, conversation_id, dispatch, skip=action_id):
-        return "sent the next action"
-    return "already settled"

@@ -24,6 +24,7 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
 
+from actionq.crashes.lost_task import settle_lost_task
 from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import audit_own_claims, recover_orphaned_actions
 from actionq.errors import StoreUnavailableError
@@ -33,7 +34,6 @@ from actionq.models import ErrorCause
 from actionq.runtime import get_store
 from actionq.settings import get_settings
 from actionq.store import ActionStore, WorkerIdentity
-from actionq.tasks.execution import settle_lost_task
 from actionq.tasks.heartbeat import stop_heartbeat
 from actionq.tasks.identity import current_worker, init_worker_identity
 from actionq.tools import load_tool_modules

@@ -283,7 +283,7 @@ def test_agent_error_event_round_trips(aq: ActionQ) -> None:
 
 def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ) -> None:
     """A redelivered message's process dies on worker B while the action runs on A."""
-    from actionq.tasks.execution import settle_lost_task
+    from actionq.crashes.lost_task import settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id
@@ -299,7 +299,7 @@ def test_lost_delivery_of_an_action_running_elsewhere_errors_nothing(aq: ActionQ
 
 
 def test_delivery_lost_before_claim_is_sent_again_then_errored(aq: ActionQ) -> None:
-    from actionq.tasks.execution import MAX_LOST_BEFORE_CLAIM, settle_lost_task
+    from actionq.crashes.lost_task import MAX_LOST_BEFORE_CLAIM, settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id
@@ -321,7 +321,7 @@ def test_delivery_lost_before_claim_is_sent_again_then_errored(aq: ActionQ) -> N
 
 
 def test_child_dying_after_finish_sends_the_next_action(aq: ActionQ) -> None:
-    from actionq.tasks.execution import settle_lost_task
+    from actionq.crashes.lost_task import settle_lost_task
 
     store = aq.store
     cid = store.create_conversation().id

@@ -280,10 +280,12 @@ def test_a_reused_pgid_is_not_killed(
         ProcessGroup(pid, started, "another-boot"),  # recorded before a reboot
         ProcessGroup(pid, None, None),  # recorded without an identity
     ):
-        kill_leftover_processes(aq.store, *plant_group(aq, planted))
+        kill_leftover_processes(aq.get_action(plant_group(aq, planted)[1]))
         assert unrelated_process.poll() is None, planted
     # The recorded leader itself is killed.
-    kill_leftover_processes(aq.store, *plant_group(aq, ProcessGroup(pid, started, boot_id())))
+    kill_leftover_processes(
+        aq.get_action(plant_group(aq, ProcessGroup(pid, started, boot_id()))[1])
+    )
     assert unrelated_process.wait(5) is not None
 
 

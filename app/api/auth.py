@@ -14,9 +14,9 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from actionq.errors import ActionqError
+from actionq.errors import AuthenticationError
 
-__all__ = ["AuthenticationError", "authenticate", "presented_key", "require_api_key"]
+__all__ = ["authenticate", "presented_key", "require_api_key"]
 
 API_KEY_HEADER = "X-Session-API-Key"
 
@@ -24,10 +24,6 @@ _api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="A key from ACTIONQ_API_KEYS."
 )
 _bearer_scheme = HTTPBearer(auto_error=False, description="A key from ACTIONQ_API_KEYS.")
-
-
-class AuthenticationError(ActionqError):
-    code = "unauthorized"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -10,45 +10,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from actionq.api.auth import AuthenticationError
 from actionq.errors import (
     ActionqError,
+    AuthenticationError,
+    BadRequestError,
     ConfigurationError,
     ConflictError,
     InvalidArgumentsError,
     NotFoundError,
-    StoreUnavailableError,
+    StreamCapacityError,
+    TooManyStreamsError,
+    UnavailableError,
     UnknownToolError,
 )
 
-__all__ = [
-    "BadRequestError",
-    "StreamCapacityError",
-    "TooManyStreamsError",
-    "error_response",
-    "install_error_handlers",
-]
+__all__ = ["error_response", "install_error_handlers"]
 
 log = logging.getLogger(__name__)
-
-
-class BadRequestError(ActionqError):
-    """A request the API understood and refuses (e.g. a malformed header)."""
-
-    code = "bad_request"
-
-
-class TooManyStreamsError(ActionqError):
-    """This API key has as many event streams open as it may."""
-
-    code = "too_many_streams"
-
-
-class StreamCapacityError(ActionqError):
-    """The API serves as many event streams as it may."""
-
-    code = "stream_capacity_reached"
-
 
 _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (AuthenticationError, 401),
@@ -59,7 +37,7 @@ _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (InvalidArgumentsError, 422),
     (TooManyStreamsError, 429),
     (StreamCapacityError, 503),
-    (StoreUnavailableError, 503),
+    (UnavailableError, 503),
     (ConfigurationError, 500),
 ]
 _CODE_BY_STATUS = {

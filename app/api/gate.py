@@ -10,9 +10,10 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from actionq.api.auth import AuthenticationError, authenticate
+from actionq.api.auth import authenticate
 from actionq.api.errors import error_response
 from actionq.api.metrics import ApiMetrics
+from actionq.errors import AuthenticationError
 
 __all__ = ["PUBLIC_PATHS", "RequestGate"]
 

@@ -16,9 +16,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from actionq.api.auth import presented_key, require_api_key
-from actionq.api.errors import BadRequestError, StreamCapacityError, TooManyStreamsError
 from actionq.api.schemas import ErrorResponse
-from actionq.errors import StoreUnavailableError
+from actionq.errors import (
+    BadRequestError,
+    StoreUnavailableError,
+    StreamCapacityError,
+    TooManyStreamsError,
+)
 from actionq.service import ActionQ
 from actionq.store.follow import EventFollower
 

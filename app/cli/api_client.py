@@ -9,23 +9,12 @@ from typing import Any
 
 import httpx
 
-from actionq.errors import ActionqError, ConfigurationError
+from actionq.errors import ApiError, ConfigurationError
 from actionq.settings import Settings
 
-__all__ = ["ApiClient", "ApiError", "resolve_api_target"]
+__all__ = ["ApiClient", "resolve_api_target"]
 
 DEFAULT_DATA_DIR = Path(".actionq")
-
-
-class ApiError(ActionqError):
-    """The API answered with an error (``status``, ``code`` from its JSON body)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        # status 0: no HTTP answer at all (the API could not be reached).
-        super().__init__(f"{status} {code}: {message}" if status else message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def resolve_api_target(

@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from actionq.cli.api_client import ApiClient, ApiError, resolve_api_target
-from actionq.errors import ActionqError
+from actionq.cli.api_client import ApiClient, resolve_api_target
+from actionq.errors import ActionqError, ApiError
 from actionq.settings import get_settings
 
 __all__ = ["actions", "conversations"]

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from actionq.crashes.causes import CAUSES, agent_error_event
 from actionq.errors import ActionNotFound, StoreUnavailableError
 from actionq.models import (
     ActionRecord,
@@ -19,68 +20,32 @@ from actionq.models import (
     AgentErrorEvent,
     ConversationStatus,
     ErrorCause,
-    ErrorClassification,
-    ErrorDetail,
     Event,
     UserRejectObservation,
 )
 from actionq.store import ActionStore, StopOutcome
 from actionq.tools.sandbox import ProcessGroup
 
-__all__ = ["agent_error_event", "cancel_action", "crash_action"]
+__all__ = ["cancel_action", "crash_action", "kill_leftover_processes"]
 
 log = logging.getLogger(__name__)
-
-_CRASH_MESSAGES = {
-    ErrorCause.WORKER_LOST: "the process running this action died ({how}); it was not re-run",
-    ErrorCause.TIME_LIMIT: "the action exceeded its hard time limit and was killed; "
-    "it was not re-run",
-    ErrorCause.REDELIVERED: "the worker running this action disappeared and its message came "
-    "back; the action was not re-run",
-    ErrorCause.LEASE_EXPIRED: "the worker running this action stopped heartbeating (it died "
-    "or was cut off); the action was not re-run",
-    ErrorCause.WORKER_SHUTDOWN: "the worker was shut down while this action ran; it was not re-run",
-    ErrorCause.ABANDONED: "the worker stopped running this action without recording its "
-    "outcome (for example, the state store was unreachable); it was not re-run",
-}
-
-
-def agent_error_event(
-    action: ActionRecord, cause: ErrorCause, error: str, **detail: object
-) -> AgentErrorEvent:
-    return AgentErrorEvent(
-        error=error,
-        tool_name=action.tool,
-        tool_call_id=action.tool_call_id,
-        action_id=action.id,
-        classification=ErrorClassification(
-            kind="crash" if cause.is_crash else cause.value,
-            retryable=cause in (ErrorCause.NOT_RUN, ErrorCause.TOOL_EXCEPTION),
-        ),
-        detail=ErrorDetail.model_validate({"cause": cause, **detail}),
-    )
 
 
 def _not_run_template() -> AgentErrorEvent:
     """The event each action queued behind a crash gets; the store's script
     fills in its id, tool name, tool call id and action id."""
-    return AgentErrorEvent(
-        error="not run: an earlier action of this conversation crashed and the conversation "
-        "stopped; submit it again after resuming if it is still wanted",
-        tool_name="",
-        tool_call_id="",
-        action_id="",
-        classification=ErrorClassification(kind=ErrorCause.NOT_RUN.value, retryable=True),
-        detail=ErrorDetail(cause=ErrorCause.NOT_RUN),
-    )
+    placeholder = ActionRecord(
+        id="", conversation_id="", state=ActionState.PENDING, tool="", arguments={},
+        tool_call_id="", fingerprint="", created_at="",
+    )  # fmt: skip
+    return agent_error_event(placeholder, ErrorCause.NOT_RUN)
 
 
-def kill_leftover_processes(store: ActionStore, conversation_id: str, action_id: str) -> None:
+def kill_leftover_processes(action: ActionRecord) -> None:
     """Kill what is left of the action's command (a shell's children outlive the
     process that ran the tool): its cgroup, or its process group if the pid
     still names the recorded leader (or its members). Only on the host that
     ran it; never a process that merely reuses the pid after hours or a reboot."""
-    action = store.get_action(action_id, conversation_id)
     if (action.pgid is None and action.cgroup is None) or action.host != socket.gethostname():
         return
     group = ProcessGroup(
@@ -89,7 +54,7 @@ def kill_leftover_processes(store: ActionStore, conversation_id: str, action_id:
         boot_id=action.boot_id,
         cgroup=action.cgroup,
     )
-    log.info("leftovers of action %s: %s", action_id, group.kill())
+    log.info("leftovers of action %s: %s", action.id, group.kill())
 
 
 # A stop is retried when the action changed state between the read and the
@@ -105,20 +70,21 @@ def _stop(
     *,
     only_pending: bool = False,
     **options: Any,
-) -> bool:
+) -> ActionRecord | None:
     """Build the event for the action as read and stop the conversation; read
-    again only if the action moved on meanwhile. True if this call ended it.
-    With ``only_pending`` an action found started is left alone."""
+    again only if the action moved on meanwhile. Returns the action as this
+    call ended it, or None if it did not (already ended, fenced out; with
+    ``only_pending``, found started)."""
     for _ in range(_STOP_TRIES):
         if only_pending and action.state != ActionState.PENDING:
-            return False
+            return None
         outcome = store.stop_conversation(action, build_event(action), new_status, **options)
         if outcome != StopOutcome.MOVED:
-            return outcome == StopOutcome.OK
+            return action if outcome == StopOutcome.OK else None
         try:
             action = store.get_action(action.id, action.conversation_id)
         except ActionNotFound:
-            return False
+            return None
     raise StoreUnavailableError(
         f"action {action.id} kept changing state; could not stop conversation "
         f"{action.conversation_id} after {_STOP_TRIES} tries"
@@ -140,14 +106,14 @@ def crash_action(
     it had already ended (or, with ``expected_fence``, was claimed anew)."""
 
     now = store.server_time()
-    message = _CRASH_MESSAGES[cause].format(how=how or "killed")
+    rule = CAUSES[cause]
 
     def event_for(record: ActionRecord) -> Event:
         runtime = round(now - record.claimed_at, 3) if record.claimed_at else None
         return agent_error_event(
             record,
             cause,
-            message,
+            how=how,
             signal=signal,
             exitcode=exitcode,
             host=record.host,
@@ -156,18 +122,20 @@ def crash_action(
             runtime_s=runtime,
         )
 
-    stopped = _stop(
+    if not rule.crash or rule.conversation_status is None:
+        raise ValueError(f"{cause.value} is not a crash cause")
+    ended = _stop(
         store,
         action,
         event_for,
-        ConversationStatus.ERROR,
-        new_state=ActionState.ERRORED,
+        rule.conversation_status,
+        new_state=rule.action_state,
         expected_fence=expected_fence,
         count_crash=True,
         not_run_template=_not_run_template(),
     )
-    if stopped:
-        kill_leftover_processes(store, action.conversation_id, action.id)
+    if ended is not None:
+        kill_leftover_processes(ended)
         log.error(
             "action %s of conversation %s crashed (%s%s); conversation -> error, not re-run",
             action.id,
@@ -175,7 +143,7 @@ def crash_action(
             cause.value,
             f": {how}" if how else "",
         )
-    return stopped
+    return ended is not None
 
 
 def cancel_action(
@@ -201,7 +169,7 @@ def cancel_action(
         return agent_error_event(
             action,
             ErrorCause.CANCELLED,
-            f"cancelled while running: {reason}",
+            how=reason,
             host=action.host,
             pid=action.pid,
             attempt=action.attempt,
@@ -211,19 +179,21 @@ def cancel_action(
         action = store.get_action(action_id, conversation_id)
     except ActionNotFound:
         return False
-    stopped = _stop(
+    cancelled = CAUSES[ErrorCause.CANCELLED]
+    assert cancelled.conversation_status is not None
+    ended = _stop(
         store,
         action,
         event_for,
-        ConversationStatus.PAUSED,
+        cancelled.conversation_status,
         only_pending=only_if_pending,
-        new_state=ActionState.CANCELLED,
+        new_state=cancelled.action_state,
     )
-    if stopped:
-        kill_leftover_processes(store, conversation_id, action_id)
+    if ended is not None:
+        kill_leftover_processes(ended)
         log.warning(
             "action %s of conversation %s cancelled; conversation -> paused",
             action_id,
             conversation_id,
         )
-    return stopped
+    return ended is not None

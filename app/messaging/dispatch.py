@@ -9,7 +9,7 @@ from collections.abc import Callable
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from actionq.errors import StoreUnavailableError
+from actionq.errors import BrokerUnavailableError
 from actionq.models import ActionState, ConversationStatus
 from actionq.store import ActionStore
 
@@ -43,7 +43,7 @@ def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -
             ignore_result=True,  # outcomes live in the event log
         )
     except OperationalError as e:
-        raise StoreUnavailableError(f"broker unavailable, action {action_id} not sent: {e}") from e
+        raise BrokerUnavailableError(f"broker unavailable, action {action_id} not sent: {e}") from e
     log.debug("dispatched action %s of conversation %s", action_id, conversation_id)
 
 

@@ -1,0 +1,67 @@
+"""A pool child died (killed, OOM, hard time limit) while it held a delivery:
+what the worker's main process does about it (``task_failure``).
+
+The child may have died before its claim (the tool never ran: the message
+is sent again, at most ``MAX_LOST_BEFORE_CLAIM`` times), while the action ran
+(a crash: ``crash_action``), or after the action had ended (its next turn may
+not have been sent: send it).
+"""
+
+from __future__ import annotations
+
+from actionq.crashes.stop import crash_action
+from actionq.errors import NotFoundError
+from actionq.messaging.dispatch import Dispatch, resend_turn
+from actionq.models import ActionState, ErrorCause
+from actionq.store import ActionStore, WorkerIdentity
+
+__all__ = ["MAX_LOST_BEFORE_CLAIM", "settle_lost_task"]
+
+# A delivery whose process died before it could claim the action never ran
+# the tool: it is sent again, at most this many times.
+MAX_LOST_BEFORE_CLAIM = 3
+
+
+def settle_lost_task(
+    store: ActionStore,
+    worker: WorkerIdentity,
+    conversation_id: str,
+    action_id: str,
+    cause: ErrorCause,
+    dispatch: Dispatch,
+    *,
+    how: str = "",
+    signal: int | None = None,
+    exitcode: int | None = None,
+) -> str:
+    """The process running a delivery of ``action_id`` died (killed, OOM,
+    time limit). Called in the worker's main process. Returns what it did."""
+    try:
+        action = store.get_action(action_id, conversation_id)
+    except NotFoundError:
+        return "missing"
+    if action.state == ActionState.CLAIMED and action.owner == worker.id:
+        crash_action(
+            store,
+            action,
+            cause,
+            how=how,
+            signal=signal,
+            exitcode=exitcode,
+            expected_fence=action.fence,
+        )
+        return "errored"
+    if action.state == ActionState.PENDING:
+        if store.get_conversation(conversation_id).active_action_id != action_id:
+            return "not its turn"
+        # It died before claiming: the tool never ran, so it may be sent again.
+        if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
+            dispatch(conversation_id, action_id)
+            return "sent again"
+        crash_action(store, action, cause, how=how, signal=signal, exitcode=exitcode)
+        return "errored"
+    # Ended already, or claimed by another worker (this was a redelivery). If the
+    # child died right after finishing, the next action may not have been sent.
+    if resend_turn(store, conversation_id, dispatch, skip=action_id):
+        return "sent the next action"
+    return "already settled"
