@@ -10,33 +10,36 @@ page = aq.list_events(conversation.id)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 from pydantic import ValidationError
 
 from actionq.crashes.stop import cancel_action
 from actionq.errors import (
+    ActionqError,
     ConversationNotFound,
     InvalidArgumentsError,
 )
-from actionq.messaging.direct_enqueue import QueuedMessage, TaskMessages, broker_list_for
+from actionq.messaging.direct_enqueue import TaskMessages, broker_list_for
 from actionq.messaging.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
 from actionq.models import (
     ActionRecord,
     ActionState,
     Conversation,
+    Event,
     EventPage,
+    new_id,
     validation_error_text,
 )
 from actionq.settings import Settings, get_settings
 from actionq.store import ActionStore
-from actionq.store.records import SubmitResult, canonical_json
+from actionq.store.follow import EventFollower
+from actionq.store.records import QueuedMessage, SubmitResult, canonical_json
 from actionq.tools import get_tool
 
-__all__ = ["ActionQ"]
+__all__ = ["ActionQ", "Submitted"]
 
 
 class ActionQ:
@@ -78,31 +81,19 @@ class ActionQ:
             self.celery_app, RUN_ACTION_TASK, self.settings.queue, self.settings.task_events
         )
 
-    def _submit(
-        self, conversation_id: str, tool: str, arguments: dict[str, Any], **options: Any
-    ) -> SubmitResult:
-        """Store the call; send its message if the store did not push it."""
-        result = self.store.submit_action(
-            conversation_id,
-            tool,
-            arguments,
-            message=self._message_builder(conversation_id),
-            **options,
-        )
-        if result.dispatch_action_id and not result.pushed:
-            self.dispatch(conversation_id, result.dispatch_action_id)
-        return result
-
-    def _message_builder(self, conversation_id: str) -> Callable[[str], QueuedMessage] | None:
-        """Under direct enqueue, what builds an action's Celery message for the store."""
+    def _message(self, conversation_id: str, action_id: str) -> QueuedMessage | None:
+        """Under direct enqueue, the action's Celery message, for the store to
+        push when the action may run (or keep until its turn)."""
         if self.store.broker is None:
             return None
+        argsrepr = action_argsrepr(conversation_id, action_id)
+        return self._task_messages.build(conversation_id, action_id, argsrepr)
 
-        def message(action_id: str) -> QueuedMessage:
-            argsrepr = action_argsrepr(conversation_id, action_id)
-            return self._task_messages.build(conversation_id, action_id, argsrepr)
-
-        return message
+    def _send_if_needed(self, conversation_id: str, result: SubmitResult) -> None:
+        """Send the message of the action the store made runnable, unless its
+        own script already pushed it."""
+        if result.dispatch_action_id and not result.pushed:
+            self.dispatch(conversation_id, result.dispatch_action_id)
 
     def create_conversation(self, conversation_id: str | None = None) -> Conversation:
         return self.store.create_conversation(conversation_id)
@@ -137,20 +128,22 @@ class ActionQ:
     ) -> ActionRecord:
         """Record the tool call, then send it to a worker when its turn comes.
 
-        With an ``idempotency_key`` already used in this conversation, the
-        existing action is returned and nothing new runs.
+        With an ``idempotency_key`` already used in this conversation for the
+        same call, the existing action is returned and nothing new runs (for
+        another call: ``IdempotencyConflict``). An unknown tool or arguments
+        its model refuses are stored and end with an ``AgentErrorEvent``, as
+        an LLM's bad call should; ``submit(check_tool=True)`` refuses them.
         """
-        action, _ = self.submit_action_checked(
+        return self.submit(
             conversation_id,
             tool,
             arguments,
             tool_call_id=tool_call_id,
             idempotency_key=idempotency_key,
             thought=thought,
-        )
-        return action
+        ).action
 
-    def submit_action_checked(
+    def submit(
         self,
         conversation_id: str,
         tool: str,
@@ -159,38 +152,35 @@ class ActionQ:
         tool_call_id: str | None = None,
         idempotency_key: str | None = None,
         thought: str = "",
-    ) -> tuple[ActionRecord, bool]:
+        check_tool: bool = False,
+    ) -> Submitted:
         """``submit_action`` that also says whether the action was created
-        (False: the idempotency key returned an existing one)."""
+        (False: the idempotency key returned the existing one). The arguments
+        are checked (size, depth) and serialized once; with ``check_tool``
+        (the HTTP API) an unknown tool (``UnknownToolError``) or arguments
+        its model refuses (``InvalidArgumentsError``) store nothing."""
         arguments_json = self._check_arguments(arguments)
-        result = self._submit(
+        if check_tool:
+            _check_tool_arguments(tool, arguments)
+        action_id = new_id()
+        result = self.store.submit_action(
             conversation_id,
             tool,
             arguments,
+            action_id=action_id,
             tool_call_id=tool_call_id,
             idempotency_key=idempotency_key,
             thought=thought,
             arguments_json=arguments_json,
+            message=self._message(conversation_id, action_id),
         )
-        if not result.created:
-            # A client retrying after an error may have lost the first send.
-            resend_turn(self.store, conversation_id, self.dispatch, only=result.action_id)
+        self._send_if_needed(conversation_id, result)
         if result.record is not None:
-            return result.record, True  # as stored; saves a round trip on the hot path
-        return self.store.get_action(result.action_id, conversation_id), result.created
-
-    def validate_tool_call(self, tool: str, arguments: dict[str, Any]) -> None:
-        """What the HTTP API checks before storing a call: size and depth, a
-        registered tool, arguments its model accepts (``UnknownToolError``,
-        ``InvalidArgumentsError``). The Python API stores an invalid call and
-        lets it end with an AgentErrorEvent, as an LLM's bad call should."""
-        self._check_arguments(arguments)
-        try:
-            get_tool(tool).args_model.model_validate(arguments)
-        except ValidationError as e:
-            raise InvalidArgumentsError(
-                f"invalid arguments for tool {tool!r}: {validation_error_text(e)}"
-            ) from e
+            return Submitted(result.record, True)  # as stored: no second read
+        # The existing action: a client retrying after an error may have lost
+        # the first send.
+        resend_turn(self.store, conversation_id, self.dispatch, only=result.action_id)
+        return Submitted(self.store.get_action(result.action_id, conversation_id), False)
 
     def _check_arguments(self, arguments: dict[str, Any]) -> str:
         """Refuse arguments too deep or too large to store and show safely;
@@ -209,6 +199,29 @@ class ActionQ:
                 f"{self.settings.max_arguments_bytes} (ACTIONQ_MAX_ARGUMENTS_BYTES)"
             )
         return as_json
+
+    def count_conversations(self) -> int:
+        return self.store.count_conversations()
+
+    def all_events(self, conversation_id: str) -> list[Event]:
+        """Every event of the conversation, in order (read in pages)."""
+        return self.store.all_events(conversation_id)
+
+    def health(self) -> tuple[bool, int]:
+        """(the state store answers, number of workers holding a lease);
+        (False, 0) when the store cannot be reached."""
+        try:
+            return self.store.ping(), len(self.store.live_worker_ids())
+        except ActionqError:
+            return False, 0
+
+    def live_worker_count(self) -> int:
+        return len(self.store.live_worker_ids())
+
+    def event_follower(self) -> EventFollower:
+        """A follower of conversations' event streams, for the live stream
+        (asyncio; its own connection pool)."""
+        return EventFollower(self.settings.redis_url, self.store.keys)
 
     def get_action(self, action_id: str) -> ActionRecord:
         return self.store.get_action(action_id)
@@ -260,16 +273,16 @@ class ActionQ:
         """
         original = self.store.get_action(action_id)
         cid = original.conversation_id
+        retry_id = new_id()
         result = self.store.retry_action(
             original,
+            action_id=retry_id,
             quarantine_threshold=self.settings.quarantine_threshold,
             force=force,
-            message=self._message_builder(cid),
+            message=self._message(cid, retry_id),
         )
-        if result.dispatch_action_id and not result.pushed:
-            self.dispatch(cid, result.dispatch_action_id)
-        assert result.record is not None
-        return result.record
+        self._send_if_needed(cid, result)
+        return self.store.get_action(retry_id, cid) if result.record is None else result.record
 
     def wait_for_action(
         self, action_id: str, timeout: float = 60.0, poll: float = 0.05
@@ -285,6 +298,22 @@ class ActionQ:
                     f"action {action_id} still {action.state.value} after {timeout}s"
                 )
             time.sleep(poll)
+
+
+class Submitted(NamedTuple):
+    action: ActionRecord
+    created: bool  # False: the idempotency key returned an existing action
+
+
+def _check_tool_arguments(tool: str, arguments: dict[str, Any]) -> None:
+    """A registered tool (``UnknownToolError``) whose model accepts the
+    arguments (``InvalidArgumentsError``)."""
+    try:
+        get_tool(tool).args_model.model_validate(arguments)
+    except ValidationError as e:
+        raise InvalidArgumentsError(
+            f"invalid arguments for tool {tool!r}: {validation_error_text(e)}"
+        ) from e
 
 
 def _nesting_depth(value: Any, limit: int) -> int:

@@ -17,7 +17,6 @@ from actionq.api.stream import StreamSlots, stream_router
 from actionq.errors import ConfigurationError
 from actionq.service import ActionQ
 from actionq.settings import Settings, get_settings
-from actionq.store.follow import EventFollower
 from actionq.tools import load_tool_modules
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app"]
@@ -36,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(set ACTIONQ_API_KEYS=<key>[,<key>...]; `actionq up` makes one for you)"
         )
     load_tool_modules(settings.tool_modules)
-    follower = EventFollower(settings.redis_url, ActionQ(settings).store.keys)
+    aq = ActionQ(settings)
+    follower = aq.event_follower()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.aq = ActionQ(settings)
+    app.state.aq = aq
     app.state.metrics = ApiMetrics()
     app.state.follower = follower
     app.state.stream_slots = StreamSlots(settings.api_max_streams, settings.api_max_streams_per_key)

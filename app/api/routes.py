@@ -18,7 +18,6 @@ from actionq.api.schemas import (
     SubmitActionRequest,
 )
 from actionq.api.stream import MAX_SEQ
-from actionq.errors import ActionqError
 from actionq.models import Conversation, EventPage
 from actionq.service import ActionQ
 
@@ -43,11 +42,7 @@ AQ = Annotated[ActionQ, Depends(_aq)]
 @public.head("/health", include_in_schema=False)
 def health(aq: AQ, response: Response) -> HealthResponse:
     """200 when Redis answers and at least one worker holds a lease, else 503."""
-    try:
-        redis_ok = aq.store.ping()
-        workers = len(aq.store.live_worker_ids())
-    except ActionqError:
-        redis_ok, workers = False, 0
+    redis_ok, workers = aq.health()
     healthy = redis_ok and workers > 0
     response.status_code = 200 if healthy else 503
     return HealthResponse(
@@ -59,8 +54,8 @@ def health(aq: AQ, response: Response) -> HealthResponse:
 def metrics(request: Request, aq: AQ) -> Response:
     """Prometheus metrics."""
     api_metrics = request.app.state.metrics
-    api_metrics.live_workers.set(len(aq.store.live_worker_ids()))
-    api_metrics.conversations.set(aq.store.count_conversations())
+    api_metrics.live_workers.set(aq.live_worker_count())
+    api_metrics.conversations.set(aq.count_conversations())
     return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -88,7 +83,7 @@ def list_conversations(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ConversationList:
     items = aq.list_conversations(offset, limit)
-    more = offset + limit < aq.store.count_conversations()
+    more = offset + limit < aq.count_conversations()
     return ConversationList(items=items, next_offset=offset + limit if more else None)
 
 
@@ -111,14 +106,14 @@ def submit_action(
 ) -> ActionResponse:
     """Post a tool call. Unknown tool: 400; arguments the tool refuses: 422.
     With an ``idempotency_key`` used before, the existing action is returned (200)."""
-    aq.validate_tool_call(body.tool, body.arguments)
-    action, created = aq.submit_action_checked(
+    action, created = aq.submit(
         conversation_id,
         body.tool,
         body.arguments,
         tool_call_id=body.tool_call_id,
         idempotency_key=body.idempotency_key,
         thought=body.thought,
+        check_tool=True,
     )
     if created:
         request.app.state.metrics.actions_submitted.inc()

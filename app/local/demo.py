@@ -61,7 +61,7 @@ def _summary(event: Event) -> str:
 
 def _wait_worker(aq: ActionQ, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not aq.store.live_worker_ids():
+    while not aq.live_worker_count():
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the demo worker did not start; see worker.log in the data folder")
         time.sleep(0.1)
@@ -125,7 +125,7 @@ def _run_demo(base: Path, console: Console) -> bool:
             table = Table(title=f"conversation {conversation.id}")
             for column in ("seq", "event", "detail"):
                 table.add_column(column)
-            for event in aq.store.all_events(conversation.id):
+            for event in aq.all_events(conversation.id):
                 style = "red" if isinstance(event, AgentErrorEvent) else ""
                 table.add_row(str(event.seq), event.kind, _summary(event), style=style)
             console.print(table)

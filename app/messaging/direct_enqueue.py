@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from celery import Celery
@@ -30,30 +29,12 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.utils.json import dumps as kombu_json
 
-from actionq.settings import Settings
+from actionq.settings import OUR_TRANSPORT, Settings
+from actionq.store.records import BrokerList, QueuedMessage
 
-__all__ = ["BrokerList", "QueuedMessage", "TaskMessages", "broker_list_for"]
+__all__ = ["TaskMessages", "broker_list_for"]
 
 EVENT_EXCHANGE = "celeryev"
-
-
-@dataclass(frozen=True)
-class BrokerList:
-    """Where store transitions push messages: the Redis list the worker reads
-    (a queue at the default priority is a list named after the queue), and
-    the pub/sub channel of ``task-sent`` events ('' = events off)."""
-
-    queue_key: str
-    sent_event_channel: str
-
-
-@dataclass(frozen=True)
-class QueuedMessage:
-    """One action's task message and its ``task-sent`` event ('' = none), as
-    the strings the Redis transport stores and publishes."""
-
-    task: str
-    sent_event: str
 
 
 def broker_list_for(settings: Settings) -> BrokerList | None:
@@ -64,10 +45,7 @@ def broker_list_for(settings: Settings) -> BrokerList | None:
     url = settings.effective_broker_url
     if url != settings.redis_url or not url.startswith("redis://"):
         return None
-    if settings.effective_broker_transport not in (
-        "actionq.messaging.transport:Transport",
-        "redis",
-    ):
+    if settings.effective_broker_transport not in (OUR_TRANSPORT, "redis"):
         return None
     path = urlparse(url).path.strip("/")
     db = int(path) if path.isdigit() else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from actionq.store.records import (
     Claim,
     ClaimRefused,
     FinishResult,
+    QueuedMessage,
     StopOutcome,
     SubmitResult,
     WorkerIdentity,
@@ -54,7 +55,6 @@ from actionq.store.records import (
 )
 
 if TYPE_CHECKING:
-    from actionq.messaging.direct_enqueue import QueuedMessage
     from actionq.tools.sandbox import ProcessGroup
 
 __all__ = [
@@ -140,18 +140,21 @@ class ActionStore(WorkerLeases):
         idempotency_key: str | None = None,
         thought: str = "",
         arguments_json: str | None = None,
-        message: Callable[[str], QueuedMessage] | None = None,
+        action_id: str | None = None,
+        message: QueuedMessage | None = None,
     ) -> SubmitResult:
         """Append the ActionEvent and store the action as pending, in one step.
 
-        With ``self.broker`` set and ``message`` given, ``message(action_id)``
-        is the action's Celery message, pushed by this same step when the
-        action may run now, else kept until its turn (``SubmitResult.pushed``).
+        ``action_id`` is minted by the caller (the facade builds the message
+        with it). With ``self.broker`` set and ``message`` given, the message
+        is pushed by this same step when the action may run now, else kept
+        until its turn (``SubmitResult.pushed``).
         """
         new = self._new_action(
             conversation_id,
             tool,
             arguments,
+            action_id=action_id,
             tool_call_id=tool_call_id,
             idempotency_key=idempotency_key,
             thought=thought,
@@ -178,7 +181,8 @@ class ActionStore(WorkerLeases):
         *,
         quarantine_threshold: int,
         force: bool = False,
-        message: Callable[[str], QueuedMessage] | None = None,
+        action_id: str | None = None,
+        message: QueuedMessage | None = None,
     ) -> SubmitResult:
         """Store a new action with ``original``'s call (``retry_of`` set), in one
         step that first checks the original ended, that the call is not
@@ -191,6 +195,7 @@ class ActionStore(WorkerLeases):
             cid,
             original.tool,
             original.arguments,
+            action_id=action_id,
             retry_of=original.id,
         )
         result = self._store_new_action(
@@ -227,8 +232,9 @@ class ActionStore(WorkerLeases):
         thought: str = "",
         retry_of: str | None = None,
         arguments_json: str | None = None,
+        action_id: str | None = None,
     ) -> _NewAction:
-        action_id = new_id()
+        action_id = action_id or new_id()
         event = ActionEvent(
             id=action_id,
             tool_name=tool,
@@ -254,7 +260,7 @@ class ActionStore(WorkerLeases):
         script: str,
         extra_keys: list[str],
         extra_args: list[Any],
-        message: Callable[[str], QueuedMessage] | None,
+        message: QueuedMessage | None,
     ) -> Any:
         """Run ``script`` (submit_action or retry_action) for ``new``, with the
         global action index entry in the same round trip (removed again if
@@ -286,9 +292,8 @@ class ActionStore(WorkerLeases):
             *extra_args,
         ]
         if self.broker is not None and message is not None:
-            queued = message(event.id)
             keys.append(self.broker.queue_key)
-            args += [queued.task, self.broker.sent_event_channel, queued.sent_event]
+            args += [message.task, self.broker.sent_event_channel, message.sent_event]
 
         def build(pipe: Pipeline) -> None:
             pipe.hset(k.action_index(), event.id, cid)

@@ -18,7 +18,7 @@ from actionq.errors import StoreUnavailableError
 from actionq.store.keys import Keys
 
 if TYPE_CHECKING:
-    from actionq.messaging.direct_enqueue import BrokerList
+    from actionq.store.records import BrokerList
 
 __all__ = ["RedisStore"]
 

@@ -11,9 +11,11 @@ from typing import Any
 from actionq.models import ActionRecord, ActionState, Conversation, ConversationStatus
 
 __all__ = [
+    "BrokerList",
     "Claim",
     "ClaimRefused",
     "FinishResult",
+    "QueuedMessage",
     "StopOutcome",
     "SubmitResult",
     "WorkerIdentity",
@@ -51,6 +53,27 @@ class SubmitResult:
     dispatch_action_id: str | None  # an action that must now be sent to a worker
     record: ActionRecord | None = None  # the new action as stored (when created)
     pushed: bool = False  # the store pushed dispatch_action_id's message itself
+
+
+@dataclass(frozen=True)
+class BrokerList:
+    """Where store transitions push Celery messages under direct enqueue
+    (actionq.messaging.direct_enqueue): the Redis list the worker reads (a
+    queue at the default priority is a list named after the queue), and the
+    pub/sub channel of ``task-sent`` events ('' = events off)."""
+
+    queue_key: str
+    sent_event_channel: str
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One action's Celery task message and its ``task-sent`` event ('' =
+    none), as the strings the Redis transport stores and publishes; built by
+    actionq.messaging, pushed by the store's scripts."""
+
+    task: str
+    sent_event: str
 
 
 class StopOutcome(StrEnum):
