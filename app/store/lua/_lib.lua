@@ -33,7 +33,7 @@ local function dispatch_next(conv_key, queue_key)
 end
 
 -- Push the Celery message stored with an action (direct enqueue, see
--- app/direct_enqueue.py) onto the broker's list, publish its task-sent
+-- app/messaging/direct_enqueue.py) onto the broker's list, publish its task-sent
 -- event, and forget both. Returns 1 if there was a message, else 0 (the
 -- caller sends it with Celery).
 local function push_stored_message(action_key, broker_key, event_channel)
@@ -49,11 +49,6 @@ local function push_stored_message(action_key, broker_key, event_channel)
   return 1
 end
 
--- The key of an action's hash, from its conversation's key (same hash tag).
-local function action_key_of(conv_key, action_id)
-  return string.sub(conv_key, 1, -5) .. 'action:' .. action_id
-end
-
 -- Store a new pending action: append its ActionEvent, record it, queue it;
 -- if the conversation may run (its status is one of `runnable`) and nothing
 -- is active, make the head of the queue active and set `running`. Under
@@ -61,7 +56,9 @@ end
 -- here, and the new action's is kept in its hash until its turn.
 -- k: conv, events, queue, actions, idempotency, tool_calls, action, broker
 -- a: id, idempotency_key, tool_call_id, event, now, status_event_id, tool,
---    arguments, fingerprint, retry_of, message, channel, sent_event
+--    arguments, fingerprint, retry_of, action_key_prefix (app/store/keys.py:
+--    an action's hash is it followed by the action id), message, channel,
+--    sent_event
 -- Returns seq, dispatched action id ('' = none), pushed (1 if its message
 -- was pushed here, else 0).
 local function add_action(k, a, runnable)
@@ -97,7 +94,7 @@ local function add_action(k, a, runnable)
       -- Kept until the action's turn comes (pushed and removed then).
       redis.call('HSET', k.action, 'task_message', a.message, 'sent_event', a.sent_event)
       if dispatched ~= '' then
-        pushed = push_stored_message(action_key_of(k.conv, dispatched), k.broker, a.channel)
+        pushed = push_stored_message(a.action_key_prefix .. dispatched, k.broker, a.channel)
       end
     end
   end
@@ -106,14 +103,16 @@ local function add_action(k, a, runnable)
 end
 
 -- The keys and arguments of a new action, as submit_action and retry_action
--- receive them: KEYS[1..7] and ARGV[1..10], then (direct enqueue) the
--- broker's list as KEYS[broker_key] and its message at ARGV[message_arg..+2].
-local function new_action_spec(broker_key, message_arg)
+-- receive them: KEYS[1..7] and ARGV[1..10], the action key prefix at
+-- ARGV[prefix_arg], then (direct enqueue) the broker's list as
+-- KEYS[broker_key] and its message at ARGV[message_arg..+2].
+local function new_action_spec(broker_key, prefix_arg, message_arg)
   local k = {conv = KEYS[1], events = KEYS[2], queue = KEYS[3], actions = KEYS[4],
     idempotency = KEYS[5], tool_calls = KEYS[6], action = KEYS[7], broker = KEYS[broker_key]}
   local a = {id = ARGV[1], idempotency_key = ARGV[2], tool_call_id = ARGV[3],
     event = ARGV[4], now = ARGV[5], status_event_id = ARGV[6], tool = ARGV[7],
     arguments = ARGV[8], fingerprint = ARGV[9], retry_of = ARGV[10],
+    action_key_prefix = ARGV[prefix_arg],
     message = ARGV[message_arg], channel = ARGV[message_arg + 1],
     sent_event = ARGV[message_arg + 2]}
   return k, a

@@ -6,8 +6,9 @@
 -- ARGV[5] now (ISO)  ARGV[6] now (epoch s)  ARGV[7] id for a status event
 -- ARGV[8] terminal event kind  ARGV[9] status when nothing is left to run
 --   ('idle', or 'finished' after the agent's finish tool)
--- Direct enqueue (app/direct_enqueue.py), else absent:
--- KEYS[5] the broker's list  ARGV[10] task-sent event channel ('' = none)
+-- ARGV[10] key prefix of this conversation's action hashes (app/store/keys.py)
+-- Direct enqueue (app/messaging/direct_enqueue.py), else absent:
+-- KEYS[5] the broker's list  ARGV[11] task-sent event channel ('' = none)
 -- Returns {'ok', seq, next action id or '', 1 if its message was pushed here
 --          else 0} | {'stale', current state}
 local f = redis.call('HMGET', KEYS[4], 'state', 'fence')
@@ -26,7 +27,7 @@ if redis.call('HGET', KEYS[1], 'active') == ARGV[1] then
     if next_id == '' then
       set_status(KEYS[1], KEYS[2], ARGV[9], ARGV[7], ARGV[5])
     elseif KEYS[5] then
-      pushed = push_stored_message(action_key_of(KEYS[1], next_id), KEYS[5], ARGV[10])
+      pushed = push_stored_message(ARGV[10] .. next_id, KEYS[5], ARGV[11])
     end
   end
 end

@@ -3,8 +3,9 @@
 -- actions that crashed stay errored, their AgentErrorEvents stay in history.
 -- KEYS[1] conversation hash  KEYS[2] events stream  KEYS[3] queue list
 -- ARGV[1] now (ISO)  ARGV[2] id for a status event
--- Direct enqueue (app/direct_enqueue.py), else absent:
--- KEYS[4] the broker's list  ARGV[3] task-sent event channel ('' = none)
+-- ARGV[3] key prefix of this conversation's action hashes (app/store/keys.py)
+-- Direct enqueue (app/messaging/direct_enqueue.py), else absent:
+-- KEYS[4] the broker's list  ARGV[4] task-sent event channel ('' = none)
 -- Returns {'resumed', new status, dispatched action id or '', 1 if its
 --          message was pushed here else 0}
 --       | {'refused', current status} | {'no_conversation'}
@@ -21,7 +22,7 @@ local active = redis.call('HGET', KEYS[1], 'active') or ''
 if active == '' then
   next_id = dispatch_next(KEYS[1], KEYS[3]) or ''
   if next_id ~= '' and KEYS[4] then
-    pushed = push_stored_message(action_key_of(KEYS[1], next_id), KEYS[4], ARGV[3])
+    pushed = push_stored_message(ARGV[3] .. next_id, KEYS[4], ARGV[4])
   end
 end
 local new_status = 'idle'

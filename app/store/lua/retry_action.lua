@@ -36,7 +36,7 @@ if previous then
   end
 end
 
-local k, a = new_action_spec(11, 14)
+local k, a = new_action_spec(11, 13, 14)
 -- In error (after a crash) the retry resumes the conversation; paused stays
 -- paused until an explicit resume.
 local runnable = {idle = true, running = true, finished = true, error = true}

@@ -7,9 +7,10 @@
 -- ARGV[4] ActionEvent JSON (without seq)  ARGV[5] now (ISO)
 -- ARGV[6] id for a status event  ARGV[7] tool  ARGV[8] arguments JSON
 -- ARGV[9] fingerprint  ARGV[10] retry_of ('' = none)
--- Direct enqueue (app/direct_enqueue.py), else absent:
--- KEYS[8] the broker's list  ARGV[11] the action's Celery message
--- ARGV[12] task-sent event channel ('' = none)  ARGV[13] task-sent event
+-- ARGV[11] key prefix of this conversation's action hashes (app/store/keys.py)
+-- Direct enqueue (app/messaging/direct_enqueue.py), else absent:
+-- KEYS[8] the broker's list  ARGV[12] the action's Celery message
+-- ARGV[13] task-sent event channel ('' = none)  ARGV[14] task-sent event
 -- Returns {'created', seq, dispatched action id or '', 1 if its message was
 --          pushed here else 0} | {'existing', action id}
 --       | {'idempotency_conflict', action id} (the key's action is another call)
@@ -22,7 +23,7 @@ if ARGV[2] ~= '' then
   if existing then
     -- Same key, same call (tool + arguments): the client retrying. Same
     -- key, another call: a client bug that must not pass silently.
-    local stored = redis.call('HGET', action_key_of(KEYS[1], existing), 'fingerprint')
+    local stored = redis.call('HGET', ARGV[11] .. existing, 'fingerprint')
     if stored and stored ~= ARGV[9] then
       return {'idempotency_conflict', existing}
     end
@@ -34,6 +35,6 @@ if other then
   return {'duplicate_tool_call', other}
 end
 
-local k, a = new_action_spec(8, 11)
+local k, a = new_action_spec(8, 11, 12)
 local seq, dispatched, pushed = add_action(k, a, {idle = true, running = true, finished = true})
 return {'created', seq, dispatched, pushed}
