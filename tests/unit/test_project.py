@@ -3,15 +3,12 @@ refuse typos, the public surface is what ``__all__`` says."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import actionq
 from actionq.errors import ConfigurationError
 from actionq.settings import Settings, load_settings, settings_markdown_table
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def test_every_setting_is_documented() -> None:
