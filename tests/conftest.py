@@ -1,13 +1,22 @@
 """Fixtures: a Redis-compatible server the session starts itself, a fresh
 database per test (flushed only because this session created the server), and
-real Celery worker processes."""
+real Celery worker processes.
+
+Each test folder is a marker saying what its tests need (pyproject.toml lists
+them): ``unit`` nothing, ``store`` a real valkey, ``worker`` real prefork
+workers, ``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
+the CLI as users run them. A unit test that starts a process or opens a
+connection fails (an audit hook watches its setup and call)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +26,68 @@ from actionq.settings import Settings
 from tests.helpers import ROOT, ValkeyServer, WorkerProcess
 
 _db_numbers = itertools.count(1)
+
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "store", "worker", "api", "local")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by its folder; a test outside the folders is an error,
+    or ``-m unit`` and the like would silently leave it out."""
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        if len(parts) < 2 or parts[0] not in LAYERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: put the test module in one of tests/{{{','.join(LAYERS)}}}/ "
+                "(docs/testing.md says which)"
+            )
+        item.add_marker(parts[0])
+
+
+# The unit test being set up or run, if any: it may start no process and open
+# no connection (a server, a worker, `actionq up`: each needs one of these).
+_running_unit_test: str | None = None
+_NOT_IN_UNIT_TESTS = frozenset(
+    {
+        *("subprocess.Popen", "os.posix_spawn", "os.fork", "os.forkpty", "os.exec", "os.system"),
+        "socket.connect",
+    }
+)
+
+
+def _refuse_in_unit_tests(event: str, args: tuple[Any, ...]) -> None:
+    if _running_unit_test is not None and event in _NOT_IN_UNIT_TESTS:
+        raise RuntimeError(
+            f"{_running_unit_test}: a unit test may not {event} {args[:2]!r}; "
+            "move it to tests/store, tests/worker, tests/api or tests/local"
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(_refuse_in_unit_tests)  # cannot be removed: it checks the flag
+
+
+@contextlib.contextmanager
+def _unit_test_guard(item: pytest.Item) -> Iterator[None]:
+    global _running_unit_test
+    _running_unit_test = item.nodeid if item.get_closest_marker("unit") else None
+    try:
+        yield
+    finally:
+        _running_unit_test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    # Not teardown: the last test of a run tears the session's server down.
+    with _unit_test_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _unit_test_guard(item):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

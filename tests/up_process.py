@@ -1,5 +1,5 @@
-"""A real ``actionq up`` subprocess for the tests (tests/test_api.py,
-tests/test_up.py): on a free port, with its data folder where the test says."""
+"""A real ``actionq up`` subprocess for the tests (tests/api/,
+tests/local/): on a free port, with its data folder where the test says."""
 
 from __future__ import annotations
 

@@ -2,27 +2,25 @@
 
 The messages must be exactly what Celery itself would send (a worker and
 Flower read them), pushed once, at the action's turn, and the path must
-fall back to ``send_task`` wherever it does not apply.
+fall back to ``send_task`` wherever it does not apply. Driven through the
+store; the same run through a real worker: tests/worker/test_direct_enqueue_with_a_worker.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from actionq.crashes.stop import crash_action
 from actionq.messaging.direct_enqueue import broker_list_for
-from actionq.models import ActionState, ConversationStatus, ErrorCause, ObservationEvent
+from actionq.models import ActionState, ErrorCause, ObservationEvent
 from actionq.service import ActionQ
 from actionq.settings import Settings
 from actionq.store import ActionStore, Claim, WorkerIdentity
-from tests.conftest import WorkerFactory
-from tests.events import assert_log_consistent, celery_body, terminal_events
+from tests.events import celery_body
 
 WORKER = WorkerIdentity(id="w@host:1:aaaa", host="host", pid=1)
 
@@ -185,36 +183,3 @@ def test_other_brokers_and_the_setting_fall_back_to_send_task(redis_url: str) ->
     assert broker_list_for(kombu_transport) is not None
     no_events = broker_list_for(Settings(redis_url=redis_url, task_events=False))
     assert no_events is not None and no_events.sent_event_channel == ""
-
-
-@pytest.mark.parametrize("direct", [True, False], ids=["direct-enqueue", "send-task"])
-def test_actions_run_in_order_either_way(
-    direct: bool,
-    settings: Settings,
-    start_worker: WorkerFactory,
-    tmp_path: Path,
-) -> None:
-    """The same run through a real prefork worker: with the store pushing the
-    messages, and with Celery's send_task doing it."""
-    start_worker(ACTIONQ_DIRECT_ENQUEUE=str(direct).lower())
-    with ActionQ(settings.model_copy(update={"direct_enqueue": direct})) as aq:
-        assert (aq.store.broker is not None) == direct
-        marker = tmp_path / "order.txt"
-        cids = [aq.create_conversation().id for _ in range(2)]
-        actions = [
-            aq.submit_action(cid, "terminal", {"command": f"echo {cid}-{i} >> {marker}"})
-            for i in range(3)
-            for cid in cids
-        ]
-        for action in actions:
-            assert aq.wait_for_action(action.id, 30).state == ActionState.DONE
-        lines = marker.read_text().split()
-        for cid in cids:
-            assert [line for line in lines if line.startswith(cid)] == [
-                f"{cid}-{i}" for i in range(3)
-            ]
-            assert aq.get_conversation(cid).status == ConversationStatus.IDLE
-            assert_log_consistent(aq, cid)
-        for action in actions:
-            [event] = terminal_events(aq, action.conversation_id, action.id)
-            assert isinstance(event, ObservationEvent)

@@ -1,17 +1,11 @@
-"""The project's promises about itself: docs list every setting, settings
-refuse typos, the public surface is what ``__all__`` says."""
+"""The project's promises about itself: docs list every setting, the public
+surface is what ``__all__`` says. (Settings validation: test_settings.py.)"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 import actionq
-from actionq.errors import ConfigurationError
-from actionq.settings import Settings, load_settings, settings_markdown_table
-
-ROOT = Path(__file__).resolve().parent.parent
+from actionq.settings import Settings, settings_markdown_table
+from tests.helpers import ROOT
 
 
 def test_every_setting_is_documented() -> None:
@@ -20,24 +14,6 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
     # The table is exactly what `python -m actionq.settings` prints.
     assert settings_markdown_table() in doc
-
-
-def test_mistyped_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACTIONQ_VISIBILTY_TIMEOUT", "5")
-    with pytest.raises(ConfigurationError, match="ACTIONQ_VISIBILTY_TIMEOUT"):
-        load_settings()
-
-
-def test_invalid_setting_value_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACTIONQ_HEARTBEAT_INTERVAL", "10")
-    monkeypatch.setenv("ACTIONQ_WORKER_LEASE_SECONDS", "3")
-    with pytest.raises(ConfigurationError, match="HEARTBEAT_INTERVAL must be shorter"):
-        load_settings()
-
-
-def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACTIONQ_API_KEYS", "a, b,,c")
-    assert load_settings().api_keys == ["a", "b", "c"]
 
 
 PUBLIC_NAMES = [

@@ -25,7 +25,6 @@ from actionq.tools.sandbox import (
     ProcessGroup,
     boot_id,
     process_start_ticks,
-    tool_environment,
 )
 from tests.conftest import WorkerFactory
 from tests.events import only_error, terminal_events
@@ -67,33 +66,6 @@ def unrelated_process() -> Iterator[subprocess.Popen[bytes]]:
 
 
 # -- 1. the environment ----------------------------------------------------
-
-
-def test_tool_environment_allow_list() -> None:
-    environ = {
-        "PATH": "/bin",
-        "LC_ALL": "C",
-        "LC_TOKEN": "x",  # matched by LC_* only: looks like a secret, dropped
-        "ACTIONQ_REDIS_URL": "redis://:pw@h/0",
-        "OPENAI_API_KEY": "sk-1",
-        "AWS_REGION": "eu",
-        "AWS_SECRET_ACCESS_KEY": "s",
-        "GITHUB_TOKEN": "t",
-        "HOSTNAME": "h",
-    }
-    assert tool_environment(environ) == {"PATH": "/bin", "LC_ALL": "C"}
-    # A pattern passes what does not look secret; a name passes as listed.
-    assert tool_environment(environ, ["AWS_*", "GITHUB_TOKEN", "ACTIONQ_REDIS_URL"]) == {
-        "PATH": "/bin",
-        "LC_ALL": "C",
-        "AWS_REGION": "eu",
-        "GITHUB_TOKEN": "t",
-    }
-
-
-def test_allowing_an_actionq_variable_is_a_configuration_error() -> None:
-    with pytest.raises(ValueError, match="may not pass actionq's own settings"):
-        Settings(tool_env_allow=["ACTIONQ_REDIS_URL"])  # type: ignore[arg-type]
 
 
 def test_terminal_commands_get_no_secrets(
