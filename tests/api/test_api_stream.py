@@ -139,7 +139,9 @@ def test_tail_says_so_and_exits_1_when_the_server_is_gone(tmp_path: Path) -> Non
         if up.process.poll() is None:
             stop_up(up)
     assert tail.returncode == 1, stderr
-    assert "error:" in stderr and "last event shown: seq" in stderr, stderr
+    # Under --json the error is JSON on stderr (tests/local/test_cli.py).
+    error = json.loads(stderr.strip().splitlines()[-1])["error"]
+    assert error["code"] == "stream_lost" and "last event shown: seq" in error["message"], stderr
 
 
 def test_stream_of_an_unknown_conversation_is_a_404_before_it_starts(stack: UpProcess) -> None:
