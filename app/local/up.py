@@ -2,8 +2,8 @@
 
 With no ``ACTIONQ_REDIS_URL`` it starts an embedded Redis-compatible server
 whose data (append-only file) lives in the data folder, then a worker and the
-HTTP API. One ``up`` per folder: it holds the folder's lock (app/local/data_folder.py)
-for its whole life, and a second one refuses to start. Before anything starts
+HTTP API. One ``up`` per folder: it holds the folder's lock (``data_folder``) for
+its whole life, and a second one refuses to start. Before anything starts
 it takes the API port, so a port in use stops it with nothing written.
 
 While it runs it supervises its children: a worker or server that dies is

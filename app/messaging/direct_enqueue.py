@@ -11,7 +11,7 @@ the broker refused the send), and one round trip does both.
 The message is Celery's own: headers, properties and body come from
 ``app.amqp.as_task_v2``, as ``send_task`` makes them, wrapped in the envelope
 kombu's Redis transport stores (``Channel._put``); the ``task-sent`` event is
-the one ``send_task`` publishes. ``tests/test_direct_enqueue.py`` checks both
+the one ``send_task`` publishes. ``test_direct_enqueue.py`` checks both
 against what kombu itself writes. Any other broker (RabbitMQ, another Redis,
 a key prefix) uses ``send_task`` as before.
 """
