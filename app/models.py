@@ -12,10 +12,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
-    "ACTIVE_ACTION_STATES",
     "ActionEvent",
     "ActionRecord",
     "ActionState",
@@ -70,9 +76,6 @@ class ActionState(StrEnum):
     DONE = "done"  # ended normally (observation, or a tool-level error)
     ERRORED = "errored"  # crashed or abandoned; never re-run
     CANCELLED = "cancelled"  # stopped by the user
-
-
-ACTIVE_ACTION_STATES = frozenset({ActionState.PENDING, ActionState.CLAIMED})
 
 
 class ErrorCause(StrEnum):
@@ -140,7 +143,15 @@ class ActionEvent(_EventBase):
     action: dict[str, Any]
     thought: str = ""
     retry_of: str | None = None
-    pgid: int | None = None  # process group of a command it started
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unused_pgid(cls, data: Any) -> Any:
+        # Events stored by 0.1.0 carry "pgid": null, a field nothing ever set
+        # (the process group is on the action record); they still read.
+        if isinstance(data, dict) and "pgid" in data and data["pgid"] is None:
+            return {name: value for name, value in data.items() if name != "pgid"}
+        return data
 
 
 class ObservationEvent(_EventBase):

@@ -18,7 +18,7 @@ from actionq.errors import ConfigurationError
 
 ENV_PREFIX = "ACTIONQ_"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# The kombu transport used for redis:// brokers (actionq/messaging/transport.py).
+# The kombu transport used for redis:// brokers (``actionq.messaging.transport``).
 OUR_TRANSPORT = "actionq.messaging.transport:Transport"
 
 

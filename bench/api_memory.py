@@ -26,7 +26,6 @@ import contextlib
 import json
 import platform
 import secrets
-import socket
 import sys
 import threading
 import time
@@ -43,6 +42,7 @@ import redis
 from rich.console import Console
 
 from actionq.cli.api_client import ApiClient
+from actionq.local.processes import free_port
 from actionq.models import ActionEvent, new_id
 from actionq.store import ActionStore
 from actionq.store.records import fingerprint
@@ -137,12 +137,6 @@ def fill_conversation(
 
 
 # ---------------------------------------------------------------- the API process
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     try:
         httpx.get(f"{url}/health", timeout=1)  # 503 without workers: still an answer
@@ -153,7 +147,7 @@ def _answers(url: str) -> bool:
 
 def start_api(stack: Stack, key: str) -> tuple[Any, str]:
     """``python -m actionq api`` as its own process (stopped by ``stack.close()``)."""
-    port = _free_port()
+    port = free_port()
     process = stack.spawn(
         [sys.executable, "-m", "actionq", "api"],
         "api",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from actionq.local.embedded import EmbeddedServer
-from actionq.local.processes import worker_command
+from actionq.local.processes import stop_process, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,12 +99,7 @@ class Stack:
 
     def stop(self, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
         """Warm shutdown (SIGTERM) of one process; SIGKILL of its group if it hangs."""
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill_group(process)
+        stop_process(process, timeout, kill_group=True, kill_timeout=10)
 
     @staticmethod
     def kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -1,4 +1,4 @@
-"""A worker bootstep: the lease heartbeat (a thread, ``tasks/heartbeat.py``,
+"""A worker bootstep: the lease heartbeat (a thread, ``actionq.tasks.heartbeat``,
 so slow work on the event loop cannot let the lease expire) and three timers
 on the worker's own event loop:
 

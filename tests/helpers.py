@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,16 +14,10 @@ from typing import TypeVar
 import psutil
 import redis
 
-from actionq.local.processes import worker_command
+from actionq.local.processes import free_port, stop_process, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(
@@ -162,9 +155,4 @@ class WorkerProcess:
         if not self.is_alive():
             return
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.process.wait(10)
+        stop_process(self.process, timeout, kill_group=True, kill_timeout=10)

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from actionq.cli.api_client import ApiClient
-from tests.helpers import ROOT, free_port, wait_for
+from actionq.local.processes import free_port, stop_process
+from tests.helpers import ROOT, wait_for
 
 
 @dataclass
@@ -102,13 +103,7 @@ def recorded_pid(pidfile: Path) -> int:
 
 
 def stop_up(up: UpProcess, sig: int = signal.SIGINT) -> int:
-    if up.process.poll() is None:
-        up.process.send_signal(sig)
-        try:
-            return up.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.process.pid, signal.SIGKILL)
-    return up.process.wait(10)
+    return stop_process(up.process, 60, sig, kill_group=True, kill_timeout=10)
 
 
 def kill_up(up: UpProcess) -> None:

@@ -1,6 +1,6 @@
 """API keys: ``X-Session-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Checked twice over: by ``RequestGate`` (app/api/gate.py) before anything
+Checked twice over: by ``RequestGate`` (``actionq.api.gate``) before anything
 reads the request body, and by the ``require_api_key`` dependency, which also
 declares both schemes in the OpenAPI spec (the Authorize button of /docs).
 """

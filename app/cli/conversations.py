@@ -285,9 +285,7 @@ def _print_tailed(event: dict[str, Any], as_json: bool) -> None:
 def resume(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     """Resume a conversation in error or paused (nothing crashed is re-run)."""
     conversation = client.resume(conversation_id)
-    _emit(
-        conversation, as_json, lambda: click.echo(f"{conversation['id']} {conversation['status']}")
-    )
+    _emit(conversation, as_json, lambda: _echo_status(conversation))
 
 
 @conversations.command()
@@ -297,9 +295,7 @@ def resume(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 def pause(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     """Pause a conversation (its running action is stopped)."""
     conversation = client.pause(conversation_id)
-    _emit(
-        conversation, as_json, lambda: click.echo(f"{conversation['id']} {conversation['status']}")
-    )
+    _emit(conversation, as_json, lambda: _echo_status(conversation))
 
 
 @conversations.command()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,7 +29,12 @@ from actionq.local.data_folder import (
     write_pidfile,
     write_secret_file,
 )
-from actionq.local.processes import child_preexec, stop_pidfile_process
+from actionq.local.processes import (
+    child_preexec,
+    free_port,
+    stop_pidfile_process,
+    stop_process,
+)
 
 __all__ = ["EmbeddedServer", "find_server_binary"]
 
@@ -53,12 +57,6 @@ def find_server_binary() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class EmbeddedServer:
     """A private valkey-server whose data lives in ``data_dir`` (made 0700)."""
 
@@ -71,7 +69,7 @@ class EmbeddedServer:
         maxmemory: str = "0",
     ) -> None:
         self.data_dir = ensure_private_dir(data_dir.resolve())
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.password = read_or_create_secret(self.data_dir / "server.password", 24)
         self.die_with_parent = die_with_parent
@@ -150,10 +148,5 @@ class EmbeddedServer:
         if self.process is None or self.process.poll() is not None:
             self.pidfile.unlink(missing_ok=True)
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout)
+        stop_process(self.process, timeout, kill_timeout=timeout)
         self.pidfile.unlink(missing_ok=True)

@@ -1,43 +1,42 @@
-"""Starting actionq's own processes (workers) as subprocesses."""
+"""Starting and stopping actionq's own processes (server, workers) as
+subprocesses; the tests and benchmarks use the same helpers."""
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from actionq.local.data_folder import process_start_time, read_pidfile
+from actionq.tools.sandbox import die_with_parent_hook
 
 __all__ = [
     "child_preexec",
-    "die_with_parent_hook",
+    "free_port",
     "stop_pidfile_process",
+    "stop_process",
     "worker_command",
 ]
 
-_PR_SET_PDEATHSIG = 1
 
-
-def die_with_parent_hook(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its
-    parent dies (Linux), so a killed supervisor leaves nothing running."""
-    if sys.platform != "linux":
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, sig)
-
-    return hook
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def child_preexec(die_with_parent: bool = False, sig: int = signal.SIGTERM) -> Callable[[], None]:
     """A ``preexec_fn``: files the child creates are its owner's alone (umask
-    077), and with ``die_with_parent`` it gets ``sig`` when its parent dies."""
+    077), and with ``die_with_parent`` it gets ``sig`` when its parent dies
+    (so a killed supervisor leaves nothing running)."""
     death_hook = die_with_parent_hook(sig) if die_with_parent else None
 
     def hook() -> None:
@@ -46,6 +45,33 @@ def child_preexec(die_with_parent: bool = False, sig: int = signal.SIGTERM) -> C
             death_hook()
 
     return hook
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    timeout: float,
+    sig: int = signal.SIGTERM,
+    *,
+    kill_group: bool = False,
+    kill_timeout: float | None = None,
+) -> int:
+    """Send ``sig`` to ``process`` if it still runs and give it ``timeout``
+    seconds to exit; then SIGKILL it, or with ``kill_group`` its whole process
+    group (a child started in its own session, with children of its own), and
+    wait ``kill_timeout`` (None: until it is gone; SIGKILL cannot be caught).
+    Returns its exit code."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                if kill_group:
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+    return process.wait(kill_timeout)
 
 
 def stop_pidfile_process(pidfile: Path, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:

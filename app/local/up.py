@@ -2,8 +2,8 @@
 
 With no ``ACTIONQ_REDIS_URL`` it starts an embedded Redis-compatible server
 whose data (append-only file) lives in the data folder, then a worker and the
-HTTP API. One ``up`` per folder: it holds the folder's lock (app/local/data_folder.py)
-for its whole life, and a second one refuses to start. Before anything starts
+HTTP API. One ``up`` per folder: it holds the folder's lock (``data_folder``) for
+its whole life, and a second one refuses to start. Before anything starts
 it takes the API port, so a port in use stops it with nothing written.
 
 While it runs it supervises its children: a worker or server that dies is
@@ -41,7 +41,12 @@ from actionq.local.data_folder import (
     write_secret_file,
 )
 from actionq.local.embedded import EmbeddedServer
-from actionq.local.processes import child_preexec, stop_pidfile_process, worker_command
+from actionq.local.processes import (
+    child_preexec,
+    stop_pidfile_process,
+    stop_process,
+    worker_command,
+)
 from actionq.local.supervision import SupervisedChild, Supervisor
 from actionq.settings import Settings, load_settings
 
@@ -278,15 +283,11 @@ class _LocalStack:
         old_term = signal.signal(signal.SIGTERM, go_cold)
         try:
             worker.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(self.settings.action_time_limit + 30)
-            except subprocess.TimeoutExpired:
-                worker.send_signal(signal.SIGQUIT)
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+            # Still running: cold, then SIGKILL if even that hangs (a no-op
+            # when it has exited).
+            stop_process(worker, 30, signal.SIGQUIT)
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)

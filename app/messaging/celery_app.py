@@ -62,7 +62,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     the worker imports ``WORKER_MODULES`` and the bootstep by name."""
     settings = settings or get_settings()
     # amqp: kombu connections that survive the teardown of a lost broker
-    # connection (actionq/messaging/transport.py, BrokerConnection).
+    # connection (``actionq.messaging.transport.BrokerConnection``).
     app = Celery(
         "actionq",
         include=list(WORKER_MODULES),

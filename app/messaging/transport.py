@@ -19,7 +19,7 @@
    - An ack that never reaches Redis (the connection broke mid-send) leaves
      the message in kombu's unacked set, so it is delivered again after the
      visibility timeout. Its action has ended by then, so the claim refuses
-     it and nothing runs (``tasks/execution.py``). Redis executes the
+     it and nothing runs (``actionq.tasks.execution``). Redis executes the
      commands of one connection in order, so an ack is never applied before
      the delivery it acknowledges was recorded.
 

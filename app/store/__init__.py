@@ -1,4 +1,6 @@
-"""The Redis store: the only package that spells a key or talks to Redis.
+"""The Redis store: the only package that spells one of actionq's keys or
+reads and writes its state in Redis (the broker's keys are kombu's, reached
+through ``actionq.messaging``).
 
 - ``keys``: every key name (the Lua scripts get theirs through KEYS/ARGV).
 - ``client``: the Redis client, the Lua scripts in ``lua/``, error translation.

@@ -46,16 +46,7 @@ from actionq.store.submit import SubmitStore
 if TYPE_CHECKING:
     from actionq.tools.sandbox import ProcessGroup
 
-__all__ = [
-    "ActionStore",
-    "Claim",
-    "ClaimRefused",
-    "FinishResult",
-    "StopOutcome",
-    "SubmitResult",
-    "WorkerIdentity",
-    "fingerprint",
-]
+__all__ = ["ActionStore"]
 
 log = logging.getLogger(__name__)
 

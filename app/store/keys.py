@@ -1,4 +1,6 @@
-"""Every Redis key actionq uses, built in one place. Nothing else spells a key.
+"""Every key of actionq's state, built in one place; nothing else spells one.
+The broker's keys are kombu's (``actionq.messaging.direct_enqueue`` names
+the queue list and event channel the store's scripts push to).
 
 Per-conversation keys carry the conversation id as a hash tag (``{id}``), so
 one conversation's keys live on one Redis Cluster slot and each transition

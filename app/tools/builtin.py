@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -11,7 +10,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from actionq.tools.sandbox import (
     CommandCgroup,
     ProcessGroup,
     boot_id,
+    die_with_parent_hook,
     kill_process_group,
     process_start_ticks,
 )
@@ -61,7 +60,6 @@ class FinishArgs(_Args):
     message: str = ""
 
 
-_PR_SET_PDEATHSIG = 1
 # After the shell exits, how long its output is still read: a background child
 # that holds the pipe open must not keep the action (and the worker) waiting.
 _OUTPUT_LINGER_SECONDS = 0.5
@@ -72,15 +70,15 @@ def _prepare_subprocess(limit_mb: int, cgroup: CommandCgroup | None) -> Callable
     (so all it starts is in it from the first fork), cap its memory, and have
     the kernel kill it if the worker process running the action dies."""
     limit = limit_mb * 1024 * 1024
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    die_with_worker = die_with_parent_hook(signal.SIGKILL)
 
     def apply() -> None:
         if cgroup is not None:
             cgroup.join_in_child()  # raises: Popen fails, nothing ran
         if limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if die_with_worker is not None:
+            die_with_worker()
 
     return apply
 

@@ -35,7 +35,7 @@ class ToolContext:
     # so the worker can kill what is left of it if the action crashes or is
     # cancelled.
     register_process_group: Callable[[ProcessGroup], None] = lambda group: None
-    # The environment for commands the tool starts (see app/tools/sandbox.py):
+    # The environment for commands the tool starts (``actionq.tools.sandbox``):
     # never the worker's own, which holds the Redis URL and its password.
     env: Mapping[str, str] = field(default_factory=dict)
     # The file tools refuse paths inside these (actionq's data folder), except

@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fnmatch
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "CommandCgroup",
     "ProcessGroup",
     "boot_id",
+    "die_with_parent_hook",
     "kill_process_group",
     "process_start_ticks",
     "scrub_worker_environ",
@@ -52,6 +55,7 @@ _SECRET_PATTERNS = ("*API_KEY*", "*PASSWORD*", "*PASSWD*", "*SECRET*", "*TOKEN*"
 _OWN_PREFIX = "ACTIONQ_"
 # Workers never need these; the API and CLI do.
 _WORKER_UNNEEDED = ("ACTIONQ_API_KEYS", "ACTIONQ_API_KEY")
+_PR_SET_PDEATHSIG = 1
 
 
 def _is_pattern(name: str) -> bool:
@@ -87,6 +91,20 @@ def scrub_worker_environ() -> None:
 
 
 @lru_cache(maxsize=1)
+def die_with_parent_hook(sig: int) -> Callable[[], None] | None:
+    """For a ``preexec_fn`` (it runs in the forked child): ask the kernel to
+    send ``sig`` to the child when its parent dies, so nothing outlives the
+    process that started it. None where there is no such call (not Linux)."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
+
+    def hook() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
+
+    return hook
+
+
 def boot_id() -> str | None:
     """This boot of the machine (a pid recorded before a reboot means nothing)."""
     try:

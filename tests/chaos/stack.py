@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 
 from actionq.local.embedded import EmbeddedServer
-from tests.helpers import ROOT, WorkerProcess, free_port
+from actionq.local.processes import free_port, stop_process
+from tests.helpers import ROOT, WorkerProcess
 
 
 class ChaosStack:
@@ -114,10 +115,8 @@ class ChaosStack:
 
     def stop(self) -> None:
         for process in (self.api, self.sweeper):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(10)
+            if process is not None:
+                stop_process(process, 10, kill_group=True, kill_timeout=10)
         for worker in self.workers:
             with contextlib.suppress(Exception):
                 worker.stop(timeout=15)
