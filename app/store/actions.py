@@ -36,10 +36,8 @@ from actionq.store.records import (
     ClaimRefused,
     FinishResult,
     StopOutcome,
-    SubmitResult,
     WorkerIdentity,
     action_from_hash,
-    fingerprint,
 )
 from actionq.store.submit import SubmitStore
 
