@@ -52,7 +52,10 @@ def _summary(event: Event) -> str:
         return f"exit {event.observation.get('exit_code')}: {event.observation.get('output', '')!r}"
     if isinstance(event, AgentErrorEvent):
         d = event.detail
-        return f"cause={d.cause.value} signal={d.signal} attempt={d.attempt} pid={d.pid}"
+        # Only what is known: a crash without a signal shows no "signal=None".
+        shown = {"signal": d.signal, "exitcode": d.exitcode, "attempt": d.attempt, "pid": d.pid}
+        known = " ".join(f"{name}={value}" for name, value in shown.items() if value is not None)
+        return f"cause={d.cause.value} {known}".rstrip()
     action = getattr(event, "action", None)
     if action is not None:
         return str(action.get("command", action))
