@@ -56,6 +56,7 @@ class LeaseHeartbeat:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="actionq-heartbeat", daemon=True)
         self._stalled = False
+        self._drain_until: float | None = None
 
     def start(self) -> None:
         global _running
@@ -65,6 +66,13 @@ class LeaseHeartbeat:
     def loop_alive(self) -> None:
         """Called from the event loop on every tick of its timer."""
         self._loop_alive_at = time.monotonic()
+
+    def drain(self, for_at_most: float) -> None:
+        """The worker is shutting down and its event loop stops ticking while
+        the pool finishes what it runs: keep the lease (without loop ticks) for
+        up to ``for_at_most`` seconds, until ``stop``. Without this, another
+        worker would error the actions a warm shutdown lets finish."""
+        self._drain_until = time.monotonic() + for_at_most
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop renewing (before the lease is released at shutdown)."""
@@ -77,7 +85,8 @@ class LeaseHeartbeat:
         Returns whether it renewed."""
         now = time.monotonic() if now is None else now
         stalled_for = now - self._loop_alive_at
-        if stalled_for > self.stall_seconds:
+        draining = self._drain_until is not None and now < self._drain_until
+        if stalled_for > self.stall_seconds and not draining:
             if not self._stalled:
                 log.error(
                     "worker %s: event loop stalled for %.1fs; no longer renewing its lease",

@@ -101,11 +101,14 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         hub.add_reader(read_fd, on_readable)
 
     def stop(self, worker: Any) -> None:
+        """Shutdown: the timers stop, but the lease is kept while the pool
+        drains (running actions finish in a warm shutdown); the shutdown
+        handler stops the heartbeat and releases the lease afterwards."""
         self._cancel_timers()
         if self.heartbeat is not None:
-            self.heartbeat.stop()
+            self.heartbeat.drain(for_at_most=get_settings().action_time_limit + 30)
 
-    terminate = stop  # a cold shutdown stops the heartbeat too
+    terminate = stop  # a cold shutdown: the handler errors the cut-off claims, then stops it
 
     def _cancel_timers(self) -> None:
         for timer in self._timers:

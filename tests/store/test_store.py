@@ -409,3 +409,10 @@ def test_heartbeat_renews_only_while_the_event_loop_ticks(store: ActionStore) ->
     assert not store.is_worker_alive(worker.id, now=expiry + 0.1)
     heartbeat.loop_alive()
     assert heartbeat.renew_once()  # ticking again: renewed again
+
+    # Shutting down, the loop stops ticking while the pool drains: renewed
+    # until the drain's deadline, not after.
+    heartbeat.drain(for_at_most=60)
+    now = time.monotonic()
+    assert heartbeat.renew_once(now + 30)
+    assert not heartbeat.renew_once(now + 61)

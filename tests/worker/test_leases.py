@@ -275,6 +275,29 @@ def test_warm_shutdown_lets_a_short_action_finish(
     assert aq.get_conversation(cid).status == ConversationStatus.IDLE
 
 
+def test_warm_shutdown_keeps_the_lease_while_the_pool_drains(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """With another worker sweeping, an action longer than the lease still
+    finishes during a warm shutdown: the draining worker keeps its lease
+    until its pool is empty, so nobody errors the action it is finishing."""
+    draining = start_worker("draining")
+    cid = aq.create_conversation().id
+    marker = workdir / "side-effect.log"
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 8})
+    wait_for(lambda: count_lines(marker) == 1, 20, what="the action to start")
+    start_worker("sweeping")  # sweeps every second; lease 3 s
+
+    os.kill(draining.pid, signal.SIGTERM)  # warm shutdown
+    assert draining.process is not None
+    assert draining.process.wait(30) == 0
+
+    [event] = terminal_events(aq, cid, action.id)
+    assert isinstance(event, ObservationEvent), event
+    assert count_lines(marker) == 1
+    assert aq.get_conversation(cid).status == ConversationStatus.IDLE
+
+
 def test_cold_shutdown_errors_the_cut_off_action(
     aq: ActionQ, start_worker: WorkerFactory, workdir: Path
 ) -> None:
