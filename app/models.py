@@ -103,6 +103,8 @@ class ErrorClassification(_Model):
 
     kind: str
     retryable: bool
+    # OpenHands' user_action: what a person should do: nothing, retry, or fix settings.
+    user_action: Literal["none", "retry", "settings"] = "none"
 
 
 class ErrorDetail(_Model):
@@ -191,10 +193,14 @@ class ConversationStateUpdateEvent(_EventBase):
 
 
 class ConversationErrorEvent(_EventBase):
+    """The run failed, not a tool call: the model could not answer, or a limit
+    was reached (``code`` e.g. ``MaxIterationsReached``, ``RateLimitError``)."""
+
     kind: Literal["ConversationErrorEvent"] = "ConversationErrorEvent"
     source: Literal["agent", "user", "environment"] = "environment"
     code: str
     detail: str
+    classification: ErrorClassification | None = None
 
 
 Event = Annotated[

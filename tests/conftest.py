@@ -4,7 +4,7 @@ real Celery worker processes.
 
 Each test folder is a marker saying what its tests need (pyproject.toml lists
 them): ``unit`` nothing, ``store`` a real valkey, ``worker`` real prefork
-workers, ``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
+workers, ``agent`` the agent loop (a fake model over HTTP, real workers), ``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
 the CLI as users run them. A unit test that starts a process or opens a
 connection fails (an audit hook watches its setup and call)."""
 
@@ -28,7 +28,7 @@ from tests.helpers import ROOT, ValkeyServer, WorkerProcess
 _db_numbers = itertools.count(1)
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("unit", "store", "worker", "api", "local")
+LAYERS = ("unit", "store", "worker", "agent", "api", "local")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "actionq.models": 1,
     "actionq.settings": 1,
     "actionq.tools": 2,
+    "actionq.agent": 2,
     "actionq.store": 3,
     "actionq.messaging": 4,
     "actionq.crashes": 5,
@@ -29,7 +30,7 @@ LAYERS: dict[str, int] = {
     "actionq.__main__": 10,
 }
 # Within one rank only these pairs may import each other's layer.
-SAME_RANK_ALLOWED = {("actionq.runtime", "actionq.service")}
+SAME_RANK_ALLOWED = {("actionq.runtime", "actionq.service"), ("actionq.agent", "actionq.tools")}
 
 
 def _module_name(path: Path) -> str:
