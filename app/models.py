@@ -133,6 +133,7 @@ class LLMMessage(_Model):
 class MessageEvent(_EventBase):
     kind: Literal["MessageEvent"] = "MessageEvent"
     llm_message: LLMMessage
+    llm_response_id: str | None = None
 
 
 class ActionEvent(_EventBase):
@@ -145,6 +146,9 @@ class ActionEvent(_EventBase):
     action: dict[str, Any]
     thought: str = ""
     retry_of: str | None = None
+    # The model response this call came from: the calls of one response share
+    # it and are sent back to the model as one assistant message.
+    llm_response_id: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -233,6 +237,11 @@ class Conversation(_Model):
     last_seq: int = 0
     active_action_id: str | None = None
     queued_actions: int = 0
+    # The agent loop (actionq.agent): whether the conversation has an agent, the
+    # model steps of the current run, and the tool calls awaiting confirmation.
+    agent: bool = False
+    iteration: int = 0
+    pending_confirmation: int = 0
 
 
 class ActionRecord(_Model):

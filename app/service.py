@@ -16,27 +16,39 @@ from typing import Any, NamedTuple
 from celery import Celery
 from pydantic import ValidationError
 
+from actionq.agent.spec import AgentSpec
 from actionq.crashes.stop import cancel_action
 from actionq.errors import (
     ActionqError,
     ConversationNotFound,
     InvalidArgumentsError,
+    InvalidTransition,
 )
-from actionq.messaging.direct_enqueue import TaskMessages, broker_list_for
-from actionq.messaging.dispatch import Dispatch, action_argsrepr, resend_turn, send_action
+from actionq.messaging.direct_enqueue import TaskMessages, broker_list_for, step_message_template
+from actionq.messaging.dispatch import (
+    Dispatch,
+    action_argsrepr,
+    resend_turn,
+    send_action,
+    send_step,
+    step_argsrepr,
+)
 from actionq.models import (
     ActionRecord,
     ActionState,
     Conversation,
+    ConversationStatus,
     Event,
     EventPage,
+    LLMMessage,
+    MessageEvent,
     new_id,
     validation_error_text,
 )
 from actionq.settings import Settings, get_settings
 from actionq.store import ActionStore
 from actionq.store.follow import EventFollower
-from actionq.store.records import QueuedMessage, SubmitResult, canonical_json
+from actionq.store.records import QueuedMessage, RunResult, SubmitResult, canonical_json
 from actionq.tools import get_tool
 
 __all__ = ["ActionQ", "Submitted"]
@@ -95,14 +107,87 @@ class ActionQ:
         if result.dispatch_action_id and not result.pushed:
             self.dispatch(conversation_id, result.dispatch_action_id)
 
-    def create_conversation(self, conversation_id: str | None = None) -> Conversation:
-        return self.store.create_conversation(conversation_id)
+    def create_conversation(
+        self, conversation_id: str | None = None, *, agent: AgentSpec | None = None
+    ) -> Conversation:
+        """A new conversation (or the existing one with this id). With ``agent``
+        it has an agent: messages and ``run`` drive it (docs/agent.md)."""
+        return self.create_conversation_checked(conversation_id, agent=agent)[0]
 
     def create_conversation_checked(
-        self, conversation_id: str | None = None
+        self, conversation_id: str | None = None, *, agent: AgentSpec | None = None
     ) -> tuple[Conversation, bool]:
-        """``create_conversation`` that also says whether it was created."""
-        return self.store.create_conversation_checked(conversation_id)
+        """``create_conversation`` that also says whether it was created. An
+        LLM agent's model profile must be known here (``ConfigurationError``),
+        so a refused conversation stores nothing."""
+        if agent is None:
+            return self.store.create_conversation_checked(conversation_id)
+        if agent.kind == "llm":
+            from actionq.agent.profiles import resolve_profile
+
+            resolve_profile(self.settings, agent.model_profile)
+        cid = conversation_id or new_id()
+        template = ""
+        if self.store.broker is not None:
+            from actionq.messaging.celery_app import AGENT_STEP_TASK
+
+            template = step_message_template(
+                self.celery_app,
+                AGENT_STEP_TASK,
+                self.settings.agent_queue,
+                cid,
+                step_argsrepr(cid),
+            )
+        return self.store.create_conversation_checked(
+            cid,
+            agent_spec_json=agent.model_dump_json(),
+            max_iterations=agent.max_iterations or self.settings.agent_max_iterations,
+            step_message_template=template,
+        )
+
+    def send_message(self, conversation_id: str, text: str, *, run: bool = False) -> Conversation:
+        """A user message (``MessageEvent``). A finished or stuck conversation
+        goes back to idle; with ``run`` it runs (unless it already does: the
+        agent reads the message at its next step)."""
+        event = MessageEvent(source="user", llm_message=LLMMessage(role="user", content=text))
+        _, result = self.store.send_message(conversation_id, event, run=run)
+        self._send_work(conversation_id, result)
+        return self.store.get_conversation(conversation_id)
+
+    def run(self, conversation_id: str) -> Conversation:
+        """Run the conversation (OpenHands' ``run``) from idle, paused, error,
+        stuck or waiting_for_confirmation (which accepts the held calls).
+        Nothing that crashed runs again: an agent reads the crash as that
+        call's result. ``InvalidTransition`` if it is running or finished."""
+        result = self.store.run_conversation(conversation_id)
+        self._send_work(conversation_id, result)
+        return self.store.get_conversation(conversation_id)
+
+    def respond_to_confirmation(
+        self, conversation_id: str, *, accept: bool, reason: str = "User rejected the action."
+    ) -> Conversation:
+        """Accept the calls waiting for confirmation (they run, once) or reject
+        them (each gets a ``UserRejectObservation`` with ``reason``, which the
+        agent reads on its next step; the conversation goes to idle)."""
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation.status != ConversationStatus.WAITING_FOR_CONFIRMATION:
+            raise InvalidTransition(
+                f"conversation {conversation_id} is {conversation.status.value}; nothing "
+                "waits for confirmation"
+            )
+        if accept:
+            return self.run(conversation_id)
+        self.store.reject_pending(conversation_id, reason)
+        return self.store.get_conversation(conversation_id)
+
+    def _send_work(self, conversation_id: str, result: RunResult) -> None:
+        """Send what a transition made runnable, unless its script pushed it."""
+        if result.dispatch_action_id and not result.pushed:
+            self.dispatch(conversation_id, result.dispatch_action_id)
+        if result.step_task_id and not result.step_pushed:
+            send_step(
+                self.celery_app, self.settings.agent_queue, conversation_id, result.step_task_id
+            )
 
     def get_conversation(self, conversation_id: str) -> Conversation:
         return self.store.get_conversation(conversation_id)
@@ -238,10 +323,18 @@ class ActionQ:
         return self.store.get_conversation(conversation_id)
 
     def pause(self, conversation_id: str) -> Conversation:
-        """Stop the conversation. A running action is terminated (AgentErrorEvent
-        cause ``cancelled``); one not started yet is rejected
-        (UserRejectObservation). Queued actions wait for ``resume``."""
-        active_id = self.store.pause_conversation(conversation_id)
+        """Pause between steps (OpenHands' ``pause``): nothing new starts (no
+        next action, no next agent step) until ``run``; the action or model
+        call in flight finishes and is recorded. ``interrupt`` stops it too."""
+        self.store.pause_conversation(conversation_id)
+        return self.store.get_conversation(conversation_id)
+
+    def interrupt(self, conversation_id: str) -> Conversation:
+        """Stop the conversation now. A running action is terminated
+        (AgentErrorEvent cause ``cancelled``); one not started yet is rejected
+        (UserRejectObservation); an agent step in flight is dropped (the model
+        is asked again on the next run). Queued actions wait for ``run``."""
+        active_id = self.store.pause_conversation(conversation_id, interrupt=True)
         if active_id is None:
             return self.store.get_conversation(conversation_id)
         # Not started: end it here; a message that still comes runs nothing.

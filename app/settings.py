@@ -181,44 +181,58 @@ class Settings(BaseSettings):
     )
 
     agent_queue: str = Field(
-        "actionq.agent", description="Celery queue of agent steps (model calls), served by "
-        "a thread pool: a step mostly waits on the model."
+        "actionq.agent",
+        description="Celery queue of agent steps (model calls), served by "
+        "a thread pool: a step mostly waits on the model.",
     )
     agent_concurrency: int = Field(
-        64, gt=0, description="`actionq up` and `actionq worker --agent`: agent steps one "
-        "worker runs at once (threads)."
+        64,
+        gt=0,
+        description="`actionq up` and `actionq worker --agent`: agent steps one "
+        "worker runs at once (threads).",
     )
     agent_max_iterations: int = Field(
-        500, gt=0, description="Default model steps per run before the run ends with "
-        "`MaxIterationsReached` (a conversation may set its own)."
+        500,
+        gt=0,
+        description="Default model steps per run before the run ends with "
+        "`MaxIterationsReached` (a conversation may set its own).",
     )
     agent_history_events: int = Field(
-        200, ge=10, description="The newest events a step reads to build the model's "
-        "messages (cut at a safe point; the first user message is always kept)."
+        200,
+        ge=10,
+        description="The newest events a step reads to build the model's "
+        "messages (cut at a safe point; the first user message is always kept).",
     )
     agent_step_attempts: int = Field(
-        3, ge=1, description="Deliveries of one step whose worker died before the "
-        "conversation goes to `error` (a step is safe to run again; a tool call never is)."
+        3,
+        ge=1,
+        description="Deliveries of one step whose worker died before the "
+        "conversation goes to `error` (a step is safe to run again; a tool call never is).",
     )
     model: str | None = Field(
-        None, description="The `default` model profile's litellm model name, e.g. "
-        "openai/gpt-4o-mini (profiles file: ACTIONQ_MODEL_PROFILES_FILE)."
+        None,
+        description="The `default` model profile's litellm model name, e.g. "
+        "openai/gpt-4o-mini (profiles file: ACTIONQ_MODEL_PROFILES_FILE).",
     )
     model_base_url: str | None = Field(
         None, description="The `default` profile's API base URL (an OpenAI-compatible server)."
     )
     model_api_key_env: str = Field(
-        "OPENAI_API_KEY", description="The environment variable that holds the `default` "
-        "profile's API key, read by agent workers only; never shown, logged or given to tools."
+        "OPENAI_API_KEY",
+        description="The environment variable that holds the `default` "
+        "profile's API key, read by agent workers only; never shown, logged or given to tools.",
     )
     model_profiles_file: str | None = Field(
-        None, description="A JSON file of named model profiles: "
-        '{"name": {"model": ..., "base_url": ..., "api_key_env": ...}}.'
+        None,
+        description="A JSON file of named model profiles: "
+        '{"name": {"model": ..., "base_url": ..., "api_key_env": ...}}.',
     )
     model_timeout: float = Field(120.0, gt=0, description="Seconds one model call may take.")
     model_retries: int = Field(
-        4, ge=0, description="Retries of a model call that failed with a rate limit, a 5xx "
-        "or a connection error, with exponential back-off."
+        4,
+        ge=0,
+        description="Retries of a model call that failed with a rate limit, a 5xx "
+        "or a connection error, with exponential back-off.",
     )
     model_retry_base_seconds: float = Field(
         2.0, gt=0, description="First back-off of a model retry (doubles each time, max 60 s)."

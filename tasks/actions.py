@@ -8,7 +8,7 @@ from celery import Task
 
 from actionq.errors import ClaimUnavailableError
 from actionq.messaging.celery_app import RUN_ACTION_TASK, get_celery_app
-from actionq.messaging.dispatch import send_action
+from actionq.messaging.dispatch import send_action, step_sender
 from actionq.runtime import get_store
 from actionq.settings import get_settings
 from actionq.tasks.execution import execute_action
@@ -38,6 +38,7 @@ def run_action(self: Task, conversation_id: str, action_id: str) -> str:
             conversation_id,
             action_id,
             partial(send_action, celery_app, get_settings().queue),
+            step_sender(celery_app, get_settings()),
         )
     except ClaimUnavailableError as e:
         # Redis was unreachable before anything ran: deliver again later.

@@ -169,8 +169,11 @@ def execute_action(
     conversation_id: str,
     action_id: str,
     dispatch: Dispatcher,
+    send_step: Dispatcher | None = None,
 ) -> str:
-    """Claim, run, finish. Returns a short outcome (shown in Flower)."""
+    """Claim, run, finish. Returns a short outcome (shown in Flower).
+    ``send_step(conversation_id, task_id)`` sends an agent step the finish
+    queued (only without direct enqueue)."""
     started = time.monotonic()
     try:
         claim = store.claim_action(conversation_id, action_id, worker)
@@ -216,6 +219,13 @@ def execute_action(
         _with_retries(
             lambda: dispatch(conversation_id, next_id),
             "send the next action",
+            settings.outcome_retry_seconds,
+        )
+    if finished.step_task_id and not finished.step_pushed and send_step is not None:
+        step_task = finished.step_task_id
+        _with_retries(
+            lambda: send_step(conversation_id, step_task),
+            "send the agent's next step",
             settings.outcome_retry_seconds,
         )
     return "done" if observed else "done: tool error"

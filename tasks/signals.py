@@ -24,12 +24,13 @@ from celery import signals
 from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
 
+from actionq.crashes.lost_step import requeue_lost_step
 from actionq.crashes.lost_task import settle_lost_task
 from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import audit_own_claims, recover_orphaned_actions
 from actionq.errors import StoreUnavailableError
-from actionq.messaging.celery_app import RUN_ACTION_TASK
-from actionq.messaging.dispatch import send_action
+from actionq.messaging.celery_app import AGENT_STEP_TASK, RUN_ACTION_TASK, get_celery_app
+from actionq.messaging.dispatch import send_action, step_sender
 from actionq.models import ErrorCause
 from actionq.runtime import get_store
 from actionq.settings import get_settings
@@ -101,7 +102,12 @@ def _init_worker(sender: Any) -> None:
     if settings.recover_on_start:
         dispatch = partial(send_action, sender.app, settings.queue)
         try:
-            recovered = recover_orphaned_actions(store, dispatch)
+            recovered = recover_orphaned_actions(
+                store,
+                dispatch,
+                step_attempts=settings.agent_step_attempts,
+                send_step=step_sender(sender.app, settings),
+            )
         except StoreUnavailableError as e:  # the sweep will catch up
             log.warning("start-up recovery skipped: %s", e)
             return
@@ -145,7 +151,12 @@ def on_task_failure(
     kwargs: Any = None,
     **_: Any,
 ) -> None:
-    """A pool child died or hit the hard time limit: error the action, never requeue."""
+    """A pool child died or hit the hard time limit: error the action, never
+    requeue it. (An agent step on a prefork pool is queued again instead: a
+    step is safe to repeat.)"""
+    if getattr(sender, "name", None) == AGENT_STEP_TASK:
+        _settle_lost_step(sender, exception, args, kwargs)
+        return
     if getattr(sender, "name", None) != RUN_ACTION_TASK:
         return
     if isinstance(exception, TimeLimitExceeded):
@@ -174,6 +185,23 @@ def on_task_failure(
         exitcode=code,
     )
     log.info("lost delivery of action %s settled: %s", ids[1], outcome)
+
+
+def _settle_lost_step(sender: Any, exception: BaseException | None, args: Any, kwargs: Any) -> None:
+    if not isinstance(exception, WorkerLostError | TimeLimitExceeded):
+        return
+    conversation_id = (kwargs or {}).get("conversation_id") or (list(args or ()) or [None])[0]
+    if conversation_id is None:
+        return
+    settings = get_settings()
+    requeue_lost_step(
+        get_store(),
+        str(conversation_id),
+        current_worker().id,
+        settings.agent_step_attempts,
+        step_sender(sender.app, settings),
+        str(exception),
+    )
 
 
 @_logged
@@ -206,6 +234,8 @@ def on_worker_shutdown(**_: Any) -> None:
         cause=ErrorCause.WORKER_SHUTDOWN,
         how="the worker shut down while it ran",
         min_age=0.0,
+        step_attempts=get_settings().agent_step_attempts,
+        send_step=step_sender(get_celery_app(), get_settings()),
     )
     stop_heartbeat()
     store.release_worker_lease(worker)

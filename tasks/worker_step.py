@@ -26,6 +26,7 @@ from celery.worker import state as worker_state
 
 from actionq.crashes.sweep import audit_own_claims, sweep_expired_leases
 from actionq.errors import ActionqError
+from actionq.messaging.dispatch import step_sender
 from actionq.runtime import get_store
 from actionq.settings import get_settings
 from actionq.store import ActionStore
@@ -123,9 +124,19 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Other workers' expired leases, then this worker's own claims."""
         store = get_store()
         try:
-            errored = sweep_expired_leases(store)
+            settings = get_settings()
+            send_step = step_sender(self.app, settings)
+            errored = sweep_expired_leases(
+                store, step_attempts=settings.agent_step_attempts, send_step=send_step
+            )
             running = {request.id for request in worker_state.active_requests}
-            abandoned = audit_own_claims(store, current_worker(), running)
+            abandoned = audit_own_claims(
+                store,
+                current_worker(),
+                running,
+                step_attempts=settings.agent_step_attempts,
+                send_step=send_step,
+            )
         except ActionqError as e:
             log.warning("lease sweep failed: %s", e)
             return

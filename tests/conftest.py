@@ -4,7 +4,8 @@ real Celery worker processes.
 
 Each test folder is a marker saying what its tests need (pyproject.toml lists
 them): ``unit`` nothing, ``store`` a real valkey, ``worker`` real prefork
-workers, ``agent`` the agent loop (a fake model over HTTP, real workers), ``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
+workers, ``agent`` the agent loop (a fake model over HTTP, real workers),
+``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
 the CLI as users run them. A unit test that starts a process or opens a
 connection fails (an audit hook watches its setup and call)."""
 
@@ -154,16 +155,23 @@ WorkerFactory = Callable[..., WorkerProcess]
 def start_worker(
     settings_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[WorkerFactory]:
-    """Start a real prefork worker: ``start_worker("w1", concurrency=1, **env)``."""
+    """Start a real prefork worker: ``start_worker("w1", concurrency=1, **env)``;
+    ``agent=True``: an agent-step worker (thread pool)."""
     started: list[WorkerProcess] = []
     names = itertools.count(1)
 
     def start(
-        name: str | None = None, concurrency: int = 1, wait: bool = True, **env: str
+        name: str | None = None,
+        concurrency: int = 1,
+        wait: bool = True,
+        agent: bool = False,
+        **env: str,
     ) -> WorkerProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
         full_env = base | settings_env | env | {"PYTHONPATH": str(ROOT)}
-        worker = WorkerProcess(name or f"w{next(names)}", full_env, tmp_path, concurrency)
+        worker = WorkerProcess(
+            name or f"w{next(names)}", full_env, tmp_path, concurrency, agent=agent
+        )
         started.append(worker.start())
         return worker.wait_ready() if wait else worker
 

@@ -93,19 +93,30 @@ class ValkeyServer:
 
 
 class WorkerProcess:
-    """A real ``celery -A actionq worker`` with the prefork pool."""
+    """A real ``celery -A actionq worker``: the prefork pool, or (``agent``)
+    the agent steps' thread pool."""
 
-    def __init__(self, name: str, env: dict[str, str], logdir: Path, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        logdir: Path,
+        concurrency: int = 1,
+        *,
+        agent: bool = False,
+    ) -> None:
         self.name = name
         self.env = env
         self.log_path = logdir / f"worker-{name}.log"
         self.concurrency = concurrency
+        self.agent = agent  # agent steps on threads, not tool calls on prefork
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        command = worker_command(self.concurrency, f"{self.name}@%h", agent=self.agent)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*worker_command(self.concurrency, f"{self.name}@%h"), "--without-heartbeat"],
+                [*command, "--without-heartbeat"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from actionq.errors import ActionqError
 
-__all__ = ["Agent", "AgentReply", "ModelError", "ToolCall", "UserAction", "FailureKind"]
+__all__ = ["Agent", "AgentReply", "FailureKind", "ModelError", "ToolCall", "UserAction"]
 
 # OpenHands' ErrorClassification vocabulary (openhands/sdk/event/error_classification.py).
 FailureKind = Literal[

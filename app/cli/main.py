@@ -182,19 +182,35 @@ def demo(data_dir: Path | None) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option(
-    "-c", "--concurrency", type=int, default=None, help="Pool processes (default: number of CPUs)."
+    "-c",
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Pool processes (default: number of CPUs); with --agent, threads "
+    "(default: ACTIONQ_AGENT_CONCURRENCY).",
+)
+@click.option(
+    "--agent",
+    is_flag=True,
+    help="Serve agent steps (model calls, a thread pool) instead of tool calls.",
 )
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(concurrency: int | None, celery_args: tuple[str, ...]) -> None:
-    """Run a worker (``celery -A actionq worker`` with actionq's pool settings).
+def worker(concurrency: int | None, agent: bool, celery_args: tuple[str, ...]) -> None:
+    """Run a worker (``celery -A actionq worker`` with actionq's pool settings):
+    tool calls on the prefork pool, or with --agent agent steps on threads.
 
     Extra arguments are passed to ``celery worker``.
     """
     from actionq.local.processes import worker_command
 
-    get_settings()  # a wrong setting: one line here, not Celery's traceback
-    command = worker_command(concurrency or os.cpu_count() or 1) + list(celery_args)
-    os.execv(sys.executable, command)
+    settings = get_settings()  # a wrong setting: one line here, not Celery's traceback
+    if agent:
+        command = worker_command(
+            concurrency or settings.agent_concurrency, agent=True, queue=settings.agent_queue
+        )
+    else:
+        command = worker_command(concurrency or os.cpu_count() or 1, queue=settings.queue)
+    os.execv(sys.executable, command + list(celery_args))
 
 
 @main.command()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 
+from actionq.crashes.lost_step import StepSender, requeue_lost_step
 from actionq.crashes.stop import crash_action
 from actionq.errors import ConversationNotFound, NotFoundError
 from actionq.messaging.dispatch import Dispatch, resend_turn
 from actionq.models import ActionState, ErrorCause
 from actionq.store import ActionStore, WorkerIdentity
+from actionq.store.agent import STEP_CLAIM
 
 __all__ = ["audit_own_claims", "recover_orphaned_actions", "sweep_expired_leases"]
 
@@ -30,8 +32,15 @@ _STALE_ENTRY_SECONDS = 60.0
 _ABANDONED_AFTER_SECONDS = 5.0
 
 
-def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[str]:
-    """Error every action claimed by a worker whose lease expired before ``now``.
+def sweep_expired_leases(
+    store: ActionStore,
+    now: float | None = None,
+    *,
+    step_attempts: int = 3,
+    send_step: StepSender | None = None,
+) -> list[str]:
+    """Error every action claimed by a worker whose lease expired before ``now``
+    (and queue again the agent step it ran: a step is safe to repeat).
 
     Returns the ids of the actions it errored.
     """
@@ -40,6 +49,17 @@ def sweep_expired_leases(store: ActionStore, now: float | None = None) -> list[s
     for worker_id in store.expired_worker_ids(now):
         expiry = store.lease_expiry(worker_id) or 0.0
         for conversation_id, action_id in store.worker_claim_refs(worker_id):
+            if action_id == STEP_CLAIM:
+                requeue_lost_step(
+                    store,
+                    conversation_id,
+                    worker_id,
+                    step_attempts,
+                    send_step,
+                    f"worker {worker_id} lease expired",
+                )
+                store.forget_step_claim(worker_id, conversation_id)
+                continue
             try:
                 action = store.get_action(action_id, conversation_id)
             except NotFoundError:  # the action vanished: nothing to settle
@@ -70,6 +90,8 @@ def audit_own_claims(
     cause: ErrorCause = ErrorCause.ABANDONED,
     how: str = "its task ended without recording an outcome",
     min_age: float = _ABANDONED_AFTER_SECONDS,
+    step_attempts: int = 3,
+    send_step: StepSender | None = None,
 ) -> list[str]:
     """A live worker checks its own claim index: an action still claimed by it
     that none of its running tasks holds ended without an outcome (e.g. Redis
@@ -81,6 +103,14 @@ def audit_own_claims(
     errored: list[str] = []
     for conversation_id, action_id in store.worker_claim_refs(worker.id):
         if action_id in running_action_ids:
+            continue
+        if action_id == STEP_CLAIM:
+            step = store.step_state(conversation_id)
+            if step["step_owner"] == worker.id and step["step_state"] == "claimed":
+                if step["step_task"] in running_action_ids:
+                    continue  # being run right now
+                requeue_lost_step(store, conversation_id, worker.id, step_attempts, send_step, how)
+            store.forget_step_claim(worker.id, conversation_id)
             continue
         try:
             action = store.get_action(action_id, conversation_id)
@@ -99,7 +129,12 @@ def audit_own_claims(
 
 
 def recover_orphaned_actions(
-    store: ActionStore, dispatch: Dispatch, now: float | None = None
+    store: ActionStore,
+    dispatch: Dispatch,
+    now: float | None = None,
+    *,
+    step_attempts: int = 3,
+    send_step: StepSender | None = None,
 ) -> list[str]:
     """Scan every conversation; error the claimed actions of dead workers (and
     with them the actions queued behind), and re-send a lost turn.
@@ -116,6 +151,8 @@ def recover_orphaned_actions(
             # Indexed a moment before it is written (create_conversation):
             # a conversation being created has nothing to recover.
             continue
+        if conversation.agent:
+            _recover_step(store, conversation_id, live, step_attempts, send_step)
         active_id = conversation.active_action_id
         if active_id is None:
             continue
@@ -140,3 +177,26 @@ def recover_orphaned_actions(
         elif action.state == ActionState.PENDING:
             resend_turn(store, conversation_id, dispatch)
     return errored
+
+
+def _recover_step(
+    store: ActionStore,
+    conversation_id: str,
+    live: set[str],
+    step_attempts: int,
+    send_step: StepSender | None,
+) -> None:
+    """The agent step of a dead worker is queued again; a queued step's
+    message is sent again (it may have been lost; only one delivery claims)."""
+    step = store.step_state(conversation_id)
+    if step["step_state"] == "claimed" and step["step_owner"] not in live:
+        requeue_lost_step(
+            store,
+            conversation_id,
+            step["step_owner"],
+            step_attempts,
+            send_step,
+            f"found at start-up; worker {step['step_owner']} is gone",
+        )
+    elif step["step_state"] == "queued" and send_step is not None:
+        send_step(conversation_id, step["step_task"])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from actionq.local.data_folder import process_start_time, read_pidfile
+from actionq.settings import Settings
 from actionq.tools.sandbox import die_with_parent_hook
 
 __all__ = [
@@ -94,15 +95,26 @@ def stop_pidfile_process(pidfile: Path, sig: int = signal.SIGTERM, timeout: floa
 
 
 def worker_command(
-    concurrency: int = 1, hostname: str | None = None, loglevel: str = "INFO"
+    concurrency: int = 1,
+    hostname: str | None = None,
+    loglevel: str = "INFO",
+    *,
+    agent: bool = False,
+    queue: str | None = None,
 ) -> list[str]:
-    """The ``celery worker`` command line actionq runs: prefork pool, one
-    message prefetched per process, no gossip or mingle (not needed: leases
-    in Redis say who is alive)."""
+    """The ``celery worker`` command line actionq runs. Tool calls: the prefork
+    pool (a crash hits one process), one message prefetched per process.
+    Agent steps (``agent``): a thread pool, since a step mostly waits on the
+    model. Each serves its own queue (``queue``: the setting's default when
+    None). No gossip or mingle: leases in Redis say who is alive."""
+    fields = Settings.model_fields
+    if queue is None:
+        queue = str(fields["agent_queue" if agent else "queue"].default)
     command = [
         sys.executable, "-m", "celery", "-A", "actionq", "worker",
-        "--pool", "prefork",
+        "--pool", "threads" if agent else "prefork",
         "--concurrency", str(concurrency),
+        "--queues", queue,
         "--without-gossip", "--without-mingle",
         "--loglevel", loglevel,
     ]  # fmt: skip

@@ -9,9 +9,16 @@ from celery import Celery
 
 from actionq.settings import Settings, get_settings
 
-__all__ = ["RUN_ACTION_TASK", "WORKER_MODULES", "create_celery_app", "get_celery_app"]
+__all__ = [
+    "AGENT_STEP_TASK",
+    "RUN_ACTION_TASK",
+    "WORKER_MODULES",
+    "create_celery_app",
+    "get_celery_app",
+]
 
 RUN_ACTION_TASK = "actionq.run_action"
+AGENT_STEP_TASK = "actionq.agent_step"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -32,6 +39,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.action_time_limit,
         "task_default_queue": settings.queue,
+        "task_routes": {AGENT_STEP_TASK: {"queue": settings.agent_queue}},
         # Task events on, so Flower shows every action.
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
@@ -53,7 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 # Imported by a worker before it sends ``worker_init`` and builds its
 # bootsteps: the task, then the worker-side wiring (signal handlers). Nothing
 # else imports them, so a client, the API or the CLI connects no handler.
-WORKER_MODULES = ("actionq.tasks.actions", "actionq.tasks.wiring")
+WORKER_MODULES = ("actionq.tasks.actions", "actionq.tasks.agent_step", "actionq.tasks.wiring")
 WORKER_STEP = "actionq.tasks.worker_step:ActionqWorkerStep"
 
 

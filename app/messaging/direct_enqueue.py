@@ -32,7 +32,7 @@ from kombu.utils.json import dumps as kombu_json
 from actionq.settings import OUR_TRANSPORT, Settings
 from actionq.store.records import BrokerList, QueuedMessage
 
-__all__ = ["TaskMessages", "broker_list_for"]
+__all__ = ["STEP_TASK_PLACEHOLDER", "TaskMessages", "broker_list_for", "step_message_template"]
 
 EVENT_EXCHANGE = "celeryev"
 
@@ -51,7 +51,9 @@ def broker_list_for(settings: Settings) -> BrokerList | None:
     db = int(path) if path.isdigit() else 0
     # kombu's fanout key prefix is "/{db}." and events are published per routing key.
     channel = f"/{db}.{EVENT_EXCHANGE}/task.sent" if settings.task_events else ""
-    return BrokerList(queue_key=settings.queue, sent_event_channel=channel)
+    return BrokerList(
+        queue_key=settings.queue, sent_event_channel=channel, step_queue_key=settings.agent_queue
+    )
 
 
 def _dumps(value: object) -> str:
@@ -130,3 +132,46 @@ class TaskMessages:
                 },
             ),
         )
+
+
+STEP_TASK_PLACEHOLDER = "@@TASK@@"
+
+
+def step_message_template(
+    app: Celery, task_name: str, queue: str, conversation_id: str, argsrepr: str
+) -> str:
+    """The Celery message of a conversation's agent step, with the task id
+    left as ``STEP_TASK_PLACEHOLDER``: the store's scripts fill in a fresh id
+    each time they queue a step (``queue_step`` in _lib.lua). The body is kept
+    as plain JSON (no ``body_encoding``, which kombu's Redis transport then
+    reads as is) so that the id can be replaced inside the message; the body
+    itself, ``[[conversation_id], {}, …]``, never holds the id. No task-sent
+    event: its timestamp could not be filled in (Flower shows a step from
+    its ``task-received``)."""
+    headers, properties, body, _ = app.amqp.as_task_v2(
+        STEP_TASK_PLACEHOLDER,
+        task_name,
+        args=[conversation_id],
+        kwargs={},
+        reply_to=app.thread_oid,
+        create_sent_event=False,
+        ignore_result=True,
+        argsrepr=argsrepr,
+        origin=anon_nodename(),
+    )
+    properties |= {
+        "argsrepr": argsrepr,
+        "delivery_mode": 2,
+        "delivery_info": {"exchange": "", "routing_key": queue},
+        "priority": 0,
+        "delivery_tag": STEP_TASK_PLACEHOLDER,
+    }
+    return _dumps(
+        {
+            "body": _dumps(body),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": properties,
+        }
+    )

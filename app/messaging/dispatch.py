@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from actionq.errors import BrokerUnavailableError
 from actionq.models import ActionState, ConversationStatus
+from actionq.settings import Settings
 from actionq.store import ActionStore
 
-__all__ = ["Dispatch", "action_argsrepr", "resend_turn", "send_action"]
+__all__ = [
+    "Dispatch",
+    "action_argsrepr",
+    "resend_turn",
+    "send_action",
+    "send_step",
+    "step_argsrepr",
+    "step_sender",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,36 @@ def send_action(app: Celery, queue: str, conversation_id: str, action_id: str) -
     except OperationalError as e:
         raise BrokerUnavailableError(f"broker unavailable, action {action_id} not sent: {e}") from e
     log.debug("dispatched action %s of conversation %s", action_id, conversation_id)
+
+
+def step_argsrepr(conversation_id: str) -> str:
+    return f"(conversation={conversation_id}, agent step)"
+
+
+def send_step(app: Celery, queue: str, conversation_id: str, task_id: str) -> None:
+    """Send the agent step the store queued as ``task_id`` (without direct
+    enqueue; with it the store's script pushed the message itself). Sending
+    twice is harmless: only the step's current task id can claim it."""
+    from actionq.messaging.celery_app import AGENT_STEP_TASK
+
+    try:
+        app.send_task(
+            AGENT_STEP_TASK,
+            args=[conversation_id],
+            task_id=task_id,
+            queue=queue,
+            argsrepr=step_argsrepr(conversation_id),
+            ignore_result=True,
+        )
+    except OperationalError as e:
+        raise BrokerUnavailableError(
+            f"broker unavailable, agent step {task_id} not sent: {e}"
+        ) from e
+
+
+def step_sender(app: Celery, settings: Settings) -> Callable[[str, str], None]:
+    """``send_step`` bound to the app and the agent queue: ``(cid, task_id)``."""
+    return partial(send_step, app, settings.agent_queue)
 
 
 def resend_turn(

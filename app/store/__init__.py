@@ -7,6 +7,7 @@ through ``actionq.messaging``).
 - ``leases``: worker leases and claim indexes.
 - ``actions``: ``ActionStore``, conversations, actions and events; each state
   change is one Lua script.
+- ``agent``: the agent loop's messages, runs, steps and confirmations.
 - ``records``: the plain records it returns; ``follow``: following a
   conversation's event stream (SSE).
 """

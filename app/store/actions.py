@@ -29,6 +29,7 @@ from actionq.models import (
     new_id,
     utc_now,
 )
+from actionq.store.agent import AgentStore
 from actionq.store.conversations import ConversationStore
 from actionq.store.leases import WorkerLeases
 from actionq.store.records import (
@@ -49,7 +50,7 @@ __all__ = ["ActionStore"]
 log = logging.getLogger(__name__)
 
 
-class ActionStore(SubmitStore, ConversationStore, WorkerLeases):
+class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
     """Conversations, actions and events in Redis (worker leases: ``WorkerLeases``)."""
 
     def conversation_of_action(self, action_id: str) -> str:
@@ -183,9 +184,10 @@ class ActionStore(SubmitStore, ConversationStore, WorkerLeases):
             k.events(cid),
             k.queue(cid),
             k.action(cid, claim.action_id),
+            k.agent(cid),
         ]
         if self.broker is not None:
-            finish_keys.append(self.broker.queue_key)
+            finish_keys += [self.broker.queue_key, self.broker.step_queue_key]
             finish_args.append(self.broker.sent_event_channel)
 
         def build(pipe: Pipeline) -> None:
@@ -202,7 +204,9 @@ class ActionStore(SubmitStore, ConversationStore, WorkerLeases):
                 result[1],
             )
             return FinishResult(False)
-        return FinishResult(True, result[2] or None, bool(result[3]))
+        return FinishResult(
+            True, result[2] or None, bool(result[3]), result[4] or None, bool(result[5])
+        )
 
     def stop_conversation(
         self,

@@ -33,6 +33,13 @@ _SCRIPT_NAMES = (
     "resume_conversation",
     "pause_conversation",
     "forget_worker",
+    "send_message",
+    "run_conversation",
+    "claim_step",
+    "record_step",
+    "end_run",
+    "requeue_step",
+    "reject_pending",
 )
 
 

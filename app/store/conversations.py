@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from redis.client import Pipeline
+
 from actionq.errors import ConversationNotFound, InvalidTransition
 from actionq.models import Conversation, Event, EventPage, event_adapter, new_id, utc_now
 from actionq.store.client import RedisStore
@@ -25,9 +27,16 @@ class ConversationStore(RedisStore):
         return self.create_conversation_checked(conversation_id)[0]
 
     def create_conversation_checked(
-        self, conversation_id: str | None = None
+        self,
+        conversation_id: str | None = None,
+        *,
+        agent_spec_json: str = "",
+        max_iterations: int = 0,
+        step_message_template: str = "",
     ) -> tuple[Conversation, bool]:
-        """The conversation, and whether this call created it (False: it existed)."""
+        """The conversation, and whether this call created it (False: it
+        existed, and keeps its own agent). With ``agent_spec_json`` it has an
+        agent (``actionq.agent.spec.AgentSpec``), stored with it in one step."""
         cid = conversation_id or new_id()
         now = utc_now()
         # Index first: a conversation may be listed a moment before it exists,
@@ -35,15 +44,25 @@ class ConversationStore(RedisStore):
         self._call(
             lambda: self.redis.zadd(self.keys.conversation_index(), {cid: time.time()}, nx=True)
         )
-        created = self._script("create_conversation", [self.keys.conversation(cid)], [cid, now])
+        created = self._script(
+            "create_conversation",
+            [self.keys.conversation(cid), self.keys.agent(cid)],
+            [cid, now, agent_spec_json, max_iterations, step_message_template],
+        )
         return self.get_conversation(cid), bool(created)
 
     def get_conversation(self, conversation_id: str) -> Conversation:
-        raw = self._call(lambda: self.redis.hgetall(self.keys.conversation(conversation_id)))
+        k = self.keys
+
+        def build(pipe: Pipeline) -> None:
+            pipe.hgetall(k.conversation(conversation_id))
+            pipe.llen(k.queue(conversation_id))
+            pipe.llen(k.confirmations(conversation_id))
+
+        raw, queued, held = self._pipelined(build)
         if not raw:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        queued = self._call(lambda: self.redis.llen(self.keys.queue(conversation_id)))
-        return conversation_from_hash(raw, queued)
+        return conversation_from_hash(raw, int(queued), int(held))
 
     def list_conversation_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
         ids = self._call(
@@ -88,15 +107,19 @@ class ConversationStore(RedisStore):
             )
         return None if int(result[3]) else (str(result[2]) or None)
 
-    def pause_conversation(self, conversation_id: str) -> str | None:
+    def pause_conversation(self, conversation_id: str, *, interrupt: bool = False) -> str | None:
         """-> paused (nothing new is dispatched). Returns the active action id.
+        With ``interrupt`` the agent step in flight is dropped too.
 
-        Raises ``InvalidTransition`` for a conversation in error (resume it first).
+        Raises ``InvalidTransition`` for a conversation in error (resume it
+        first) or waiting for confirmation (confirm or reject first).
         """
         k = self.keys
         cid = conversation_id
         result = self._script(
-            "pause_conversation", [k.conversation(cid), k.events(cid)], [utc_now(), new_id()]
+            "pause_conversation",
+            [k.conversation(cid), k.events(cid), k.agent(cid)],
+            [utc_now(), new_id(), "1" if interrupt else "0"],
         )
         if result[0] == "no_conversation":
             raise ConversationNotFound(f"no conversation {cid!r}")

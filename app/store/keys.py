@@ -55,6 +55,14 @@ class Keys:
         """Hash: action fingerprint -> the id of its latest retry."""
         return self._conv(conversation_id) + ":retries"
 
+    def agent(self, conversation_id: str) -> str:
+        """Hash: the agent's spec, its step template and the current step's state."""
+        return self._conv(conversation_id) + ":agent"
+
+    def confirmations(self, conversation_id: str) -> str:
+        """List: ids of the agent's calls waiting for the user's confirmation."""
+        return self._conv(conversation_id) + ":confirm"
+
     def action(self, conversation_id: str, action_id: str) -> str:
         """Hash: the action's state (see ``ActionRecord``)."""
         return self._conv(conversation_id) + f":action:{action_id}"

@@ -16,6 +16,7 @@ __all__ = [
     "ClaimRefused",
     "FinishResult",
     "QueuedMessage",
+    "RunResult",
     "StopOutcome",
     "SubmitResult",
     "WorkerIdentity",
@@ -64,6 +65,7 @@ class BrokerList:
 
     queue_key: str
     sent_event_channel: str
+    step_queue_key: str = ""  # the agent steps' queue (actionq.tasks.agent_step)
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,35 @@ class FinishResult:
     appended: bool  # False: stale token or already finished; nothing was written
     next_action_id: str | None = None
     pushed: bool = False  # the store pushed next_action_id's message itself
+    step_task_id: str | None = None  # an agent step queued by this finish
+    step_pushed: bool = False  # ... and its message pushed by the store itself
 
 
-def conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:
+@dataclass(frozen=True)
+class RunResult:
+    """What a transition that may start work left to send: an action, or an
+    agent step (by task id), each unless the store pushed its message itself."""
+
+    status: ConversationStatus
+    dispatch_action_id: str | None = None
+    pushed: bool = False
+    step_task_id: str | None = None
+    step_pushed: bool = False
+
+    @classmethod
+    def from_script(cls, status: str, rest: list[Any]) -> RunResult:
+        return cls(
+            ConversationStatus(status),
+            str(rest[0]) or None,
+            bool(int(rest[1])),
+            str(rest[2]) or None,
+            bool(int(rest[3])),
+        )
+
+
+def conversation_from_hash(
+    raw: dict[str, str], queued: int, pending_confirmation: int = 0
+) -> Conversation:
     return Conversation(
         id=raw["id"],
         status=ConversationStatus(raw["status"]),
@@ -125,6 +153,9 @@ def conversation_from_hash(raw: dict[str, str], queued: int) -> Conversation:
         last_seq=int(raw.get("last_seq", 0)),
         active_action_id=raw.get("active") or None,
         queued_actions=queued,
+        agent=raw.get("agent") == "1",
+        iteration=int(raw.get("iteration") or 0),
+        pending_confirmation=pending_confirmation,
     )
 
 

@@ -20,6 +20,8 @@ PER_CONVERSATION = [
     "tool_calls",
     "crashes",
     "retries",
+    "agent",
+    "confirmations",
 ]
 GLOBAL = ["conversation_index", "action_index"]
 PER_WORKER = ["worker_info", "worker_claims"]

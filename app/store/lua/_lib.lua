@@ -16,6 +16,11 @@ local function set_status(conv_key, events_key, new_status, event_id, now_iso)
     return 0
   end
   redis.call('HSET', conv_key, 'status', new_status, 'updated_at', now_iso)
+  -- An agent run goes on only while running (or waiting for the user's
+  -- confirmation); any other status ends it, and only `run` starts another.
+  if new_status ~= 'running' and new_status ~= 'waiting_for_confirmation' then
+    redis.call('HSET', conv_key, 'agent_run', '')
+  end
   local event = cjson.encode({
     kind = 'ConversationStateUpdateEvent', id = event_id, timestamp = now_iso,
     source = 'environment', key = 'execution_status', value = new_status,
@@ -116,4 +121,79 @@ local function new_action_spec(broker_key, prefix_arg, message_arg)
     message = ARGV[message_arg], channel = ARGV[message_arg + 1],
     sent_event = ARGV[message_arg + 2]}
   return k, a
+end
+
+-- Queue a step of the conversation's agent run (app/tasks/agent_step.py):
+-- the next step number (or, with `same_step`, the current one again), state
+-- 'queued', a fresh task id. Under direct enqueue (`step_broker` set) its
+-- Celery message is pushed, made from the template kept in the agent hash
+-- (app/messaging/direct_enqueue.py), so the step is queued and sent at once.
+-- Returns the task id, and 1 if its message was pushed here else 0.
+local function queue_step(conv_key, agent_key, step_broker, same_step)
+  local step
+  if same_step then
+    step = redis.call('HGET', agent_key, 'step')
+  else
+    step = redis.call('HINCRBY', agent_key, 'step', 1)
+    redis.call('HSET', agent_key, 'step_attempts', 0)
+  end
+  local sends = redis.call('HINCRBY', agent_key, 'step_sends', 1)
+  local task_id = 'step-' .. redis.call('HGET', conv_key, 'id') .. '-' .. step .. '-' .. sends
+  redis.call('HSET', agent_key, 'step_state', 'queued', 'step_task', task_id, 'step_owner', '')
+  if step_broker then
+    local template = redis.call('HGET', agent_key, 'step_message')
+    if template and template ~= '' then
+      local message = string.gsub(template, '@@TASK@@', function() return task_id end)
+      redis.call('LPUSH', step_broker, message)
+      return task_id, 1
+    end
+  end
+  return task_id, 0
+end
+
+-- Start or continue an agent run (`run`, a message sent with run): status
+-- running, iterations counted from 0. Work goes on where it stands: the
+-- active action runs on; else the head of the queue is dispatched; else, for
+-- an agent, a step in flight goes on or the next step is queued. A
+-- conversation without an agent and nothing to run goes to idle.
+-- k: conv, events, queue, agent, confirm, broker, step_broker
+-- a: now, status_event_id, action_key_prefix, channel
+-- Returns status, dispatched action id or '', pushed, step task id or '', step pushed
+local function start_run(k, a)
+  local is_agent = redis.call('HGET', k.conv, 'agent') == '1'
+  local status = redis.call('HGET', k.conv, 'status')
+  if status == 'waiting_for_confirmation' then
+    -- Approval: the held calls run first, in their order.
+    local held = redis.call('LRANGE', k.confirm, 0, -1)
+    for i = #held, 1, -1 do
+      redis.call('LPUSH', k.queue, held[i])
+    end
+    redis.call('DEL', k.confirm)
+  end
+  if is_agent then
+    redis.call('HSET', k.conv, 'agent_run', '1', 'iteration', 0)
+  end
+  local dispatched, pushed, step_task, step_pushed = '', 0, '', 0
+  local active = redis.call('HGET', k.conv, 'active') or ''
+  local new_status = 'running'
+  if active == '' then
+    dispatched = dispatch_next(k.conv, k.queue) or ''
+    if dispatched ~= '' then
+      if k.broker then
+        pushed = push_stored_message(a.action_key_prefix .. dispatched, k.broker, a.channel)
+      end
+    elseif is_agent then
+      local state = redis.call('HGET', k.agent, 'step_state')
+      if state ~= 'queued' and state ~= 'claimed' then
+        step_task, step_pushed = queue_step(k.conv, k.agent, k.step_broker, state == 'dropped')
+      end
+    else
+      new_status = 'idle'
+    end
+  end
+  set_status(k.conv, k.events, new_status, a.status_event_id, a.now)
+  if is_agent and new_status == 'running' then
+    redis.call('HSET', k.conv, 'agent_run', '1')
+  end
+  return new_status, dispatched, pushed, step_task, step_pushed
 end

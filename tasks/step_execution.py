@@ -1,0 +1,278 @@
+"""One delivery of an agent step: claim it, build the model's messages from
+a bounded window of the history, ask the agent, record its reply once.
+
+A step's only side effect is the model call, so a step whose worker died is
+queued again and asks again (``crashes.lost_step``); the reply is recorded
+only by the worker that claimed this very step, so a second delivery of a
+finished step appends nothing. The tool calls it records are actions like
+any other: each its own Celery task on the tool queue, never re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from actionq.agent.base import Agent, AgentReply, ModelError
+from actionq.agent.scripted import ScriptedAgent
+from actionq.agent.spec import AgentSpec, needs_confirmation
+from actionq.agent.view import DEFAULT_SYSTEM_PROMPT, detect_stuck, render_messages, safe_window
+from actionq.crashes.lost_step import StepSender, requeue_lost_step
+from actionq.errors import UnavailableError, UnknownToolError
+from actionq.messaging.direct_enqueue import TaskMessages
+from actionq.messaging.dispatch import action_argsrepr
+from actionq.models import (
+    ActionEvent,
+    ConversationErrorEvent,
+    ConversationStatus,
+    ErrorClassification,
+    LLMMessage,
+    MessageEvent,
+    new_id,
+)
+from actionq.settings import Settings
+from actionq.store import ActionStore, WorkerIdentity
+from actionq.store.agent import NewCall, StepClaim, StepRefused
+from actionq.store.records import RunResult, canonical_json, fingerprint
+from actionq.tools import get_tool, registered_tools
+
+__all__ = ["EMPTY_REPLY_NUDGE", "StepContext", "execute_step", "make_agent"]
+
+log = logging.getLogger(__name__)
+
+# OpenHands' corrective nudge after a reply with neither text nor a call.
+EMPTY_REPLY_NUDGE = (
+    "Your last response did not include a function call or a message. "
+    "Please use a tool to proceed with the task."
+)
+FINISH_TOOL = "finish"
+
+
+class StepContext:
+    """What a step needs besides the store: how to send work, and the
+    action messages under direct enqueue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker: WorkerIdentity,
+        dispatch: Callable[[str, str], None],
+        send_step: StepSender,
+        task_messages: TaskMessages | None,
+    ) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.dispatch = dispatch
+        self.send_step = send_step
+        self.task_messages = task_messages
+
+
+def make_agent(spec: AgentSpec, settings: Settings) -> Agent:
+    if spec.kind == "scripted":
+        return ScriptedAgent(spec.turns)
+    from actionq.agent.llm import LLMAgent  # litellm: the [llm] extra
+    from actionq.agent.profiles import resolve_profile
+
+    return LLMAgent(resolve_profile(settings, spec.model_profile), settings)
+
+
+def _classified_error(
+    code: str,
+    detail: str,
+    kind: str,
+    retryable: bool,
+    user_action: Literal["none", "retry", "settings"],
+) -> ConversationErrorEvent:
+    return ConversationErrorEvent(
+        code=code,
+        detail=detail,
+        classification=ErrorClassification(
+            kind=kind,
+            retryable=retryable,
+            user_action=user_action,
+        ),
+    )
+
+
+def _tool_risk(name: str) -> str:
+    try:
+        return str(getattr(get_tool(name), "risk", "UNKNOWN"))
+    except UnknownToolError:
+        return "UNKNOWN"
+
+
+def _new_calls(store: ActionStore, ctx: StepContext, cid: str, reply: AgentReply) -> list[NewCall]:
+    calls = list(reply.tool_calls)
+    # As OpenHands: nothing after a `finish` call runs.
+    for i, call in enumerate(calls):
+        if call.name == FINISH_TOOL:
+            calls = calls[: i + 1]
+            break
+    new: list[NewCall] = []
+    for i, call in enumerate(calls):
+        action_id = new_id()
+        arguments = call.arguments
+        arguments_json = canonical_json(arguments)
+        if len(arguments_json.encode()) > ctx.settings.max_arguments_bytes:
+            # Stored as a call its tool refuses: the model reads why.
+            arguments = {"_arguments_too_large_bytes": len(arguments_json.encode())}
+            arguments_json = canonical_json(arguments)
+        event = ActionEvent(
+            id=action_id,
+            # Ids of our own: unique in the conversation whatever the model sends
+            # (a repeated id would give one call two results).
+            tool_call_id=f"call_{action_id.replace('-', '')}",
+            tool_name=call.name,
+            action=arguments,
+            thought=reply.text if i == 0 else "",
+            llm_response_id=reply.response_id,
+        )
+        message = None
+        if ctx.task_messages is not None:
+            message = ctx.task_messages.build(cid, action_id, action_argsrepr(cid, action_id))
+        new.append(
+            NewCall(
+                event, arguments_json, fingerprint(call.name, arguments, arguments_json), message
+            )
+        )
+    return new
+
+
+def _send(ctx: StepContext, cid: str, result: RunResult) -> None:
+    if result.dispatch_action_id and not result.pushed:
+        ctx.dispatch(cid, result.dispatch_action_id)
+    if result.step_task_id and not result.step_pushed:
+        ctx.send_step(cid, result.step_task_id)
+
+
+def _handle_refused(
+    store: ActionStore, ctx: StepContext, cid: str, task_id: str, refused: StepRefused
+) -> str:
+    if refused.reason == "running" and refused.detail != ctx.worker.id:
+        if store.is_worker_alive(refused.detail):
+            return "skipped: running elsewhere"
+        # Redelivered, and the worker that claimed it is gone: ask again.
+        outcome = requeue_lost_step(
+            store,
+            cid,
+            refused.detail,
+            ctx.settings.agent_step_attempts,
+            ctx.send_step,
+            f"redelivered; worker {refused.detail} is gone",
+        )
+        return f"redelivered: {outcome}"
+    log.info(
+        "agent step %s of %s runs nothing: %s %s", task_id, cid, refused.reason, refused.detail
+    )
+    return f"skipped: {refused.reason}"
+
+
+def execute_step(store: ActionStore, ctx: StepContext, cid: str, task_id: str) -> str:
+    """Claim, ask, record. Returns a short outcome (shown in Flower)."""
+    started = time.monotonic()
+    claim = store.claim_step(cid, task_id, ctx.worker)
+    if isinstance(claim, StepRefused):
+        return _handle_refused(store, ctx, cid, task_id, claim)
+    try:
+        return _run_claimed_step(store, ctx, claim, started)
+    except UnavailableError:
+        raise  # the store is away: the step stays claimed; the claim audit requeues it
+    except Exception as e:  # a bug must end the run visibly, not leave it running
+        log.exception("agent step %d of %s failed", claim.step, cid)
+        store.end_run(
+            claim,
+            ctx.worker,
+            _classified_error(type(e).__name__, str(e), "internal", False, "none"),
+            ConversationStatus.ERROR,
+        )
+        return "error: internal"
+
+
+def _run_claimed_step(
+    store: ActionStore, ctx: StepContext, claim: StepClaim, started: float
+) -> str:
+    cid = claim.conversation_id
+    spec_json = store.agent_spec_json(cid)
+    if spec_json is None:
+        store.end_run(
+            claim,
+            ctx.worker,
+            _classified_error("NoAgent", "this conversation has no agent", "config", False, "none"),
+            ConversationStatus.ERROR,
+        )
+        return "error: no agent"
+    spec = AgentSpec.model_validate_json(spec_json)
+    if claim.iteration > claim.max_iterations:
+        store.end_run(
+            claim,
+            ctx.worker,
+            _classified_error(
+                "MaxIterationsReached",
+                f"Agent reached maximum iterations limit ({claim.max_iterations}).",
+                "agent_action",
+                False,
+                "none",
+            ),
+            ConversationStatus.ERROR,
+        )
+        return "error: max iterations"
+    window = safe_window(store.recent_events(cid, ctx.settings.agent_history_events))
+    stuck = detect_stuck(window)
+    if stuck is not None:
+        store.end_run(
+            claim,
+            ctx.worker,
+            _classified_error("AgentStuck", str(stuck), "agent_action", False, "retry"),
+            ConversationStatus.STUCK,
+        )
+        return "stuck"
+    messages = render_messages(
+        window,
+        system_prompt=spec.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        first_user_message=store.first_user_message(cid),
+    )
+    tools = [tool.spec() for tool in registered_tools()]
+    try:
+        reply = make_agent(spec, ctx.settings).reply(messages, tools, step=claim.step)
+    except ModelError as e:
+        store.end_run(
+            claim,
+            ctx.worker,
+            _classified_error(e.code, e.detail, e.kind, e.retryable, e.user_action),
+            ConversationStatus.ERROR,
+        )
+        return f"error: {e.code}"
+    calls = _new_calls(store, ctx, cid, reply)
+    message = None
+    if not calls:
+        if reply.text:
+            message = MessageEvent(
+                source="agent",
+                llm_message=LLMMessage(role="assistant", content=reply.text),
+                llm_response_id=reply.response_id,
+            )
+        else:
+            message = MessageEvent(
+                source="environment", llm_message=LLMMessage(role="user", content=EMPTY_REPLY_NUDGE)
+            )
+    policy = spec.confirmation_policy
+    hold = bool(calls) and not (len(calls) == 1 and calls[0].event.tool_name == FINISH_TOOL)
+    hold = hold and any(needs_confirmation(policy, _tool_risk(c.event.tool_name)) for c in calls)
+    result = store.record_step(
+        claim, ctx.worker, message=message, calls=calls, hold=hold, finished=bool(reply.text)
+    )
+    if result is None:
+        log.info("agent step %d of %s: dropped (no longer this worker's step)", claim.step, cid)
+        return "dropped: stale step"
+    _send(ctx, cid, result)
+    log.info(
+        "%6.2fs agent step %d of conversation %s -> %d call(s), %s",
+        time.monotonic() - started,
+        claim.step,
+        cid,
+        len(calls),
+        result.status.value,
+    )
+    return f"{len(calls)} call(s)" if calls else result.status.value
