@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from celery import Celery
 from pydantic import ValidationError
 
-from actionq.agent.spec import AgentSpec
+from actionq.agent.spec import AgentSpec, AlwaysConfirm, ConfirmRisky, NeverConfirm
 from actionq.crashes.stop import cancel_action
 from actionq.errors import (
     ActionqError,
@@ -158,7 +158,8 @@ class ActionQ:
         """Run the conversation (OpenHands' ``run``) from idle, paused, error,
         stuck or waiting_for_confirmation (which accepts the held calls).
         Nothing that crashed runs again: an agent reads the crash as that
-        call's result. ``InvalidTransition`` if it is running or finished."""
+        call's result. ``InvalidTransition`` if it is running; a finished
+        conversation is left as it is (send a message first)."""
         result = self.store.run_conversation(conversation_id)
         self._send_work(conversation_id, result)
         return self.store.get_conversation(conversation_id)
@@ -178,6 +179,13 @@ class ActionQ:
         if accept:
             return self.run(conversation_id)
         self.store.reject_pending(conversation_id, reason)
+        return self.store.get_conversation(conversation_id)
+
+    def set_confirmation_policy(
+        self, conversation_id: str, policy: NeverConfirm | AlwaysConfirm | ConfirmRisky
+    ) -> Conversation:
+        """The confirmation policy for the agent's next replies."""
+        self.store.set_confirmation_policy(conversation_id, policy.model_dump_json())
         return self.store.get_conversation(conversation_id)
 
     def _send_work(self, conversation_id: str, result: RunResult) -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from actionq.agent.base import Agent, AgentReply, ModelError
 from actionq.agent.scripted import ScriptedAgent
-from actionq.agent.spec import AgentSpec, needs_confirmation
+from actionq.agent.spec import AgentSpec, needs_confirmation, policy_adapter
 from actionq.agent.view import DEFAULT_SYSTEM_PROMPT, detect_stuck, render_messages, safe_window
 from actionq.crashes.lost_step import StepSender, requeue_lost_step
 from actionq.errors import UnavailableError, UnknownToolError
@@ -194,8 +194,8 @@ def _run_claimed_step(
     store: ActionStore, ctx: StepContext, claim: StepClaim, started: float
 ) -> str:
     cid = claim.conversation_id
-    spec_json = store.agent_spec_json(cid)
-    if spec_json is None:
+    stored = store.agent_spec_json(cid)
+    if stored is None:
         store.end_run(
             claim,
             ctx.worker,
@@ -203,7 +203,11 @@ def _run_claimed_step(
             ConversationStatus.ERROR,
         )
         return "error: no agent"
-    spec = AgentSpec.model_validate_json(spec_json)
+    spec = AgentSpec.model_validate_json(stored[0])
+    if stored[1]:  # set since the conversation was created
+        spec = spec.model_copy(
+            update={"confirmation_policy": policy_adapter.validate_json(stored[1])}
+        )
     if claim.iteration > claim.max_iterations:
         store.end_run(
             claim,

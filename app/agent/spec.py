@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 __all__ = [
     "RISK_ORDER",
@@ -19,6 +19,7 @@ __all__ = [
     "ScriptedCall",
     "ScriptedTurn",
     "needs_confirmation",
+    "policy_adapter",
 ]
 
 # OpenHands' SecurityRisk, lowest first; UNKNOWN is a tool that declared none.
@@ -49,6 +50,11 @@ class ConfirmRisky(_Spec):
 ConfirmationPolicy = Annotated[
     NeverConfirm | AlwaysConfirm | ConfirmRisky, Field(discriminator="kind")
 ]
+
+
+policy_adapter: TypeAdapter[NeverConfirm | AlwaysConfirm | ConfirmRisky] = TypeAdapter(
+    ConfirmationPolicy
+)
 
 
 def needs_confirmation(policy: NeverConfirm | AlwaysConfirm | ConfirmRisky, risk: str) -> bool:
@@ -87,9 +93,6 @@ class AgentSpec(_Spec):
     system_prompt: str | None = Field(None, max_length=100_000)
     max_iterations: int | None = Field(None, gt=0, le=100_000)
     confirmation_policy: ConfirmationPolicy = Field(default_factory=NeverConfirm)
-    tools: list[str] | None = Field(
-        None, description="Tool names the agent may call (default: every registered tool)."
-    )
 
     @model_validator(mode="after")
     def _scripted_has_turns(self) -> AgentSpec:

@@ -131,6 +131,9 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         folder.publish(api_url, stack.shared_settings())
         console.print(f"[bold]actionq up[/]  state: {stack.where}")
         console.print(f"  worker:  {workers} pool process(es), log {stack.worker_log}")
+        console.print(
+            f"  agent:   {settings.agent_concurrency} step thread(s), log {stack.agent_worker_log}"
+        )
         console.print(f"  tools:   run in {stack.workdir}")
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
         where_key = key_file or "ACTIONQ_API_KEYS"
@@ -168,9 +171,14 @@ class _LocalStack:
         self.worker = SupervisedChild(
             "worker", self._start_worker, console, kill_group_on_death=True
         )
+        self.agent_worker = SupervisedChild(
+            "agent worker", self._start_agent_worker, console, kill_group_on_death=True
+        )
         self.supervisor = Supervisor(console)
         self.worker_log = folder.path / "worker.log"
         self.worker_pidfile = folder.path / "worker.pid"
+        self.agent_worker_log = folder.path / "agent-worker.log"
+        self.agent_worker_pidfile = folder.path / "agent-worker.pid"
         self.workdir = Path(os.environ.get("ACTIONQ_WORKDIR") or folder.path / "workspace")
         self.env: dict[str, str] = {}
         self.settings = Settings()
@@ -181,8 +189,9 @@ class _LocalStack:
         # We hold the lock, so the `up` that wrote these pidfiles is gone:
         # what they name (same pid and start time) was left behind. Cold
         # shutdown (SIGQUIT) for the worker: its API went with its `up`.
-        if stop_pidfile_process(self.worker_pidfile, signal.SIGQUIT):
-            self.console.print("stopped a worker left running by a previous `actionq up`")
+        for pidfile in (self.worker_pidfile, self.agent_worker_pidfile):
+            if stop_pidfile_process(pidfile, signal.SIGQUIT):
+                self.console.print("stopped a worker left running by a previous `actionq up`")
         user_settings = load_settings()
         if "ACTIONQ_REDIS_URL" in os.environ:
             redis_url = os.environ["ACTIONQ_REDIS_URL"]
@@ -226,6 +235,8 @@ class _LocalStack:
         self.settings = load_settings(redis_url=redis_url, api_keys=keys)
         self.worker.start()
         self.supervisor.add(self.worker)
+        self.agent_worker.start()
+        self.supervisor.add(self.agent_worker)
         _wait_for_worker(self.settings, self.worker, self.worker_log)
         self.supervisor.start()
 
@@ -234,9 +245,24 @@ class _LocalStack:
         return {k: v for k, v in self.actionq_env.items() if k not in SECRET_SETTING_FILES}
 
     def _start_worker(self) -> subprocess.Popen[bytes]:
-        with self.worker_log.open("ab") as log:
+        command = worker_command(self.workers, "up@%h", queue=self.settings.queue)
+        return self._start_worker_process(command, self.worker_log, self.worker_pidfile)
+
+    def _start_agent_worker(self) -> subprocess.Popen[bytes]:
+        command = worker_command(
+            self.settings.agent_concurrency,
+            "up-agent@%h",
+            agent=True,
+            queue=self.settings.agent_queue,
+        )
+        return self._start_worker_process(command, self.agent_worker_log, self.agent_worker_pidfile)
+
+    def _start_worker_process(
+        self, command: list[str], log_path: Path, pidfile: Path
+    ) -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log:
             process = subprocess.Popen(
-                worker_command(self.workers, "up@%h"),
+                command,
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,
@@ -247,7 +273,7 @@ class _LocalStack:
                 # children follow); the next start's recovery errors its actions.
                 preexec_fn=child_preexec(die_with_parent=True, sig=signal.SIGKILL),
             )
-        write_pidfile(self.worker_pidfile, process.pid)
+        write_pidfile(pidfile, process.pid)
         return process
 
     def _restart_server(self) -> subprocess.Popen[bytes]:
@@ -258,6 +284,13 @@ class _LocalStack:
 
     def stop(self) -> None:
         self.supervisor.stop()
+        # The agent worker first: a step it finishes may queue tool calls,
+        # which the tool worker then leaves for the next start.
+        agent_worker = self.agent_worker.process
+        if agent_worker is not None and agent_worker.poll() is None:
+            self.console.print("stopping: agent worker (model calls in flight finish) ...")
+            self._stop_worker(agent_worker)
+        self.agent_worker_pidfile.unlink(missing_ok=True)
         worker = self.worker.process
         if worker is not None and worker.poll() is None:
             self.console.print(

@@ -83,9 +83,23 @@ class AgentStore(RedisStore):
             extra.append(self.broker.sent_event_channel)
         return keys, extra
 
-    def agent_spec_json(self, conversation_id: str) -> str | None:
-        raw = self._call(lambda: self.redis.hget(self.keys.agent(conversation_id), "spec"))
-        return str(raw) if raw else None
+    def agent_spec_json(self, conversation_id: str) -> tuple[str, str] | None:
+        """(the agent spec, the confirmation policy set since, or ''), as JSON."""
+        spec, policy = self._call(
+            lambda: self.redis.hmget(self.keys.agent(conversation_id), ["spec", "policy"])
+        )
+        return (str(spec), str(policy or "")) if spec else None
+
+    def set_confirmation_policy(self, conversation_id: str, policy_json: str) -> None:
+        """The policy the agent's next steps use (the calls already waiting
+        keep waiting: confirm or reject them)."""
+        k = self.keys
+        is_agent = self._call(lambda: self.redis.hget(k.conversation(conversation_id), "agent"))
+        if is_agent is None:
+            if not self._call(lambda: self.redis.exists(k.conversation(conversation_id))):
+                raise ConversationNotFound(f"no conversation {conversation_id!r}")
+            raise InvalidTransition(f"conversation {conversation_id} has no agent")
+        self._call(lambda: self.redis.hset(k.agent(conversation_id), "policy", policy_json))
 
     def step_state(self, conversation_id: str) -> dict[str, str]:
         """The agent hash without its spec and template (for recovery and tests)."""
@@ -124,12 +138,7 @@ class AgentStore(RedisStore):
         if result[0] == "no_conversation":
             raise ConversationNotFound(f"no conversation {cid!r}")
         if result[0] == "refused":
-            hint = (
-                "it is already running"
-                if result[1] == "running"
-                else "send a message first (a finished conversation runs again after one)"
-            )
-            raise InvalidTransition(f"conversation {cid} is {result[1]}: {hint}")
+            raise InvalidTransition(f"conversation {cid} is {result[1]}: it is already running")
         return RunResult.from_script(result[1], result[2:])
 
     def claim_step(

@@ -9,14 +9,19 @@
 -- Direct enqueue (app/messaging/direct_enqueue.py), else absent:
 -- KEYS[6] the actions' broker list  KEYS[7] the agent steps' broker list
 -- ARGV[4] task-sent event channel ('' = none)
+-- A finished conversation is left as it is (send a message first).
 -- Returns {'started', status, dispatched action id or '', pushed, step task
 --          id or '', step pushed} | {'refused', status} | {'no_conversation'}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'no_conversation'}
 end
-if status == 'running' or status == 'finished' then
+if status == 'running' then
   return {'refused', status}
+end
+if status == 'finished' then
+  -- As OpenHands: nothing to do until a new message.
+  return {'started', status, '', 0, '', 0}
 end
 local k = {conv = KEYS[1], events = KEYS[2], queue = KEYS[3], agent = KEYS[4],
   confirm = KEYS[5], broker = KEYS[6], step_broker = KEYS[7]}
