@@ -46,6 +46,7 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self._timers: list[Any] = []
         self._sigchld_pipe: tuple[int, int] | None = None
         self.heartbeat: LeaseHeartbeat | None = None
+        self.app = worker.app
 
     def start(self, worker: Any) -> None:
         settings = get_settings()

@@ -69,7 +69,10 @@ def _group_key(event: ActionEvent) -> str:
 def safe_window(events: Sequence[Event]) -> list[Event]:
     """The window cut at a safe start: the first user message in it, else the
     first call whose whole response is in it (a response's calls that began
-    before the window are dropped, with their results)."""
+    before the window are dropped, with their results). A window that starts
+    with the conversation's first event (``seq`` 1) is whole: kept as is."""
+    if events and events[0].seq == 1:
+        return list(events)
     for i, event in enumerate(events):
         if isinstance(event, MessageEvent) and event.source == "user":
             return list(events[i:])
