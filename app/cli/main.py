@@ -266,7 +266,7 @@ def config(markdown: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
 def tools(as_json: bool) -> None:
-    """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""
+    """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES) and their risk."""
     from actionq.tools import load_tool_modules, registered_tools
 
     load_tool_modules(get_settings().tool_modules)
@@ -274,7 +274,7 @@ def tools(as_json: bool) -> None:
         click.echo(json.dumps([t.spec() for t in registered_tools()], indent=2))
         return
     for t in registered_tools():
-        click.echo(f"{t.name:12} {t.description}")
+        click.echo(f"{t.name:12} {t.risk:8} {' '.join(t.description.split())}")
 
 
 main.add_command(conversations)

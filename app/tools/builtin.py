@@ -83,7 +83,7 @@ def _prepare_subprocess(limit_mb: int, cgroup: CommandCgroup | None) -> Callable
     return apply
 
 
-@tool("terminal", TerminalArgs)
+@tool("terminal", TerminalArgs, risk="HIGH")
 def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     """Run a bash command; returns its exit code and (capped) combined output."""
     shell = shutil.which("bash", path=ctx.env.get("PATH")) or "/bin/sh"
@@ -216,7 +216,7 @@ def _within(timeout: float, what: str, work: Callable[[], T]) -> T:
     return result[0]
 
 
-@tool("file_read", FileReadArgs)
+@tool("file_read", FileReadArgs, risk="LOW")
 def run_file_read(args: FileReadArgs, ctx: ToolContext) -> dict[str, Any]:
     """Read a text file from the working directory."""
     target = resolve_in_workdir(ctx.workdir, args.path, ctx.protected_paths)
@@ -232,7 +232,7 @@ def run_file_read(args: FileReadArgs, ctx: ToolContext) -> dict[str, Any]:
     return {"path": args.path, "content": text, "truncated": cut or len(data) > args.max_bytes}
 
 
-@tool("file_write", FileWriteArgs)
+@tool("file_write", FileWriteArgs, risk="MEDIUM")
 def run_file_write(args: FileWriteArgs, ctx: ToolContext) -> dict[str, Any]:
     """Write (or append to) a text file in the working directory."""
     target = resolve_in_workdir(ctx.workdir, args.path, ctx.protected_paths)
@@ -251,7 +251,7 @@ def run_file_write(args: FileWriteArgs, ctx: ToolContext) -> dict[str, Any]:
     return {"path": args.path, "bytes_written": len(data)}
 
 
-@tool("finish", FinishArgs)
+@tool("finish", FinishArgs, risk="LOW")
 def run_finish(args: FinishArgs, ctx: ToolContext) -> dict[str, Any]:
     """Declare the task done, with a final message."""
     return {"message": args.message}
