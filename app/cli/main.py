@@ -97,7 +97,8 @@ def up(host: str, port: int, data_dir: Path, workers: int) -> None:
     With no ACTIONQ_REDIS_URL an embedded server keeps its data in DATA_DIR,
     so restarting on the same folder keeps every conversation. An API key is
     created (or reused) in DATA_DIR/api-key, unless ACTIONQ_API_KEYS is set.
-    Tools run in DATA_DIR/workspace (or ACTIONQ_WORKDIR). One `up` per
+    Each conversation's tools run in DATA_DIR/workspace/<conversation id>
+    (ACTIONQ_WORKDIR, if set, replaces DATA_DIR/workspace). One `up` per
     folder; a worker or server that dies is restarted. Ctrl-C or SIGTERM
     stops it, letting running actions finish (twice: cuts them off).
     """

@@ -44,6 +44,9 @@ class ToolContext:
 
     conversation_id: str
     action_id: str
+    # The conversation's own workspace folder (``actionq.tools.workspace``),
+    # resolved and existing: `terminal` runs in it, the file tools are
+    # confined to it.
     workdir: Path
     max_output_bytes: int
     memory_limit_mb: int  # 0 = no cap
@@ -55,7 +58,7 @@ class ToolContext:
     # never the worker's own, which holds the Redis URL and its password.
     env: Mapping[str, str] = field(default_factory=dict)
     # The file tools refuse paths inside these (actionq's data folder), except
-    # inside a working directory that lies within one of them.
+    # inside a workspace that lies within one of them.
     protected_paths: tuple[Path, ...] = ()
     use_cgroups: bool = True  # a cgroup v2 per command where the machine allows
     file_timeout: float = 30.0  # seconds a file tool may take

@@ -30,6 +30,7 @@ def scratch_names() -> Iterator[list[str]]:
 BUILT_INS = {
     "terminal": "HIGH",
     "file_write": "MEDIUM",
+    "file_edit": "MEDIUM",
     "file_read": "LOW",
     "finish": "LOW",
 }
