@@ -17,7 +17,8 @@ ActionqError                    ``code``: a stable machine-readable name
 │   ├── QuarantinedAction       retry refused: the fingerprint crashed too often
 │   └── RetryInProgress         retry refused: an earlier retry of the call is unfinished
 ├── UnknownToolError            no tool with that name is registered (HTTP 400)
-├── InvalidArgumentsError       arguments too large, too deep, or refused by the tool (422)
+├── InvalidArgumentsError       arguments too large, too deep, or refused by the tool;
+│                               a malformed conversation id (422)
 ├── AuthenticationError         HTTP API: missing or wrong API key (401)
 ├── BadRequestError             HTTP API: a request it understood and refuses (400)
 ├── TooManyStreamsError         HTTP API: this key has all its event streams open (429)

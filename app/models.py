@@ -7,6 +7,7 @@ per-conversation counter assigned by the store, contiguous from 1.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +23,8 @@ from pydantic import (
 )
 
 __all__ = [
+    "CONVERSATION_ID_MAX_LENGTH",
+    "CONVERSATION_ID_PATTERN",
     "ActionEvent",
     "ActionRecord",
     "ActionState",
@@ -38,6 +41,7 @@ __all__ = [
     "MessageEvent",
     "ObservationEvent",
     "UserRejectObservation",
+    "conversation_id_problem",
     "event_adapter",
     "new_id",
     "utc_now",
@@ -45,8 +49,30 @@ __all__ = [
 ]
 
 
+# A conversation id names Redis keys, a URL path segment and the
+# conversation's workspace folder (``<workspace root>/<id>``): alphanumeric
+# first, so '.', '..' and '-x' (read as an option by the CLI) are impossible,
+# and no '/', so it is always exactly one path component.
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+CONVERSATION_ID_MAX_LENGTH = 128
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def conversation_id_problem(conversation_id: str) -> str | None:
+    """What is wrong with ``conversation_id`` (None: nothing)."""
+    if not 1 <= len(conversation_id) <= CONVERSATION_ID_MAX_LENGTH:
+        return f"conversation id must be 1 to {CONVERSATION_ID_MAX_LENGTH} characters long"
+    # fullmatch: '$' alone would accept a trailing newline.
+    if not _CONVERSATION_ID.fullmatch(conversation_id):
+        return (
+            f"conversation id {conversation_id!r} may hold only letters, digits, '_', '.' "
+            "and '-', starting with a letter or digit"
+        )
+    return None
 
 
 def utc_now() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -155,8 +156,13 @@ class Settings(BaseSettings):
         description="`actionq up`'s embedded server: memory cap (valkey units, e.g. 512mb; "
         "0 = none). Past it writes fail with an error; nothing is ever evicted.",
     )
-    workdir: str = Field(
-        ".", description="Working directory for the built-in file and shell tools."
+    workdir: str | None = Field(
+        None,
+        description="Workspace root: each conversation's tools run in, and the file tools "
+        "are confined to, its own folder `<root>/<conversation id>` (0700, made on first "
+        "use). Unset: $XDG_DATA_HOME/actionq/workspace, else "
+        "~/.local/share/actionq/workspace; `actionq up`: <data folder>/workspace. Never "
+        "the data folder itself.",
     )
     data_dir: str | None = Field(
         None,
@@ -177,7 +183,7 @@ class Settings(BaseSettings):
         "create one) so that all it started, setsid or not, is killed when it ends.",
     )
     file_tool_timeout: float = Field(
-        30.0, gt=0, description="Seconds `file_read`/`file_write` may take before they error."
+        30.0, gt=0, description="Seconds a file tool (read, write, edit) may take before it errors."
     )
 
     agent_queue: str = Field(
@@ -267,6 +273,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def workspace_root(self) -> Path:
+        """Where the conversations' workspaces are (``ACTIONQ_WORKDIR``, else
+        the per-user default), absolute; ``actionq.tools.workspace`` checks
+        and creates it."""
+        if self.workdir:
+            return Path(self.workdir).expanduser().absolute()
+        return default_workspace_root()
+
+    @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
 
@@ -277,6 +292,16 @@ class Settings(BaseSettings):
         if self.effective_broker_url.startswith("redis://"):
             return OUR_TRANSPORT
         return None
+
+
+def default_workspace_root() -> Path:
+    """$XDG_DATA_HOME/actionq/workspace, else ~/.local/share/actionq/workspace:
+    the user's own data, never the folder a worker happens to start in (a
+    checkout, whose files a model should not edit by default)."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec: a relative path is invalid and is to be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "actionq" / "workspace"
 
 
 def _unknown_env_names() -> list[str]:

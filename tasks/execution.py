@@ -37,7 +37,7 @@ from actionq.models import (
 )
 from actionq.settings import Settings
 from actionq.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
-from actionq.tools import ToolContext, get_tool
+from actionq.tools import ToolContext, conversation_workspace, get_tool
 from actionq.tools.sandbox import tool_environment
 
 __all__ = ["execute_action"]
@@ -131,10 +131,19 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         return agent_error_event(
             _claim_record(claim), ErrorCause.INVALID_ARGUMENTS, message, attempt=claim.attempt
         ), False
+    try:
+        # Made on the conversation's first action; the tool is not run
+        # without one (a terminal command would run wherever the worker is).
+        workspace = conversation_workspace(settings, claim.conversation_id)
+    except OSError as e:
+        message = f"tool {claim.tool!r} was not run: {e}"
+        return agent_error_event(
+            _claim_record(claim), ErrorCause.TOOL_EXCEPTION, message, attempt=claim.attempt
+        ), False
     context = ToolContext(
         conversation_id=claim.conversation_id,
         action_id=claim.action_id,
-        workdir=Path(settings.workdir),
+        workdir=workspace,
         max_output_bytes=settings.max_output_bytes,
         memory_limit_mb=settings.action_memory_limit_mb,
         register_process_group=lambda group: store.record_process_group(

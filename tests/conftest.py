@@ -118,6 +118,8 @@ def redis_url(valkey_server: ValkeyServer) -> Iterator[str]:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
+    """The workspace root (``ACTIONQ_WORKDIR``); a conversation's tools run in
+    its own folder in it, ``conversation_workspace(settings, cid)``."""
     path = tmp_path / "work"
     path.mkdir()
     return path

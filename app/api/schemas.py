@@ -7,7 +7,13 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actionq.models import ActionRecord, ActionState, Conversation
+from actionq.models import (
+    CONVERSATION_ID_MAX_LENGTH,
+    CONVERSATION_ID_PATTERN,
+    ActionRecord,
+    ActionState,
+    Conversation,
+)
 
 __all__ = [
     "ActionResponse",
@@ -51,10 +57,9 @@ class CreateConversationRequest(_Body):
     id: str | None = Field(
         None,
         min_length=1,
-        max_length=128,
-        # Alphanumeric first: '.', '..' and '-x' would be unreachable in a
-        # URL path or read as an option by the CLI.
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        max_length=CONVERSATION_ID_MAX_LENGTH,
+        # Alphanumeric first and no '/': see actionq.models.
+        pattern=CONVERSATION_ID_PATTERN,
         description="Optional id: letters, digits, '_', '.', '-', starting with a letter or "
         "digit. Creating an existing id returns it unchanged (200).",
     )

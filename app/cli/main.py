@@ -97,7 +97,8 @@ def up(host: str, port: int, data_dir: Path, workers: int) -> None:
     With no ACTIONQ_REDIS_URL an embedded server keeps its data in DATA_DIR,
     so restarting on the same folder keeps every conversation. An API key is
     created (or reused) in DATA_DIR/api-key, unless ACTIONQ_API_KEYS is set.
-    Tools run in DATA_DIR/workspace (or ACTIONQ_WORKDIR). One `up` per
+    Each conversation's tools run in DATA_DIR/workspace/<conversation id>
+    (ACTIONQ_WORKDIR, if set, replaces DATA_DIR/workspace). One `up` per
     folder; a worker or server that dies is restarted. Ctrl-C or SIGTERM
     stops it, letting running actions finish (twice: cuts them off).
     """
@@ -282,7 +283,7 @@ def config(markdown: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the LLM tool specs as JSON.")
 def tools(as_json: bool) -> None:
-    """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES)."""
+    """List the registered tools (built-ins and ACTIONQ_TOOL_MODULES) and their risk."""
     from actionq.tools import load_tool_modules, registered_tools
 
     load_tool_modules(get_settings().tool_modules)
@@ -290,7 +291,7 @@ def tools(as_json: bool) -> None:
         click.echo(json.dumps([t.spec() for t in registered_tools()], indent=2))
         return
     for t in registered_tools():
-        click.echo(f"{t.name:12} {t.description}")
+        click.echo(f"{t.name:12} {t.risk:8} {' '.join(t.description.split())}")
 
 
 main.add_command(conversations)

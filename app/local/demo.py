@@ -26,6 +26,7 @@ from actionq.local.up import make_console
 from actionq.models import ActionRecord, AgentErrorEvent, Event, ObservationEvent
 from actionq.service import ActionQ
 from actionq.settings import Settings
+from actionq.tools import conversation_workspace
 
 __all__ = ["run_demo"]
 
@@ -91,7 +92,8 @@ def _run_demo(base: Path, console: Console) -> bool:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
     env |= {"ACTIONQ_REDIS_URL": url, "ACTIONQ_WORKDIR": str(workdir)}
-    aq = ActionQ(Settings(redis_url=url, workdir=str(workdir)))
+    settings = Settings(redis_url=url, workdir=str(workdir))
+    aq = ActionQ(settings)
     ok = True
     try:
         with _worker(env, base / "worker.log") as process:
@@ -107,7 +109,8 @@ def _run_demo(base: Path, console: Console) -> bool:
             first = step("1. a normal command", "echo hello")
             ok &= first.terminal_kind == "ObservationEvent"
 
-            marker = workdir / "side-effect.log"
+            # The command's relative path: in the conversation's own workspace.
+            marker = conversation_workspace(settings, conversation.id) / "side-effect.log"
             crash = step(
                 "2. a command that kills its own worker process (like the OOM killer)",
                 "echo side-effect >> side-effect.log; kill -9 $PPID",

@@ -49,6 +49,7 @@ from actionq.local.processes import (
 )
 from actionq.local.supervision import SupervisedChild, Supervisor
 from actionq.settings import Settings, load_settings
+from actionq.tools.workspace import WorkspaceError, check_workspace_root
 
 __all__ = ["make_console", "run_up"]
 
@@ -105,9 +106,19 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _workspace_root(data_dir: Path) -> Path:
+    """Where the worker's conversations get their folders: <data>/workspace,
+    unless ACTIONQ_WORKDIR says otherwise (never the data folder itself)."""
+    return Path(os.environ.get("ACTIONQ_WORKDIR") or data_dir / "workspace")
+
+
 def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
     console = make_console()
     folder = DataFolder(data_dir)
+    try:  # before anything is written or started (its worker would refuse every tool)
+        check_workspace_root(_workspace_root(folder.path), folder.path)
+    except WorkspaceError as e:
+        raise SystemExit(f"actionq up: {e}") from None
     api_url = f"http://{host}:{port}"
     try:
         folder.check_not_locked()  # before the port: the clearer message
@@ -134,7 +145,7 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         console.print(
             f"  agent:   {settings.agent_concurrency} step thread(s), log {stack.agent_worker_log}"
         )
-        console.print(f"  tools:   run in {stack.workdir}")
+        console.print(f"  tools:   run in {stack.workdir}/<conversation id>")
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
         where_key = key_file or "ACTIONQ_API_KEYS"
         console.print(f"  API key: in {where_key}  (header X-Session-API-Key)")
@@ -179,7 +190,7 @@ class _LocalStack:
         self.worker_pidfile = folder.path / "worker.pid"
         self.agent_worker_log = folder.path / "agent-worker.log"
         self.agent_worker_pidfile = folder.path / "agent-worker.pid"
-        self.workdir = Path(os.environ.get("ACTIONQ_WORKDIR") or folder.path / "workspace")
+        self.workdir = _workspace_root(folder.path)
         self.env: dict[str, str] = {}
         self.settings = Settings()
         self.where = ""

@@ -12,8 +12,16 @@ from collections.abc import Iterator
 
 from redis.client import Pipeline
 
-from actionq.errors import ConversationNotFound, InvalidTransition
-from actionq.models import Conversation, Event, EventPage, event_adapter, new_id, utc_now
+from actionq.errors import ConversationNotFound, InvalidArgumentsError, InvalidTransition
+from actionq.models import (
+    Conversation,
+    Event,
+    EventPage,
+    conversation_id_problem,
+    event_adapter,
+    new_id,
+    utc_now,
+)
 from actionq.store.client import RedisStore
 from actionq.store.records import conversation_from_hash
 
@@ -38,6 +46,10 @@ class ConversationStore(RedisStore):
         existed, and keeps its own agent). With ``agent_spec_json`` it has an
         agent (``actionq.agent.spec.AgentSpec``), stored with it in one step."""
         cid = conversation_id or new_id()
+        # The id names the conversation's workspace folder: one safe component.
+        problem = conversation_id_problem(cid)
+        if problem is not None:
+            raise InvalidArgumentsError(problem)
         now = utc_now()
         # Index first: a conversation may be listed a moment before it exists,
         # never exist without being found by start-up recovery.

@@ -1,13 +1,27 @@
 """Tools that actions run. Importing this package registers the built-ins."""
 
 from actionq.tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
+from actionq.tools import files as _files  # noqa: F401  (and the file tools)
 from actionq.tools.registry import (
+    RISK_LEVELS,
     Tool,
     ToolContext,
+    ToolRisk,
     get_tool,
     load_tool_modules,
     registered_tools,
     tool,
 )
+from actionq.tools.workspace import conversation_workspace
 
-__all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]
+__all__ = [
+    "RISK_LEVELS",
+    "Tool",
+    "ToolContext",
+    "ToolRisk",
+    "conversation_workspace",
+    "get_tool",
+    "load_tool_modules",
+    "registered_tools",
+    "tool",
+]

@@ -1,24 +1,19 @@
-"""Built-in tools: terminal, file_read, file_write, finish."""
+"""Built-in tools: terminal and finish (the file tools: actionq.tools.files)."""
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import resource
 import shutil
 import signal
-import stat
 import subprocess
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actionq.tools.output import read_until_exit, truncate_text
+from actionq.tools.output import read_until_exit
 from actionq.tools.registry import ToolContext, tool
 from actionq.tools.sandbox import (
     CommandCgroup,
@@ -29,10 +24,9 @@ from actionq.tools.sandbox import (
     process_start_ticks,
 )
 
-__all__ = ["FileReadArgs", "FileWriteArgs", "FinishArgs", "TerminalArgs"]
+__all__ = ["FinishArgs", "TerminalArgs"]
 
 TIMEOUT_EXIT_CODE = 124  # what coreutils' `timeout` returns
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -43,17 +37,6 @@ class _Args(BaseModel):
 class TerminalArgs(_Args):
     command: str = Field(min_length=1, max_length=100_000, description="A bash command line.")
     timeout: float = Field(120.0, gt=0, le=86_400, description="Seconds before it is killed.")
-
-
-class FileReadArgs(_Args):
-    path: str = Field(min_length=1, description="Path relative to the working directory.")
-    max_bytes: int = Field(64 * 1024, gt=0, le=16 * 1024 * 1024)
-
-
-class FileWriteArgs(_Args):
-    path: str = Field(min_length=1, description="Path relative to the working directory.")
-    content: str
-    append: bool = False
 
 
 class FinishArgs(_Args):
@@ -83,7 +66,7 @@ def _prepare_subprocess(limit_mb: int, cgroup: CommandCgroup | None) -> Callable
     return apply
 
 
-@tool("terminal", TerminalArgs)
+@tool("terminal", TerminalArgs, risk="HIGH")
 def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     """Run a bash command; returns its exit code and (capped) combined output."""
     shell = shutil.which("bash", path=ctx.env.get("PATH")) or "/bin/sh"
@@ -158,100 +141,7 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     }
 
 
-def resolve_in_workdir(workdir: Path, path: str, protected: tuple[Path, ...] = ()) -> Path:
-    """The path inside the working directory; refuses anything that escapes it,
-    and anything in a protected folder (unless the working directory itself
-    lies inside that folder, and the path inside the working directory)."""
-    root = workdir.resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root):
-        raise PermissionError(f"path {path!r} is outside the working directory")
-    for folder in protected:
-        folder = folder.resolve()
-        workdir_inside = root != folder and root.is_relative_to(folder)
-        if target.is_relative_to(folder) and not workdir_inside:
-            raise PermissionError(
-                f"path {path!r} is in actionq's data folder; tools may not use it"
-            )
-    return target
-
-
-def _open_regular(target: Path, path: str, flags: int) -> int:
-    """Open without blocking (a FIFO would) and without following a symlink
-    swapped in since the path was resolved; refuse anything but a regular
-    file, judged on the open descriptor itself (no check-then-use race)."""
-    try:
-        fd = os.open(target, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        if e.errno in (errno.ENXIO, errno.ELOOP):  # a FIFO without reader; a symlink
-            raise PermissionError(f"path {path!r} is not a regular file") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PermissionError(f"path {path!r} is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
-def _within(timeout: float, what: str, work: Callable[[], T]) -> T:
-    """Run ``work`` with a deadline: storage that hangs (a dead network mount)
-    errors the action instead of holding the worker until the hard limit (the
-    stuck thread is left behind; it holds nothing the next action needs)."""
-    result: list[T] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(work())
-        except BaseException as e:  # handed to the caller's thread
-            failure.append(e)
-
-    thread = threading.Thread(target=run, name="actionq-file-tool", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"{what} took longer than {timeout:g}s")
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
-@tool("file_read", FileReadArgs)
-def run_file_read(args: FileReadArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Read a text file from the working directory."""
-    target = resolve_in_workdir(ctx.workdir, args.path, ctx.protected_paths)
-
-    def read() -> bytes:
-        fd = _open_regular(target, args.path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            return f.read(args.max_bytes + 1)
-
-    data = _within(ctx.file_timeout, f"reading {args.path!r}", read)
-    text = data[: args.max_bytes].decode("utf-8", "replace")
-    text, cut = truncate_text(text, ctx.max_output_bytes)
-    return {"path": args.path, "content": text, "truncated": cut or len(data) > args.max_bytes}
-
-
-@tool("file_write", FileWriteArgs)
-def run_file_write(args: FileWriteArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Write (or append to) a text file in the working directory."""
-    target = resolve_in_workdir(ctx.workdir, args.path, ctx.protected_paths)
-    data = args.content.encode("utf-8")
-
-    def write() -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if args.append else 0)
-        fd = _open_regular(target, args.path, flags)
-        with os.fdopen(fd, "wb") as f:
-            if not args.append:
-                f.truncate(0)  # only now that it is known to be a regular file
-            f.write(data)
-
-    _within(ctx.file_timeout, f"writing {args.path!r}", write)
-    return {"path": args.path, "bytes_written": len(data)}
-
-
-@tool("finish", FinishArgs)
+@tool("finish", FinishArgs, risk="LOW")
 def run_finish(args: FinishArgs, ctx: ToolContext) -> dict[str, Any]:
     """Declare the task done, with a final message."""
     return {"message": args.message}

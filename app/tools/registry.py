@@ -5,21 +5,37 @@ schema is the LLM tool spec) and a function that returns an observation dict.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel
 
 from actionq.errors import ConfigurationError, UnknownToolError
 from actionq.tools.sandbox import ProcessGroup
 
-__all__ = ["Tool", "ToolContext", "get_tool", "load_tool_modules", "registered_tools", "tool"]
+__all__ = [
+    "RISK_LEVELS",
+    "Tool",
+    "ToolContext",
+    "ToolRisk",
+    "get_tool",
+    "load_tool_modules",
+    "registered_tools",
+    "tool",
+]
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+# What running a tool may do, in OpenHands' SecurityRisk names: a confirmation
+# policy (ConfirmRisky) asks a person before the risky ones. UNKNOWN: the tool
+# did not say (treated as risky by a careful policy).
+ToolRisk = Literal["LOW", "MEDIUM", "HIGH", "UNKNOWN"]
+RISK_LEVELS: tuple[ToolRisk, ...] = get_args(ToolRisk)
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,9 @@ class ToolContext:
 
     conversation_id: str
     action_id: str
+    # The conversation's own workspace folder (``actionq.tools.workspace``),
+    # resolved and existing: `terminal` runs in it, the file tools are
+    # confined to it.
     workdir: Path
     max_output_bytes: int
     memory_limit_mb: int  # 0 = no cap
@@ -39,7 +58,7 @@ class ToolContext:
     # never the worker's own, which holds the Redis URL and its password.
     env: Mapping[str, str] = field(default_factory=dict)
     # The file tools refuse paths inside these (actionq's data folder), except
-    # inside a working directory that lies within one of them.
+    # inside a workspace that lies within one of them.
     protected_paths: tuple[Path, ...] = ()
     use_cgroups: bool = True  # a cgroup v2 per command where the machine allows
     file_timeout: float = 30.0  # seconds a file tool may take
@@ -52,6 +71,7 @@ class Tool:
     args_model: type[BaseModel]
     run: Callable[[Any, ToolContext], dict[str, Any]]
     env: tuple[str, ...] = ()  # variables its commands need, passed even if secret-looking
+    risk: ToolRisk = "UNKNOWN"  # declared by the tool; not part of the LLM spec
 
     def spec(self) -> dict[str, Any]:
         """The tool as an LLM function spec (OpenAI style)."""
@@ -74,19 +94,27 @@ def tool(
     description: str | None = None,
     *,
     env: Iterable[str] = (),
+    risk: ToolRisk = "UNKNOWN",
 ) -> Callable[[Callable[[ArgsT, ToolContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Register a function as the tool ``name``.
 
     The function gets the validated arguments and a ``ToolContext`` and returns
     a JSON-compatible observation dict. ``env`` names the environment
     variables its commands need beyond the allow-list (``ctx.env``).
+    ``risk`` is what running it may do (``ToolRisk``): LOW (reads only),
+    MEDIUM (changes files in the workspace), HIGH (runs arbitrary commands),
+    UNKNOWN (the default: not declared).
     """
+    if risk not in RISK_LEVELS:  # a tool module's typo: refused when it is imported
+        raise ConfigurationError(
+            f"tool {name!r}: risk {risk!r} is not one of {', '.join(RISK_LEVELS)}"
+        )
 
     def register(
         fn: Callable[[ArgsT, ToolContext], dict[str, Any]],
     ) -> Callable[..., dict[str, Any]]:
-        doc = description or (fn.__doc__ or "").strip()
-        _REGISTRY[name] = Tool(name, doc, args_model, fn, tuple(env))
+        doc = description or inspect.cleandoc(fn.__doc__ or "")
+        _REGISTRY[name] = Tool(name, doc, args_model, fn, tuple(env), risk)
         return fn
 
     return register

@@ -157,6 +157,24 @@ def test_a_port_in_use_stops_up_before_anything_is_written(tmp_path: Path) -> No
     assert not data_dir.exists()
 
 
+def test_the_data_folder_as_workspace_root_stops_up_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / ".actionq"
+    for root in (data_dir, data_dir / "redis"):
+        log = tmp_path / f"up-{root.name}.log"
+        process = launch_up(data_dir, log, free_port(), up_env(data_dir, ACTIONQ_WORKDIR=str(root)))
+        try:
+            assert _exited(process) != 0
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        [line] = log.read_text().strip().splitlines()
+        assert line.startswith(f"actionq up: the workspace root {root}") and "data folder" in line
+    assert not data_dir.exists()  # nothing written, nothing started
+
+
 # 2. Supervision.
 
 
@@ -299,7 +317,15 @@ def test_a_stale_pidfile_never_kills_an_unrelated_process(
 def test_tools_run_in_the_workspace_not_in_the_checkout(local: UpProcess) -> None:
     observation = _run_action(local, "terminal", {"command": "pwd; ls -a"})
     lines = str(observation["output"]).split()
-    assert lines[0] == str(local.data_dir / "workspace")
+    # The conversation's own folder in `<data>/workspace`, made 0700.
+    folder = Path(lines[0])
+    assert folder.parent == local.data_dir / "workspace"
+    client = local.client()
+    try:
+        assert client.get_conversation(folder.name)["id"] == folder.name
+    finally:
+        client.close()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert "api-key" not in lines and "pyproject.toml" not in lines
     worker_pid = recorded_pid(local.data_dir / "worker.pid")
     with open(f"/proc/{worker_pid}/environ", "rb") as f:

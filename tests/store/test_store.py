@@ -14,7 +14,12 @@ import redis
 
 from actionq.crashes.stop import crash_action
 from actionq.crashes.sweep import recover_orphaned_actions, sweep_expired_leases
-from actionq.errors import ConversationNotFound, DuplicateToolCallId, InvalidTransition
+from actionq.errors import (
+    ConversationNotFound,
+    DuplicateToolCallId,
+    InvalidArgumentsError,
+    InvalidTransition,
+)
 from actionq.models import (
     ActionState,
     AgentErrorEvent,
@@ -48,6 +53,15 @@ def claimed(store: ActionStore, cid: str, aid: str, worker: WorkerIdentity) -> C
     claim = store.claim_action(cid, aid, worker)
     assert isinstance(claim, Claim), claim
     return claim
+
+
+def test_a_conversation_id_that_is_not_one_folder_name_is_refused(aq: ActionQ) -> None:
+    # It names the conversation's workspace folder: '..' or 'a/b' would leave the root.
+    for bad in ("..", "../x", "a/b", "/etc", "-rf", "x\n", "x" * 129):
+        with pytest.raises(InvalidArgumentsError, match="conversation id"):
+            aq.create_conversation(bad)
+    assert aq.store.count_conversations() == 0  # not even indexed
+    assert aq.create_conversation("my-task.1").id == "my-task.1"
 
 
 def test_submit_claim_finish_keeps_seq_contiguous_and_turns_in_order(aq: ActionQ) -> None:

@@ -16,6 +16,8 @@ from actionq.models import (
     ObservationEvent,
 )
 from actionq.service import ActionQ
+from actionq.settings import Settings
+from actionq.tools import conversation_workspace
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for
@@ -26,7 +28,7 @@ def wait_ended(aq: ActionQ, action_id: str, timeout: float = 30):
 
 
 def test_normal_actions_each_get_one_observation(
-    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory
 ) -> None:
     start_worker()
     cid = aq.create_conversation().id
@@ -49,7 +51,7 @@ def test_normal_actions_each_get_one_observation(
     assert len(big["output"].encode()) < 70 * 1024
     [read_event] = terminal_events(aq, cid, read.id)
     assert read_event.observation["content"] == "hi"  # type: ignore[union-attr]
-    assert (workdir / "notes/a.txt").read_text() == "hi"
+    assert (conversation_workspace(settings, cid) / "notes/a.txt").read_text() == "hi"
     assert aq.get_conversation(cid).status == ConversationStatus.IDLE
     assert_log_consistent(aq, cid)
 
@@ -71,7 +73,7 @@ def test_terminal_timeout_kills_the_command(aq: ActionQ, start_worker: WorkerFac
 
 
 def test_tool_errors_are_reported_and_the_conversation_goes_on(
-    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+    aq: ActionQ, start_worker: WorkerFactory
 ) -> None:
     worker = start_worker()
     cid = aq.create_conversation().id
@@ -95,7 +97,7 @@ def test_tool_errors_are_reported_and_the_conversation_goes_on(
     assert "command" in error.error and "cmd" in error.error
     error = only_error(aq, cid, escape.id)
     assert error.detail.cause == ErrorCause.TOOL_EXCEPTION
-    assert "outside the working directory" in error.error
+    assert "outside the workspace ('..' leads above" in error.error
 
     [last] = terminal_events(aq, cid, after.id)
     assert isinstance(last, ObservationEvent) and last.observation["output"] == "still here\n"

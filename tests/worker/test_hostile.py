@@ -13,6 +13,7 @@ from actionq.local.embedded import EmbeddedServer
 from actionq.models import ActionState, AgentErrorEvent, ErrorCause, ObservationEvent
 from actionq.service import ActionQ
 from actionq.settings import Settings
+from actionq.tools import conversation_workspace
 from tests.conftest import WorkerFactory
 from tests.events import count_lines, only_error, terminal_events
 from tests.helpers import free_port
@@ -59,33 +60,40 @@ def test_messages_for_unknown_actions_or_with_bad_arguments_run_nothing(
     assert [e.kind for e in aq.store.all_events(cid)].count("ActionEvent") == 1
 
 
-def test_file_tools_cannot_escape_the_working_directory(
-    aq: ActionQ, start_worker: WorkerFactory, workdir: Path, tmp_path: Path
+def test_file_tools_cannot_escape_the_workspace(
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     start_worker()
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read")
-    (workdir / "link").symlink_to(tmp_path)
     cid = aq.create_conversation().id
+    workspace = conversation_workspace(settings, cid)
+    (workspace / "link").symlink_to(tmp_path)
+    up = os.path.relpath(tmp_path, workspace)  # '../../..': as far as the secret
     attempts = [
-        ("file_read", {"path": str(secret)}),
-        ("file_read", {"path": "../secret.txt"}),
-        ("file_read", {"path": "link/secret.txt"}),
-        ("file_write", {"path": "../escaped.txt", "content": "x"}),
-        ("file_write", {"path": "link/escaped.txt", "content": "x"}),
+        ("file_read", {"path": f"{up}/secret.txt"}, "'..' leads above"),
+        ("file_read", {"path": "link/secret.txt"}, "a symlink on the way points outside"),
+        ("file_write", {"path": "../escaped.txt", "content": "x"}, "'..' leads above"),
+        ("file_write", {"path": "link/escaped.txt", "content": "x"}, "a symlink on the way"),
+        ("file_edit", {"path": "link/secret.txt", "old_str": "do", "new_str": "x"}, "symlink"),
     ]
-    actions = [aq.submit_action(cid, tool, args) for tool, args in attempts]
+    actions = [aq.submit_action(cid, tool, args) for tool, args, _ in attempts]
+    absolute = aq.submit_action(cid, "file_read", {"path": str(secret)})
     inside = aq.submit_action(cid, "file_write", {"path": "sub/ok.txt", "content": "fine"})
-    for action in [*actions, inside]:
+    for action in [*actions, absolute, inside]:
         aq.wait_for_action(action.id, 30)
 
-    for action in actions:
+    for action, (_, _, why) in zip(actions, attempts, strict=True):
         error = only_error(aq, cid, action.id)
         assert error.detail.cause == ErrorCause.TOOL_EXCEPTION
-        assert "outside the working directory" in error.error
-    assert not (tmp_path / "escaped.txt").exists()
+        assert "outside the workspace" in error.error and why in error.error, error.error
+    assert "is absolute; paths are relative to" in only_error(aq, cid, absolute.id).error
+    assert (
+        not (tmp_path / "escaped.txt").exists() and not (workspace.parent / "escaped.txt").exists()
+    )
+    assert secret.read_text() == "do not read"
     assert isinstance(terminal_events(aq, cid, inside.id)[0], ObservationEvent)
-    assert (workdir / "sub" / "ok.txt").read_text() == "fine"
+    assert (workspace / "sub" / "ok.txt").read_text() == "fine"
 
 
 def test_redis_away_gives_clear_errors_and_recovery_when_it_returns(

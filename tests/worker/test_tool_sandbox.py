@@ -20,6 +20,7 @@ from actionq.models import ErrorCause, ObservationEvent
 from actionq.service import ActionQ
 from actionq.settings import Settings
 from actionq.store import Claim, WorkerIdentity
+from actionq.tools import conversation_workspace
 from actionq.tools.sandbox import (
     CommandCgroup,
     ProcessGroup,
@@ -110,19 +111,20 @@ def test_terminal_commands_get_no_secrets(
 
 
 def test_file_tools_refuse_a_fifo_at_once_and_the_worker_goes_on(
-    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory
 ) -> None:
     start_worker()
-    os.mkfifo(workdir / "pipe")
     cid = aq.create_conversation().id
+    os.mkfifo(conversation_workspace(settings, cid) / "pipe")
     started = time.monotonic()
     read = aq.submit_action(cid, "file_read", {"path": "pipe"})
     write = aq.submit_action(cid, "file_write", {"path": "pipe", "content": "x"})
+    edit = aq.submit_action(cid, "file_edit", {"path": "pipe", "old_str": "a", "new_str": "b"})
     after = aq.submit_action(cid, "terminal", {"command": "echo next"})
     aq.wait_for_action(after.id, 20)
     assert time.monotonic() - started < 15
 
-    for action in (read, write):
+    for action in (read, write, edit):
         error = only_error(aq, cid, action.id)
         assert error.detail.cause == ErrorCause.TOOL_EXCEPTION
         assert "'pipe' is not a regular file" in error.error
@@ -132,19 +134,24 @@ def test_file_tools_refuse_a_fifo_at_once_and_the_worker_goes_on(
 # -- 2. the data folder ------------------------------------------------------
 
 
-def test_file_tools_refuse_the_data_folder_inside_the_workdir(
-    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+def test_the_data_folder_beside_the_workspaces_is_out_of_the_file_tools_reach(
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory, workdir: Path
 ) -> None:
+    # The old layout of a worker started in a checkout: the data folder in
+    # the workspace root. Each conversation's folder is beside it, not above.
     data_dir = workdir / ".actionq"
     data_dir.mkdir()
     (data_dir / "api-key").write_text("key-secret")
     start_worker(ACTIONQ_DATA_DIR=str(data_dir))
     cid = aq.create_conversation().id
+    workspace = conversation_workspace(settings, cid)
+    (workspace / "keys").symlink_to(data_dir)
     refused = [
         aq.submit_action(cid, "file_read", {"path": ".actionq/api-key"}),
-        aq.submit_action(cid, "file_read", {"path": "sub/../.actionq/api-key"}),
-        aq.submit_action(cid, "file_write", {"path": ".actionq/api-key", "content": "x"}),
-        aq.submit_action(cid, "file_write", {"path": ".actionq/new/file", "content": "x"}),
+        aq.submit_action(cid, "file_read", {"path": "../.actionq/api-key"}),
+        aq.submit_action(cid, "file_read", {"path": "keys/api-key"}),
+        aq.submit_action(cid, "file_write", {"path": "../.actionq/api-key", "content": "x"}),
+        aq.submit_action(cid, "file_write", {"path": "keys/new/file", "content": "x"}),
     ]
     allowed = aq.submit_action(cid, "file_write", {"path": "notes.txt", "content": "ok"})
     aq.wait_for_action(allowed.id, 30)
@@ -152,28 +159,49 @@ def test_file_tools_refuse_the_data_folder_inside_the_workdir(
     for action in refused:
         error = only_error(aq, cid, action.id)
         assert error.detail.cause == ErrorCause.TOOL_EXCEPTION
-        assert "is in actionq's data folder" in error.error
+        assert "does not exist in the workspace" in error.error or (
+            "outside the workspace" in error.error
+        ), error.error
         assert "key-secret" not in error.error
     assert (data_dir / "api-key").read_text() == "key-secret"
     assert not (data_dir / "new").exists()
     assert observation(aq, cid, allowed.id)["bytes_written"] == 2
 
 
-def test_a_workdir_inside_the_data_folder_stays_usable(
+def test_no_tool_runs_with_the_data_folder_as_workspace_root(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    (workdir / "api-key").write_text("key-secret")
+    start_worker(ACTIONQ_DATA_DIR=str(workdir))  # = ACTIONQ_WORKDIR
+    cid = aq.create_conversation().id
+    actions = [
+        aq.submit_action(cid, "terminal", {"command": "cat ../api-key"}),
+        aq.submit_action(cid, "file_read", {"path": "../api-key"}),
+    ]
+    aq.wait_for_action(actions[-1].id, 30)
+    for action in actions:
+        error = only_error(aq, cid, action.id)
+        assert error.detail.cause == ErrorCause.TOOL_EXCEPTION
+        assert "is actionq's data folder" in error.error and "ACTIONQ_WORKDIR" in error.error
+        assert "key-secret" not in error.error
+    assert not (workdir / cid).exists()
+
+
+def test_a_workspace_root_inside_the_data_folder_stays_usable(
     aq: ActionQ, start_worker: WorkerFactory, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    workspace = data_dir / "workspace"
-    workspace.mkdir(parents=True)
+    root = data_dir / "workspace"  # `actionq up`'s layout
+    (data_dir / "api-key").parent.mkdir(parents=True)
     (data_dir / "api-key").write_text("key-secret")
-    start_worker(ACTIONQ_DATA_DIR=str(data_dir), ACTIONQ_WORKDIR=str(workspace))
+    start_worker(ACTIONQ_DATA_DIR=str(data_dir), ACTIONQ_WORKDIR=str(root))
     cid = aq.create_conversation().id
     inside = aq.submit_action(cid, "file_write", {"path": "a.txt", "content": "ok"})
-    outside = aq.submit_action(cid, "file_read", {"path": "../api-key"})
+    outside = aq.submit_action(cid, "file_read", {"path": "../../api-key"})
     aq.wait_for_action(outside.id, 30)
     assert observation(aq, cid, inside.id)["bytes_written"] == 2
-    assert (workspace / "a.txt").read_text() == "ok"
-    assert "outside the working directory" in only_error(aq, cid, outside.id).error
+    assert (root / cid / "a.txt").read_text() == "ok"
+    assert "outside the workspace" in only_error(aq, cid, outside.id).error
 
 
 # -- 4. background processes -----------------------------------------------
