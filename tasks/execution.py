@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
 
+from actionq.agent.profiles import model_key_env_names
 from actionq.crashes.causes import agent_error_event
 from actionq.crashes.stop import crash_action
 from actionq.errors import (
     ClaimUnavailableError,
+    ConfigurationError,
     StoreUnavailableError,
     UnavailableError,
     UnknownToolError,
@@ -40,7 +42,7 @@ from actionq.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from actionq.tools import ToolContext, conversation_workspace, get_tool
 from actionq.tools.sandbox import tool_environment
 
-__all__ = ["execute_action"]
+__all__ = ["execute_action", "tool_env"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,26 @@ def _with_retries(operation: Callable[[], T], what: str, give_up_after: float) -
             delay = min(next(delays, _RETRY_DELAYS[-1]), left)
             log.warning("could not %s (%s); retrying in %.1fs", what, e, delay)
             time.sleep(delay)
+
+
+def tool_env(
+    settings: Settings, tool_allow: Iterable[str] = (), environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """The environment of a tool's commands: the base names, ACTIONQ_TOOL_ENV_ALLOW
+    and the tool's own ``env``, less every model API key variable (even one
+    listed by name: those keys are for agent workers, never for tools)."""
+    try:
+        model_keys = model_key_env_names(settings)
+    except ConfigurationError as e:
+        # Which variables hold keys is unknown: pass none of the allowed ones.
+        log.error("tools get only the base environment: %s", e)
+        env = tool_environment(environ)
+        env.pop(settings.model_api_key_env, None)
+        return env
+    env = tool_environment(environ, [*settings.tool_env_allow, *tool_allow])
+    for name in model_keys:
+        env.pop(name, None)
+    return env
 
 
 def _claim_record(claim: Claim) -> ActionRecord:
@@ -149,7 +171,7 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         register_process_group=lambda group: store.record_process_group(
             claim.conversation_id, claim.action_id, group
         ),
-        env=tool_environment(os.environ, [*settings.tool_env_allow, *tool.env]),
+        env=tool_env(settings, tool.env),
         protected_paths=(Path(settings.data_dir),) if settings.data_dir else (),
         use_cgroups=settings.tool_cgroups,
         file_timeout=settings.file_tool_timeout,

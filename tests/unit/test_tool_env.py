@@ -1,11 +1,16 @@
-"""The environment a ``terminal`` command gets (actionq.tools.sandbox):
-an allow-list, never ``ACTIONQ_*``, no secret-looking name by pattern."""
+"""The environment a ``terminal`` command gets (actionq.tools.sandbox, and
+actionq.tasks.execution.tool_env): an allow-list, never ``ACTIONQ_*``, no
+secret-looking name by pattern, never a model API key variable."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from actionq.settings import Settings
+from actionq.tasks.execution import tool_env
 from actionq.tools.sandbox import BASE_ENV_NAMES, tool_environment
 
 
@@ -79,3 +84,42 @@ def test_secret_looking_names_are_dropped_by_pattern_in_any_case() -> None:
 def test_patterns_are_shell_style(allow: list[str], passed: set[str]) -> None:
     environ = {"BUILD_A": "a", "BUILD_B": "b", "BUILD_LONG": "l", "OTHER": "o"}
     assert set(tool_environment(environ, allow)) == passed
+
+
+def test_model_key_variables_never_reach_tools(tmp_path: Path) -> None:
+    """actionq.tasks.execution.tool_env: a model API key variable is dropped even
+    when ACTIONQ_TOOL_ENV_ALLOW or the tool's own ``env`` lists it by name."""
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({"local": {"model": "m", "api_key_env": "LOCAL_MODEL_KEY"}}))
+    environ = {
+        "PATH": "/bin",
+        "OPENAI_API_KEY": "sk-1",
+        "LOCAL_MODEL_KEY": "sk-2",
+        "MY_MODEL_KEY": "sk-3",
+        "GITHUB_TOKEN": "t",
+        "AWS_REGION": "eu",
+    }
+    settings = Settings(
+        tool_env_allow=["OPENAI_API_KEY", "LOCAL_MODEL_KEY", "GITHUB_TOKEN", "AWS_*"],  # type: ignore[arg-type]
+        model="openai/gpt-4o",
+        model_api_key_env="MY_MODEL_KEY",
+        model_profiles_file=str(profiles),
+    )
+    # OPENAI_API_KEY is not a model key here (no profile names it): listed, it passes.
+    expected = {"PATH": "/bin", "OPENAI_API_KEY": "sk-1", "GITHUB_TOKEN": "t", "AWS_REGION": "eu"}
+    assert tool_env(settings, ["MY_MODEL_KEY"], environ) == expected
+    # The default key variable is dropped even with no model configured.
+    bare = Settings(tool_env_allow=["OPENAI_API_KEY", "GITHUB_TOKEN"])  # type: ignore[arg-type]
+    assert tool_env(bare, (), environ) == {"PATH": "/bin", "GITHUB_TOKEN": "t"}
+
+
+def test_unreadable_profiles_pass_only_the_base_environment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ = {"PATH": "/bin", "GITHUB_TOKEN": "t", "SOME_KEY": "k"}
+    settings = Settings(
+        tool_env_allow=["GITHUB_TOKEN", "SOME_KEY"],  # type: ignore[arg-type]
+        model_profiles_file=str(tmp_path / "missing.json"),
+    )
+    assert tool_env(settings, ["SOME_KEY"], environ) == {"PATH": "/bin"}
+    assert "tools get only the base environment" in caplog.text

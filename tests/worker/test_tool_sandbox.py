@@ -107,6 +107,31 @@ def test_terminal_commands_get_no_secrets(
         server.stop()
 
 
+def test_model_keys_never_reach_terminal_commands(
+    aq: ActionQ, start_worker: WorkerFactory, tmp_path: Path
+) -> None:
+    """Every model profile's key variable is dropped from a command's
+    environment, even when ACTIONQ_TOOL_ENV_ALLOW lists it by name."""
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text('{"local": {"model": "openai/m", "api_key_env": "SANDBOX_LOCAL_KEY"}}')
+    start_worker(
+        ACTIONQ_MODEL="openai/gpt-4o-mini",
+        ACTIONQ_MODEL_API_KEY_ENV="SANDBOX_MODEL_KEY",
+        ACTIONQ_MODEL_PROFILES_FILE=str(profiles),
+        ACTIONQ_TOOL_ENV_ALLOW="SANDBOX_MODEL_KEY,SANDBOX_LOCAL_KEY,SANDBOX_PLAIN",
+        SANDBOX_MODEL_KEY="sk-model-3f9a1c",
+        SANDBOX_LOCAL_KEY="sk-local-8e2b7d",
+        SANDBOX_PLAIN="plain-value",
+    )
+    cid = aq.create_conversation().id
+    env_action = aq.submit_action(cid, "terminal", {"command": "env"})
+    aq.wait_for_action(env_action.id, 30)
+    output = str(observation(aq, cid, env_action.id)["output"])
+    assert "SANDBOX_PLAIN=plain-value" in output  # the allow-list itself works
+    for leaked in ("sk-model-3f9a1c", "sk-local-8e2b7d", "SANDBOX_MODEL_KEY", "SANDBOX_LOCAL_KEY"):
+        assert leaked not in output
+
+
 # -- 3. files that would block ---------------------------------------------
 
 
