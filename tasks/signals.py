@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -99,6 +100,8 @@ def _init_worker(sender: Any) -> None:
     log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
     # A cold shutdown sends no worker_shutdown signal; settle at exit instead.
     atexit.register(on_worker_shutdown)
+    if settings.agent_queue in (getattr(sender.app.amqp.queues, "consume_from", None) or {}):
+        _preload_litellm()
     if settings.recover_on_start:
         dispatch = partial(send_action, sender.app, settings.queue)
         try:
@@ -113,6 +116,22 @@ def _init_worker(sender: Any) -> None:
             return
         if recovered:
             log.warning("start-up recovery errored %d orphaned action(s)", len(recovered))
+
+
+def _preload_litellm() -> None:
+    """An agent worker imports litellm (seconds) in the background at start,
+    so that the first step does not wait for it; without the [llm] extra,
+    scripted agents still run."""
+
+    def load() -> None:
+        try:
+            from actionq.agent.llm import load_litellm
+
+            load_litellm()
+        except ImportError:
+            log.info("litellm is not installed (pip install 'actionq[llm]'): scripted agents only")
+
+    threading.Thread(target=load, name="actionq-litellm-import", daemon=True).start()
 
 
 _STARTUP_RETRY_SECONDS = 120.0

@@ -32,6 +32,7 @@ from types import FrameType
 import uvicorn
 from rich.console import Console
 
+from actionq.agent.profiles import model_key_env_names
 from actionq.local.data_folder import (
     DataFolder,
     FolderInUseError,
@@ -257,7 +258,11 @@ class _LocalStack:
 
     def _start_worker(self) -> subprocess.Popen[bytes]:
         command = worker_command(self.workers, "up@%h", queue=self.settings.queue)
-        return self._start_worker_process(command, self.worker_log, self.worker_pidfile)
+        # Tools run here, as the worker's user, who can read the worker's own
+        # /proc/<pid>/environ: the model keys are never in it (only the agent
+        # worker, which runs no tool, gets them).
+        env = {k: v for k, v in self.env.items() if k not in model_key_env_names(self.settings)}
+        return self._start_worker_process(command, self.worker_log, self.worker_pidfile, env)
 
     def _start_agent_worker(self) -> subprocess.Popen[bytes]:
         command = worker_command(
@@ -266,15 +271,17 @@ class _LocalStack:
             agent=True,
             queue=self.settings.agent_queue,
         )
-        return self._start_worker_process(command, self.agent_worker_log, self.agent_worker_pidfile)
+        return self._start_worker_process(
+            command, self.agent_worker_log, self.agent_worker_pidfile, self.env
+        )
 
     def _start_worker_process(
-        self, command: list[str], log_path: Path, pidfile: Path
+        self, command: list[str], log_path: Path, pidfile: Path, env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 command,
-                env=self.env,
+                env=env,
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
