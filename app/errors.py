@@ -17,6 +17,7 @@ ActionqError                    ``code``: a stable machine-readable name
 │   ├── QuarantinedAction       retry refused: the fingerprint crashed too often
 │   └── RetryInProgress         retry refused: an earlier retry of the call is unfinished
 ├── UnknownToolError            no tool with that name is registered (HTTP 400)
+├── CommandOutOfMemory          a tool's command was killed for memory (its cap, or the OOM killer)
 ├── InvalidArgumentsError       arguments too large, too deep, or refused by the tool;
 │                               a malformed conversation id (422)
 ├── AuthenticationError         HTTP API: missing or wrong API key (401)
@@ -36,6 +37,7 @@ __all__ = [
     "BadRequestError",
     "BrokerUnavailableError",
     "ClaimUnavailableError",
+    "CommandOutOfMemory",
     "ConfigurationError",
     "ConflictError",
     "ConversationNotFound",
@@ -121,6 +123,52 @@ class RetryInProgress(ConflictError):
 
 class UnknownToolError(ActionqError):
     code = "unknown_tool"
+
+
+class CommandOutOfMemory(ActionqError):
+    """A tool's command was killed by the kernel for memory: it went over its
+    cap (``killed_by="memory_limit"``) or the machine ran out and the OOM
+    killer picked it (``"oom_killer"``). Raised by the tool once the command
+    has ended; the worker records the action as a crash (cause
+    ``memory_limit``): it may have had side effects, and only the command's
+    processes died, so the worker goes on."""
+
+    code = "command_out_of_memory"
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        killed_by: str,
+        limit_bytes: int | None,
+        peak_bytes: int | None,
+        signal: int | None = None,
+        exitcode: int | None = None,
+    ) -> None:
+        self.command = command
+        self.killed_by = killed_by
+        self.limit_bytes = limit_bytes
+        self.peak_bytes = peak_bytes
+        self.signal = signal
+        self.exitcode = exitcode
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        cap = f"{_mib(self.limit_bytes)} cap" if self.limit_bytes else "no cap"
+        if self.killed_by == "memory_limit":
+            what = f"it reached its memory cap of {_mib(self.limit_bytes)}"
+        else:
+            what = f"the machine ran out of memory and the kernel's OOM killer ended it ({cap})"
+        peak = f", peak {_mib(self.peak_bytes)}" if self.peak_bytes is not None else ""
+        command = self.command if len(self.command) <= 200 else self.command[:199] + "…"
+        return f"{what}{peak}; command: {command}"
+
+
+def _mib(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    mib = size / (1024 * 1024)
+    return f"{mib:.0f} MiB" if mib == int(mib) else f"{mib:.1f} MiB"
 
 
 class InvalidArgumentsError(ActionqError):

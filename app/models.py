@@ -111,6 +111,7 @@ class ErrorCause(StrEnum):
     LEASE_EXPIRED = "lease_expired"  # the claim's owner stopped heartbeating
     WORKER_SHUTDOWN = "worker_shutdown"  # cold shutdown cut the action off
     ABANDONED = "abandoned"  # its worker stopped running it without recording an outcome
+    MEMORY_LIMIT = "memory_limit"  # its command was killed for memory (its cap, or the OOM killer)
     TOOL_EXCEPTION = "tool_exception"  # the tool raised; the agent may continue
     INVALID_ARGUMENTS = "invalid_arguments"
     UNKNOWN_TOOL = "unknown_tool"
@@ -141,7 +142,14 @@ class ErrorDetail(_Model):
     pid: int | None = None
     attempt: int | None = None
     runtime_s: float | None = None
+    # The most memory the action's command held (its cgroup's peak: resident
+    # memory, page cache and kernel memory, what the cap counts), where it was
+    # known to the process that wrote the event; None: not known.
     max_rss_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # the command's cap, read from its cgroup
+    # What ended it, where that is known: its memory cap, or the kernel's OOM
+    # killer (the machine, or an outer cgroup such as a container's, ran out).
+    killed_by: Literal["memory_limit", "oom_killer"] | None = None
 
 
 class _EventBase(_Model):
@@ -294,3 +302,4 @@ class ActionRecord(_Model):
     pgid_start: int | None = None  # its leader's start (clock ticks since boot)
     boot_id: str | None = None  # the boot it started in
     cgroup: str | None = None  # cgroup v2 directory holding the command, if any
+    memory_cgroup: str | None = None  # its cgroup v1 memory directory (hybrid hosts)

@@ -137,7 +137,11 @@ class Settings(BaseSettings):
         64 * 1024, gt=0, description="Tool output beyond this is cut, with a visible marker."
     )
     action_memory_limit_mb: int = Field(
-        2048, ge=0, description="Address-space cap (MiB) for a tool's subprocess; 0 = no cap."
+        2048,
+        ge=0,
+        description="Memory cap (MiB) of each `terminal` command: its cgroup's limit where the "
+        "worker may make cgroups (a command killed by it is a `memory_limit` crash), else "
+        "RLIMIT_AS (the command's allocations fail); 0 = no cap.",
     )
     quarantine_threshold: int = Field(
         2, ge=1, description="Crashes of one fingerprint after which a retry needs force."

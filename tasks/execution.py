@@ -8,6 +8,7 @@ alone; if the owner is dead the action is errored as ``redelivered``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from actionq.crashes.causes import agent_error_event
 from actionq.crashes.stop import crash_action
 from actionq.errors import (
     ClaimUnavailableError,
+    CommandOutOfMemory,
     ConfigurationError,
     StoreUnavailableError,
     UnavailableError,
@@ -178,6 +180,8 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
     )
     try:
         observation = tool.run(args, context)
+    except CommandOutOfMemory:
+        raise  # a crash, not a tool error: execute_action records it
     except Exception as e:  # the tool failed; the agent sees why and may go on
         log.warning("tool %s of action %s raised %r", claim.tool, claim.action_id, e)
         message = f"tool {claim.tool!r} raised {type(e).__name__}: {e}"
@@ -191,6 +195,41 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         observation=observation,
     )
     return event, True
+
+
+def _record_memory_crash(
+    store: ActionStore,
+    settings: Settings,
+    worker: WorkerIdentity,
+    claim: Claim,
+    killed: CommandOutOfMemory,
+) -> str:
+    """The kernel killed the action's command for memory. What the command did
+    before may stand, so it is a crash like any other (conversation ``error``,
+    queued actions not run); but only the command's processes died, so this
+    pool child records it itself and goes on to its next action."""
+    log.warning("action %s: command killed for memory: %s", claim.action_id, killed)
+
+    def record() -> bool:
+        action = store.get_action(claim.action_id, claim.conversation_id)
+        return crash_action(
+            store,
+            action,
+            ErrorCause.MEMORY_LIMIT,
+            how=killed.describe(),
+            signal=killed.signal,
+            exitcode=killed.exitcode,
+            expected_fence=claim.fence,
+            killed_by=killed.killed_by,
+            max_rss_bytes=killed.peak_bytes,
+            memory_limit_bytes=killed.limit_bytes,
+        )
+
+    crashed = _with_retries(record, "record the crash", settings.outcome_retry_seconds)
+    # The claim is settled (the audit would drop the entry too, a little later).
+    with contextlib.suppress(UnavailableError):
+        store.forget_worker_claim(worker.id, claim.conversation_id, claim.action_id)
+    return "errored: memory_limit" if crashed else "dropped: late result"
 
 
 def execute_action(
@@ -220,7 +259,10 @@ def execute_action(
         claim.attempt,
         claim.fence,
     )
-    event, observed = _run_tool(claim, settings, store)
+    try:
+        event, observed = _run_tool(claim, settings, store)
+    except CommandOutOfMemory as killed:
+        return _record_memory_crash(store, settings, worker, claim, killed)
     # The agent's `finish` tool ends the conversation (until something new is posted).
     quiet = (
         ConversationStatus.FINISHED

@@ -38,6 +38,7 @@ from actionq.settings import get_settings
 from actionq.store import ActionStore, WorkerIdentity
 from actionq.tasks.heartbeat import stop_heartbeat
 from actionq.tasks.identity import current_worker, init_worker_identity
+from actionq.tasks.oom_watch import oom_watch, start_oom_watch
 from actionq.tools import load_tool_modules
 from actionq.tools.sandbox import scrub_worker_environ
 
@@ -95,6 +96,7 @@ def _init_worker(sender: Any) -> None:
     scrub_worker_environ()  # after the settings are read; before the pool forks
     load_tool_modules(settings.tool_modules)
     worker = init_worker_identity(getattr(sender, "hostname", None))
+    start_oom_watch()  # before the pool forks: OOM kills of its children are named
     store = get_store()
     _register_with_retries(store, worker, settings.worker_lease_seconds)
     log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
@@ -192,6 +194,15 @@ def on_task_failure(
     if ids is None:
         log.error("task %s failed with %r but carries no action ids", task_id, exception)
         return
+    killed_by = None
+    if cause == ErrorCause.WORKER_LOST and sig == signal.SIGKILL:
+        oom = oom_watch().oom_kill_of(ids[1])
+        if oom is not None:
+            killed_by = "oom_killer"
+            how = (
+                f"{how}; the kernel's OOM killer killed it (pid {oom.pid}, "
+                f"{oom.rss_bytes / 2**20:.0f} MiB resident at the kill)"
+            )
     outcome = settle_lost_task(
         get_store(),
         current_worker(),
@@ -202,6 +213,7 @@ def on_task_failure(
         how=how,
         signal=sig,
         exitcode=code,
+        killed_by=killed_by,
     )
     log.info("lost delivery of action %s settled: %s", ids[1], outcome)
 

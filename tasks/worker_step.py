@@ -5,7 +5,8 @@ on the worker's own event loop:
 - tell the heartbeat the loop is alive (``ACTIONQ_HEARTBEAT_INTERVAL``);
 - sweep the claims of workers whose lease expired (``ACTIONQ_SWEEP_INTERVAL``);
 - reap dead pool children: at once on SIGCHLD (a self-pipe on the event
-  loop), and every ``ACTIONQ_POOL_MAINTAIN_INTERVAL`` seconds as a safety net.
+  loop), and every ``ACTIONQ_POOL_MAINTAIN_INTERVAL`` seconds as a safety net
+  (each time noting which child runs which action, for the OOM watch).
   Celery notices a killed child through its sentinel pipe, but when the pipe
   closes before the child can be reaped only a hard-coded 5 s
   ``maintain_pool`` timer finds it; SIGCHLD arrives exactly when the child
@@ -32,6 +33,7 @@ from actionq.settings import get_settings
 from actionq.store import ActionStore
 from actionq.tasks.heartbeat import LeaseHeartbeat
 from actionq.tasks.identity import current_worker
+from actionq.tasks.oom_watch import oom_watch
 
 __all__ = ["ActionqWorkerStep"]
 
@@ -76,8 +78,21 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             hub.call_repeatedly(settings.heartbeat_interval, self.loop_alive),
             hub.call_repeatedly(settings.sweep_interval, self.sweep),
         ]
-        maintain = getattr(worker.pool, "maintain_pool", None)
-        if maintain is not None:
+        maintain_pool = getattr(worker.pool, "maintain_pool", None)
+        if maintain_pool is not None:
+
+            def maintain() -> None:
+                # Which child runs which action, noted while a child that just
+                # died is still listed: its crash can then say whether the
+                # kernel's OOM killer ended it (actionq.tasks.oom_watch).
+                watch = oom_watch()
+                if watch.enabled:
+                    try:
+                        watch.observe((r.id, r.worker_pid) for r in worker_state.active_requests)
+                    except Exception:  # never in the way of reaping children
+                        log.exception("OOM watch failed")
+                maintain_pool()
+
             self._timers.append(hub.call_repeatedly(settings.pool_maintain_interval, maintain))
             self._watch_children(hub, maintain)
 

@@ -73,3 +73,19 @@ def mark_worker_pid(args: MarkArgs, ctx: ToolContext) -> dict[str, Any]:
     """Append the pid of the worker's main process (the pool child's parent)."""
     _append(args.marker_file, str(os.getppid()))
     return {"worker_pid": os.getppid()}
+
+
+class AllocateArgs(BaseModel):
+    mib: int
+    step_mib: int = 20
+    step_seconds: float = 0.01
+
+
+@tool("allocate_in_process", AllocateArgs)
+def allocate_in_process(args: AllocateArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Grow the pool child itself (a leaking Python tool), step by step."""
+    held = []
+    for _ in range(0, args.mib, args.step_mib):
+        held.append(bytearray(args.step_mib * 1024 * 1024))  # zeroed: really resident
+        time.sleep(args.step_seconds)
+    return {"held_mib": len(held) * args.step_mib}

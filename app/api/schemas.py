@@ -84,7 +84,7 @@ class SubmitActionRequest(_Body):
 
 class ActionResponse(BaseModel):
     """An action as the API shows it: times in ISO 8601 (UTC), without the
-    store's internal fields (claim fence, process group, cgroup)."""
+    store's internal fields (claim fence, process group, cgroups)."""
 
     model_config = ConfigDict(extra="forbid")
 

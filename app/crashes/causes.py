@@ -69,6 +69,12 @@ CAUSES: dict[ErrorCause, Cause] = {
         "the worker stopped running this action without recording its outcome "
         "(for example, the state store was unreachable); it was not re-run",
     ),
+    ErrorCause.MEMORY_LIMIT: _crash(
+        "the pool child that ran the tool (it lives on: only the command's processes "
+        "died), when the kernel killed the command for memory",
+        "the command was killed for using too much memory ({how}); it may have had "
+        "side effects and was not re-run",
+    ),
     ErrorCause.TOOL_EXCEPTION: Cause(
         False, True, ActionState.DONE, None, "the run itself: the tool raised"
     ),

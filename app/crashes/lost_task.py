@@ -33,9 +33,11 @@ def settle_lost_task(
     how: str = "",
     signal: int | None = None,
     exitcode: int | None = None,
+    killed_by: str | None = None,
 ) -> str:
     """The process running a delivery of ``action_id`` died (killed, OOM,
-    time limit). Called in the worker's main process. Returns what it did."""
+    time limit). Called in the worker's main process. Returns what it did.
+    ``killed_by``: ``oom_killer`` if the kernel is known to have killed it."""
     try:
         action = store.get_action(action_id, conversation_id)
     except NotFoundError:
@@ -49,6 +51,7 @@ def settle_lost_task(
             signal=signal,
             exitcode=exitcode,
             expected_fence=action.fence,
+            killed_by=killed_by,
         )
         return "errored"
     if action.state == ActionState.PENDING:
@@ -58,7 +61,9 @@ def settle_lost_task(
         if store.count_lost_delivery(conversation_id, action_id) < MAX_LOST_BEFORE_CLAIM:
             dispatch(conversation_id, action_id)
             return "sent again"
-        crash_action(store, action, cause, how=how, signal=signal, exitcode=exitcode)
+        crash_action(
+            store, action, cause, how=how, signal=signal, exitcode=exitcode, killed_by=killed_by
+        )
         return "errored"
     # Ended already, or claimed by another worker (this was a redelivery). If the
     # child died right after finishing, the next action may not have been sent.

@@ -24,9 +24,9 @@ from actionq.models import (
     UserRejectObservation,
 )
 from actionq.store import ActionStore, StopOutcome
-from actionq.tools.sandbox import ProcessGroup
+from actionq.tools.sandbox import MemoryUsage, ProcessGroup
 
-__all__ = ["cancel_action", "crash_action", "kill_leftover_processes"]
+__all__ = ["cancel_action", "crash_action", "kill_leftover_processes", "leftover_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,39 @@ def _not_run_template() -> AgentErrorEvent:
     return agent_error_event(placeholder, ErrorCause.NOT_RUN)
 
 
+def _recorded_group(action: ActionRecord) -> ProcessGroup | None:
+    """The action's command as recorded, if it ran on this host (a process
+    elsewhere cannot be reached from here)."""
+    recorded = action.pgid is not None or action.cgroup or action.memory_cgroup
+    if not recorded or action.host != socket.gethostname():
+        return None
+    return ProcessGroup(
+        pgid=action.pgid,
+        start_ticks=action.pgid_start,
+        boot_id=action.boot_id,
+        cgroup=action.cgroup,
+        memory_cgroup=action.memory_cgroup,
+    )
+
+
 def kill_leftover_processes(action: ActionRecord) -> None:
     """Kill what is left of the action's command (a shell's children outlive the
     process that ran the tool): its cgroup, or its process group if the pid
     still names the recorded leader (or its members). Only on the host that
     ran it; never a process that merely reuses the pid after hours or a reboot."""
-    if (action.pgid is None and action.cgroup is None) or action.host != socket.gethostname():
-        return
-    group = ProcessGroup(
-        pgid=action.pgid,
-        start_ticks=action.pgid_start,
-        boot_id=action.boot_id,
-        cgroup=action.cgroup,
-    )
-    log.info("leftovers of action %s: %s", action.id, group.kill())
+    group = _recorded_group(action)
+    if group is not None:
+        log.info("leftovers of action %s: %s", action.id, group.kill())
+
+
+def leftover_memory(action: ActionRecord) -> MemoryUsage | None:
+    """What the memory cgroup of the action's command counted, if it is still
+    there to read (this host, not yet killed and removed): read before
+    ``kill_leftover_processes``, so that a crash event can say how much
+    memory the command held. None when nothing counted it."""
+    group = _recorded_group(action)
+    memory = group.memory() if group is not None else None
+    return memory.usage() if memory is not None else None
 
 
 # A stop is retried when the action changed state between the read and the
@@ -100,13 +119,25 @@ def crash_action(
     signal: int | None = None,
     exitcode: int | None = None,
     expected_fence: int | None = None,
+    killed_by: str | None = None,
+    max_rss_bytes: int | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> bool:
     """The action (as read by the caller) crashed, or may have: AgentErrorEvent,
     conversation ``error``, actions queued behind it not run. Returns False if
-    it had already ended (or, with ``expected_fence``, was claimed anew)."""
+    it had already ended (or, with ``expected_fence``, was claimed anew).
+
+    ``killed_by``, ``max_rss_bytes`` and ``memory_limit_bytes`` are what the
+    caller knows; where it gives no peak, the command's memory cgroup is read
+    (if it is still on this host) before what is left of it is killed."""
 
     now = store.server_time()
     rule = CAUSES[cause]
+    if max_rss_bytes is None:
+        counted = leftover_memory(action)
+        if counted is not None:
+            max_rss_bytes = counted.peak_bytes
+            memory_limit_bytes = memory_limit_bytes or counted.limit_bytes
 
     def event_for(record: ActionRecord) -> Event:
         runtime = round(now - record.claimed_at, 3) if record.claimed_at else None
@@ -120,6 +151,9 @@ def crash_action(
             pid=record.pid,
             attempt=record.attempt,
             runtime_s=runtime,
+            max_rss_bytes=max_rss_bytes,
+            memory_limit_bytes=memory_limit_bytes,
+            killed_by=killed_by,
         )
 
     if not rule.crash or rule.conversation_status is None:

@@ -140,6 +140,7 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
         pgid = "" if group.pgid is None else group.pgid
         start = "" if group.start_ticks is None else group.start_ticks
         boot, cgroup = group.boot_id or "", group.cgroup or ""
+        memory_cgroup = group.memory_cgroup or ""
         self._call(
             lambda: self.redis.hset(
                 key,
@@ -148,6 +149,7 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
                     "pgid_start": start,
                     "boot_id": boot,
                     "cgroup": cgroup,
+                    "memory_cgroup": memory_cgroup,
                 },
             )
         )

@@ -187,4 +187,5 @@ def action_from_hash(raw: dict[str, str]) -> ActionRecord:
         pgid_start=int(raw["pgid_start"]) if raw.get("pgid_start") else None,
         boot_id=raw.get("boot_id") or None,
         cgroup=raw.get("cgroup") or None,
+        memory_cgroup=raw.get("memory_cgroup") or None,
     )

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from actionq.errors import CommandOutOfMemory
 from actionq.tools.output import read_until_exit
 from actionq.tools.registry import ToolContext, tool
 from actionq.tools.sandbox import (
     CommandCgroup,
+    MemoryCgroup,
+    MemoryUsage,
     ProcessGroup,
     boot_id,
     die_with_parent_hook,
@@ -48,17 +53,29 @@ class FinishArgs(_Args):
 _OUTPUT_LINGER_SECONDS = 0.5
 
 
-def _prepare_subprocess(limit_mb: int, cgroup: CommandCgroup | None) -> Callable[[], None]:
-    """Runs in the forked subprocess before exec: join the command's cgroup
-    (so all it starts is in it from the first fork), cap its memory, and have
-    the kernel kill it if the worker process running the action dies."""
+def _prepare_subprocess(
+    limit_mb: int, cgroup: CommandCgroup | None, memory: MemoryCgroup | None
+) -> Callable[[], None]:
+    """Runs in the forked subprocess before exec: join the command's cgroups
+    (so all it starts is in them from the first fork), cap its memory, and
+    have the kernel kill it if the worker process running the action dies."""
     limit = limit_mb * 1024 * 1024
     die_with_worker = die_with_parent_hook(signal.SIGKILL)
 
     def apply() -> None:
         if cgroup is not None:
             cgroup.join_in_child()  # raises: Popen fails, nothing ran
-        if limit:
+        if memory is not None:
+            memory.join_in_child()
+        elif limit:
+            # The fallback where no cgroup can hold the cap: an address-space
+            # limit. It is a poor measure of memory (a JVM, Go or V8 program
+            # that reserves address space up front fails at once even if it
+            # would use little), which is why a memory cgroup replaces it; but
+            # without either, one leaking command could take the machine's
+            # memory and get the OOM killer to pick the pool child or another
+            # conversation's command. Under it the command sees ENOMEM and
+            # fails by itself: an ordinary observation, nothing was killed.
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         if die_with_worker is not None:
             die_with_worker()
@@ -66,14 +83,60 @@ def _prepare_subprocess(limit_mb: int, cgroup: CommandCgroup | None) -> Callable
     return apply
 
 
-@tool("terminal", TerminalArgs, risk="HIGH")
-def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Run a bash command; returns its exit code and (capped) combined output."""
-    shell = shutil.which("bash", path=ctx.env.get("PATH")) or "/bin/sh"
-    started = time.monotonic()
-    cgroup = CommandCgroup.create(f"actionq-{ctx.action_id}") if ctx.use_cgroups else None
+def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, int | None]:
+    """Wait for the shell; its exit code (negative: killed by that signal) and
+    the largest resident size (bytes) of it or any descendant it waited for
+    (``ru_maxrss`` from wait4: the peak where no cgroup counts one)."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): as Popen.wait
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
 
-    def start(cgroup: CommandCgroup | None) -> subprocess.Popen[bytes]:
+
+@dataclass
+class _CommandGroups:
+    """The cgroups of one command: the v2 one that holds all it starts, and the
+    one that caps its memory (that same v2 cgroup, or a v1 memory cgroup)."""
+
+    cgroup: CommandCgroup | None
+    memory: MemoryCgroup | None
+
+    @classmethod
+    def create(cls, ctx: ToolContext) -> _CommandGroups:
+        if not ctx.use_cgroups:
+            return cls(None, None)
+        name = f"actionq-{ctx.action_id}"
+        cgroup = CommandCgroup.create(name)
+        limit = ctx.memory_limit_mb * 1024 * 1024
+        return cls(cgroup, MemoryCgroup.create(name, cgroup, limit) if limit else None)
+
+    def record(self, pgid: int | None = None) -> ProcessGroup:
+        v1 = self.memory is not None and self.memory.v1
+        return ProcessGroup(
+            pgid=pgid,
+            start_ticks=process_start_ticks(pgid) if pgid is not None else None,
+            boot_id=boot_id(),
+            cgroup=str(self.cgroup.path) if self.cgroup is not None else None,
+            memory_cgroup=str(self.memory.path) if v1 and self.memory is not None else None,
+        )
+
+    def kill(self) -> None:
+        for group in (self.cgroup, self.memory):
+            if group is not None:
+                group.kill()
+
+    def remove(self) -> None:
+        for group in (self.memory, self.cgroup):
+            if group is not None:
+                group.remove()
+
+
+def _start(
+    args: TerminalArgs, ctx: ToolContext, shell: str, groups: _CommandGroups
+) -> tuple[subprocess.Popen[bytes], _CommandGroups]:
+    def start(groups: _CommandGroups) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [shell, "-c", args.command],
             cwd=ctx.workdir,
@@ -82,37 +145,39 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: pgid == pid
-            preexec_fn=_prepare_subprocess(ctx.memory_limit_mb, cgroup),
+            preexec_fn=_prepare_subprocess(ctx.memory_limit_mb, groups.cgroup, groups.memory),
         )
 
-    if cgroup is not None:
+    try:
+        return start(groups), groups
+    except subprocess.SubprocessError:
+        if groups.cgroup is None and groups.memory is None:
+            raise
+        # It could not join a cgroup (before exec: nothing ran): without them.
+        log.warning("cannot move commands into their cgroups; using process groups")
+        groups.remove()
+        groups = _CommandGroups(None, None)
+        return start(groups), groups
+    except BaseException:
+        groups.remove()
+        raise
+
+
+@tool("terminal", TerminalArgs, risk="HIGH")
+def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Run a bash command; returns its exit code and (capped) combined output."""
+    shell = shutil.which("bash", path=ctx.env.get("PATH")) or "/bin/sh"
+    started = time.monotonic()
+    groups = _CommandGroups.create(ctx)
+    if groups.cgroup is not None or groups.memory is not None:
         # Recorded before the command can start anything: a crash right after
         # the start still finds all of it.
-        ctx.register_process_group(ProcessGroup(None, None, boot_id(), str(cgroup.path)))
-    try:
-        proc = start(cgroup)
-    except subprocess.SubprocessError:
-        if cgroup is None:
-            raise
-        # It could not join the cgroup (before exec: nothing ran): without it.
-        log.warning("cannot move commands into cgroup %s; using process groups", cgroup.path)
-        cgroup.remove()
-        cgroup = None
-        proc = start(None)
-    except BaseException:
-        if cgroup is not None:
-            cgroup.remove()
-        raise
+        ctx.register_process_group(groups.record())
+    proc, groups = _start(args, ctx, shell, groups)
     assert proc.stdout is not None
+    usage: MemoryUsage | None = None
     try:
-        ctx.register_process_group(
-            ProcessGroup(
-                pgid=proc.pid,
-                start_ticks=process_start_ticks(proc.pid),
-                boot_id=boot_id(),
-                cgroup=str(cgroup.path) if cgroup is not None else None,
-            )
-        )
+        ctx.register_process_group(groups.record(proc.pid))
         output, timed_out = read_until_exit(
             proc.stdout,
             ctx.max_output_bytes,
@@ -123,13 +188,24 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     finally:
         # Nothing it started outlives it. The shell is not reaped yet, so its
         # pid (= the group id) cannot have been reused.
-        if cgroup is not None:
-            cgroup.kill()
+        groups.kill()
         kill_process_group(proc.pid)
         proc.stdout.close()
-        exit_code = proc.wait()
-        if cgroup is not None:
-            cgroup.remove()
+        exit_code, max_rss = _reap(proc)
+        if groups.memory is not None:
+            usage = groups.memory.usage()  # before the cgroup and its counters are gone
+        groups.remove()
+    if usage is not None and usage.killed_by is not None:
+        # The kernel killed (part of) it for memory: a crash, since what it
+        # did before may stand; the worker records it, and goes on.
+        raise CommandOutOfMemory(
+            args.command,
+            killed_by=usage.killed_by,
+            limit_bytes=usage.limit_bytes,
+            peak_bytes=usage.peak_bytes if usage.peak_bytes is not None else max_rss,
+            signal=-exit_code if exit_code < 0 else None,
+            exitcode=exit_code if exit_code >= 0 else None,
+        )
     if timed_out:
         exit_code = TIMEOUT_EXIT_CODE
     return {

@@ -8,7 +8,7 @@ from datetime import datetime
 from actionq.api.schemas import ActionResponse
 from actionq.models import ActionRecord, ActionState
 
-INTERNAL = {"fence", "pgid", "pgid_start", "boot_id", "cgroup"}
+INTERNAL = {"fence", "pgid", "pgid_start", "boot_id", "cgroup", "memory_cgroup"}
 
 
 def record(**fields: object) -> ActionRecord:

@@ -61,6 +61,7 @@ def test_killed_child_becomes_agent_error_and_never_reruns(
     error = only_error(aq, conversation.id, action.id)
     assert error.detail.cause == ErrorCause.WORKER_LOST
     assert error.detail.signal == signal.SIGKILL
+    assert error.detail.killed_by is None  # a kill -9: the OOM watch claims nothing
     assert error.classification.kind == "crash"
     assert error.tool_call_id == action.tool_call_id
     assert count_lines(marker) == 1
