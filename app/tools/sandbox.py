@@ -576,3 +576,21 @@ class MemoryCgroup:
         cgroup, removed with it)."""
         if self.v1:
             _remove_cgroup(self.path, timeout)
+
+
+def command_memory_cap_available() -> bool:
+    """Whether a command started here could be capped by a memory cgroup
+    (else its cap is an address-space limit): a probe group is made and
+    removed. For ``actionq demo``, which tells its story either way."""
+    name = f"actionq-probe-{os.getpid()}"
+    command_cgroup = CommandCgroup.create(name)
+    try:
+        group = MemoryCgroup._create(name, command_cgroup, 64 * 1024 * 1024)
+        if group is None:
+            return False
+        if group.v1:
+            group.remove()
+        return True
+    finally:
+        if command_cgroup is not None:
+            command_cgroup.remove()

@@ -358,6 +358,26 @@ def test_demo_leaves_no_temp_folder(tmp_path: Path) -> None:
     assert list(temp.iterdir()) == []
 
 
+@pytest.mark.parametrize("cgroups", ["true", "false"])
+def test_demo_tells_the_agent_story(tmp_path: Path, cgroups: str) -> None:
+    """With the memory cap (a cgroup) the leak is a memory_limit crash;
+    without one it kills its worker process: either way the conversation
+    goes to error, the agent reads the crash, tries another way, finishes,
+    and the leaking command ran once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "actionq", "demo", "--data-dir", str(tmp_path / "demo")],
+        env=env | {"ACTIONQ_TOOL_CGROUPS": cgroups}, cwd=ROOT, capture_output=True,
+        text=True, timeout=180,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "demo passed" in out and "the leaking command ran 1x" in out
+    expected_cause = "memory_limit" if cgroups == "true" else "worker_lost"
+    assert f"error; {expected_cause}: the call is not re-run" in out
+    assert "final status: finished" in out
+
+
 # 10. Attaching to a running `up`.
 
 
