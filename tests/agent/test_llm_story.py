@@ -201,3 +201,51 @@ def test_model_errors_are_retried_then_end_the_run(
     assert error.classification is not None and error.classification.kind == "rate_limit"
     aq.run(limited)
     _wait_status(aq, limited, ConversationStatus.FINISHED)
+
+
+def test_parallel_calls_only_the_call_in_flight_is_errored(
+    aq: ActionQ, start_worker: WorkerFactory, fake: FakeModel, tmp_path: Path
+) -> None:
+    """Three calls in one response, each its own job, run in order: the
+    first keeps its observation (written when it finished), the second's
+    worker dies, the third never started (not_run). The next request to the
+    model answers each of the three calls exactly once."""
+    marks = tmp_path / "marks"
+    fake.script(
+        "three at once",
+        [
+            {
+                "tool_calls": [
+                    _tool_call("sleep_after_mark", marker_file=str(marks), line="a", seconds=0),
+                    _tool_call("kill_own_process", marker_file=str(marks), line="b"),
+                    _tool_call("sleep_after_mark", marker_file=str(marks), line="c", seconds=0),
+                ]
+            },
+            {"content": "understood"},
+        ],
+    )
+    _workers(start_worker)
+    cid = aq.create_conversation(agent=LLM).id
+    aq.send_message(cid, "three at once", run=True)
+    _wait_status(aq, cid, ConversationStatus.ERROR)
+    aq.run(cid)
+    _wait_status(aq, cid, ConversationStatus.FINISHED)
+    events = events_of(aq, cid)
+    calls = [e for e in events if isinstance(e, ActionEvent)]
+    assert len(calls) == 3 and len({c.llm_response_id for c in calls}) == 1
+    kinds = {
+        e.tool_call_id: (e.kind, getattr(getattr(e, "detail", None), "cause", None))
+        for e in events
+        if isinstance(e, ObservationEvent | AgentErrorEvent)
+    }
+    assert [kinds[c.tool_call_id] for c in calls] == [
+        ("ObservationEvent", None),
+        ("AgentErrorEvent", "worker_lost"),
+        ("AgentErrorEvent", "not_run"),
+    ]
+    assert _lines(marks) == ["a", "b"]
+    second = fake.requests("three at once")[1]["messages"]
+    assert_valid_chat(second)
+    answered = [m["tool_call_id"] for m in second if m["role"] == "tool"]
+    assert answered == [c.tool_call_id for c in calls]
+    assert_log_consistent(aq, cid)
