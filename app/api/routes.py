@@ -10,14 +10,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from actionq.api.auth import require_api_key
 from actionq.api.schemas import (
     ActionResponse,
+    ConfirmationPolicyRequest,
+    ConfirmationResponse,
     ConversationList,
     CreateConversationRequest,
     ErrorResponse,
     HealthResponse,
     RetryRequest,
+    SendMessageRequest,
     SubmitActionRequest,
+    Success,
 )
 from actionq.api.stream import MAX_SEQ
+from actionq.errors import BadRequestError, ConfigurationError
 from actionq.models import Conversation, EventPage
 from actionq.service import ActionQ
 
@@ -69,10 +74,22 @@ def metrics(request: Request, aq: AQ) -> Response:
 def create_conversation(
     aq: AQ, response: Response, body: CreateConversationRequest | None = None
 ) -> Conversation:
-    """Create a conversation (201); with the ``id`` of one that exists, return it (200)."""
-    conversation, created = aq.create_conversation_checked(body.id if body else None)
+    """Create a conversation (201); with the ``id`` of one that exists, return
+    it unchanged (200; its ``initial_message`` is not sent). With ``agent``,
+    messages and ``run`` drive it; an LLM agent's model profile must be known
+    to the server (400 otherwise, nothing stored)."""
+    body = body or CreateConversationRequest()
+    try:
+        conversation, created = aq.create_conversation_checked(body.id, agent=body.agent)
+    except ConfigurationError as e:
+        # The request names something the server does not have (a model
+        # profile): the client's to fix, and nothing was stored.
+        raise BadRequestError(f"agent: {e}") from e
     if not created:
         response.status_code = 200
+    elif body.initial_message is not None:
+        message = body.initial_message
+        conversation = aq.send_message(conversation.id, message.text(), run=message.run)
     return conversation
 
 
@@ -133,13 +150,78 @@ def resume_conversation(conversation_id: str, aq: AQ) -> Conversation:
 
 
 @protected.post(
+    "/api/conversations/{conversation_id}/events",
+    response_model=Success,
+    tags=["events"],
+)
+def send_message(conversation_id: str, body: SendMessageRequest, aq: AQ) -> Success:
+    """A user message (a ``MessageEvent``); with ``run`` the conversation runs
+    (a running agent reads it at its next step). A ``finished`` or ``stuck``
+    conversation goes back to ``idle``."""
+    aq.send_message(conversation_id, body.text(), run=body.run)
+    return Success()
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/run",
+    response_model=Conversation,
+    tags=["conversations"],
+)
+def run_conversation(conversation_id: str, aq: AQ) -> Conversation:
+    """Run from ``idle``, ``paused``, ``error``, ``stuck`` (nothing that crashed
+    runs again) or ``waiting_for_confirmation`` (accepts the held calls);
+    409 if it is running. A ``finished`` one is left as it is."""
+    return aq.run(conversation_id)
+
+
+@protected.post(
     "/api/conversations/{conversation_id}/pause",
     response_model=Conversation,
     tags=["conversations"],
 )
 def pause_conversation(conversation_id: str, aq: AQ) -> Conversation:
-    """Stop: the running action is killed and recorded as cancelled."""
+    """Pause between steps: nothing new starts until ``run``; the tool call or
+    model step in flight finishes and is recorded (``/interrupt`` stops it).
+    409 in ``error`` or ``waiting_for_confirmation``."""
     return aq.pause(conversation_id)
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/interrupt",
+    response_model=Conversation,
+    tags=["conversations"],
+)
+def interrupt_conversation(conversation_id: str, aq: AQ) -> Conversation:
+    """Pause now: a running tool call is killed and recorded as cancelled, a
+    model step in flight is dropped (asked again on the next ``run``)."""
+    return aq.interrupt(conversation_id)
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/events/respond_to_confirmation",
+    response_model=Success,
+    tags=["events"],
+)
+def respond_to_confirmation(conversation_id: str, body: ConfirmationResponse, aq: AQ) -> Success:
+    """Accept the calls waiting for confirmation (they run, once) or reject
+    them (each gets a ``UserRejectObservation`` with ``reason``; the
+    conversation goes to ``idle``). 409 if nothing waits."""
+    aq.respond_to_confirmation(conversation_id, accept=body.accept, reason=body.reason)
+    return Success()
+
+
+@protected.post(
+    "/api/conversations/{conversation_id}/confirmation_policy",
+    response_model=Success,
+    tags=["conversations"],
+)
+def set_confirmation_policy(
+    conversation_id: str, body: ConfirmationPolicyRequest, aq: AQ
+) -> Success:
+    """The policy for the agent's next replies (calls already waiting keep
+    waiting). 409 for a conversation without an agent."""
+    aq.set_confirmation_policy(conversation_id, body.policy)
+    return Success()
 
 
 @protected.get("/api/actions/{action_id}", response_model=ActionResponse, tags=["actions"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from actionq.agent.spec import AgentSpec, ConfirmationPolicy
 from actionq.models import (
     CONVERSATION_ID_MAX_LENGTH,
     CONVERSATION_ID_PATTERN,
@@ -17,13 +18,19 @@ from actionq.models import (
 
 __all__ = [
     "ActionResponse",
+    "ConfirmationPolicyRequest",
+    "ConfirmationResponse",
     "ConversationList",
     "CreateConversationRequest",
     "ErrorBody",
     "ErrorResponse",
     "HealthResponse",
+    "InitialMessage",
     "RetryRequest",
+    "SendMessageRequest",
     "SubmitActionRequest",
+    "Success",
+    "TextContent",
 ]
 
 
@@ -53,6 +60,37 @@ class _Body(BaseModel):
         return self
 
 
+class TextContent(_Body):
+    """One part of a message's content, as OpenHands has it (text only here)."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class SendMessageRequest(_Body):
+    """A user message (OpenHands' ``SendMessageRequest``): ``content`` is a
+    string or a list of text parts, which are joined with newlines."""
+
+    role: Literal["user"] = Field("user", description="Only user messages can be sent.")
+    content: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[TextContent], Field(min_length=1, max_length=1000)]
+    )
+    run: bool = Field(False, description="Run the conversation after the message.")
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class InitialMessage(SendMessageRequest):
+    """The first message, sent once the conversation is created (runs by
+    default, as OpenHands always does)."""
+
+    run: bool = Field(True, description="Run the conversation after the message.")
+
+
 class CreateConversationRequest(_Body):
     id: str | None = Field(
         None,
@@ -63,6 +101,36 @@ class CreateConversationRequest(_Body):
         description="Optional id: letters, digits, '_', '.', '-', starting with a letter or "
         "digit. Creating an existing id returns it unchanged (200).",
     )
+    agent: AgentSpec | None = Field(
+        None,
+        description="The conversation's agent: a model profile the server knows "
+        "(kind llm; never a credential) or a script (kind scripted). Without it the "
+        "conversation only runs the tool calls posted to it.",
+    )
+    initial_message: InitialMessage | None = Field(
+        None, description="Sent after the conversation is created (not when it existed)."
+    )
+
+
+class ConfirmationResponse(_Body):
+    """OpenHands' ``ConfirmationResponseRequest``."""
+
+    accept: bool = Field(description="true: the held calls run; false: each is rejected.")
+    reason: str = Field(
+        "User rejected the action.",
+        max_length=10_000,
+        description="Given to the agent with each rejected call.",
+    )
+
+
+class ConfirmationPolicyRequest(_Body):
+    policy: ConfirmationPolicy
+
+
+class Success(_Body):
+    """OpenHands' answer to the routes that return no state."""
+
+    success: bool = True
 
 
 class SubmitActionRequest(_Body):

@@ -57,8 +57,10 @@ class ApiClient:
         _raise_for_error(response)
         return response.json()
 
-    def create_conversation(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/api/conversations")
+    def create_conversation(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``body``: ``{id?, agent?, initial_message?}`` (docs/api.md); none: a
+        plain conversation."""
+        result: dict[str, Any] = self._request("POST", "/api/conversations", json=body)
         return result
 
     def list_conversations(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
@@ -88,6 +90,44 @@ class ApiClient:
             "POST", f"/api/conversations/{conversation_id}/pause"
         )
         return result
+
+    def run(self, conversation_id: str) -> dict[str, Any]:
+        return self._conversation_verb(conversation_id, "run")
+
+    def interrupt(self, conversation_id: str) -> dict[str, Any]:
+        return self._conversation_verb(conversation_id, "interrupt")
+
+    def _conversation_verb(self, conversation_id: str, verb: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/conversations/{conversation_id}/{verb}"
+        )
+        return result
+
+    def send_message(self, conversation_id: str, text: str, *, run: bool = False) -> None:
+        self._request(
+            "POST",
+            f"/api/conversations/{conversation_id}/events",
+            json={"role": "user", "content": text, "run": run},
+        )
+
+    def respond_to_confirmation(
+        self, conversation_id: str, *, accept: bool, reason: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"accept": accept}
+        if reason is not None:
+            body["reason"] = reason
+        self._request(
+            "POST",
+            f"/api/conversations/{conversation_id}/events/respond_to_confirmation",
+            json=body,
+        )
+
+    def set_confirmation_policy(self, conversation_id: str, policy: dict[str, Any]) -> None:
+        self._request(
+            "POST",
+            f"/api/conversations/{conversation_id}/confirmation_policy",
+            json={"policy": policy},
+        )
 
     def get_action(self, action_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", f"/api/actions/{action_id}")

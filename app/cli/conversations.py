@@ -7,14 +7,18 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from actionq.agent.spec import AgentSpec
 from actionq.cli.api_client import ApiClient, resolve_api_target
 from actionq.errors import ActionqError, ApiError
+from actionq.models import validation_error_text
 from actionq.settings import get_settings
 
 __all__ = ["actions", "conversations"]
@@ -63,6 +67,10 @@ def _describe(event: dict[str, Any]) -> Any:
         return f"{event['key']} -> {event['value']}"
     if kind == "UserRejectObservation":
         return event["rejection_reason"]
+    if kind == "MessageEvent":
+        return f"{event['source']}: {event['llm_message']['content']}"
+    if kind == "ConversationErrorEvent":
+        return f"{event['code']}: {event['detail']}"
     return ""
 
 
@@ -90,8 +98,36 @@ def _print_events(events: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _agent_facts(conversation: dict[str, Any]) -> str:
+    """What a conversation's agent is doing, for `show` and `list`: '' for a
+    conversation without an agent (a field an older API lacks counts as 0)."""
+    if not conversation.get("agent"):
+        return ""
+    facts = f"agent, iteration {conversation.get('iteration', 0)}"
+    waiting = conversation.get("pending_confirmation", 0)
+    if waiting:
+        facts += f", {waiting} call{'s' if waiting != 1 else ''} to confirm"
+    return facts
+
+
+def _confirmation_hint(conversation: dict[str, Any]) -> str:
+    """What to do about calls that wait for the user, or ''."""
+    waiting = conversation.get("pending_confirmation", 0)
+    if not waiting or conversation["status"] != "waiting_for_confirmation":
+        return ""
+    cid = conversation["id"]
+    calls = "1 call waits" if waiting == 1 else f"{waiting} calls wait"
+    return (
+        f"{calls} for confirmation: `actionq conversations confirm {cid}` runs "
+        f"{'it' if waiting == 1 else 'them'}, `actionq conversations reject {cid}` does not"
+    )
+
+
 def _echo_status(conversation: dict[str, Any]) -> None:
     click.echo(f"{conversation['id']} {conversation['status']}")
+    hint = _confirmation_hint(conversation)
+    if hint:
+        click.echo(hint)
 
 
 def _emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -170,22 +206,126 @@ def list_(client: ApiClient, limit: int, as_json: bool) -> None:
     def human() -> None:
         table = Table()
         table.add_column("id", overflow="fold")  # folded, never cut: only useful whole
-        for column in ("status", "events", "updated"):
+        for column in ("status", "events", "agent", "updated"):
             table.add_column(column)
         for c in page["items"]:
             style = "red" if c["status"] == "error" else None
-            table.add_row(c["id"], c["status"], str(c["last_seq"]), c["updated_at"], style=style)
+            row = (c["id"], c["status"], str(c["last_seq"]), _agent_facts(c) or "-")
+            table.add_row(*row, c["updated_at"], style=style)
         console.print(table)
 
     _emit(page, as_json, human)
 
 
+CONFIRM_POLICIES: dict[str, dict[str, Any]] = {
+    "never": {"kind": "NeverConfirm"},
+    "always": {"kind": "AlwaysConfirm"},
+    "risky": {"kind": "ConfirmRisky"},  # threshold HIGH; tools without a risk too
+}
+confirm_choice = click.Choice(list(CONFIRM_POLICIES))
+
+
+def _read_script(path: Path) -> dict[str, Any]:
+    """An agent script file: a JSON list of turns, or a whole scripted AgentSpec."""
+    try:
+        loaded = json.loads(path.read_text())
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise click.BadParameter(f"{path} is not JSON: {e}") from e
+    if isinstance(loaded, list):
+        return {"kind": "scripted", "turns": loaded}
+    if isinstance(loaded, dict) and loaded.get("kind", "scripted") == "scripted":
+        return loaded | {"kind": "scripted"}
+    raise click.BadParameter(
+        f"{path} must hold a list of turns or an agent spec of kind scripted", param_hint="FILE"
+    )
+
+
+def agent_spec(
+    script: Path | None, profile: str | None, confirm: str | None, max_iterations: int | None
+) -> dict[str, Any] | None:
+    """The AgentSpec `create` sends, checked here so that a mistake in the
+    script is reported with the file's name; None: no agent."""
+    if script is not None and profile is not None:
+        raise click.UsageError("--agent-script and --model-profile are two agents: give one")
+    if script is None and profile is None:
+        if confirm is not None or max_iterations is not None:
+            raise click.UsageError(
+                "--confirm and --max-iterations need an agent (--agent-script or --model-profile)"
+            )
+        return None
+    spec: dict[str, Any] = (
+        _read_script(script) if script else {"kind": "llm", "model_profile": profile}
+    )
+    if confirm is not None:
+        spec["confirmation_policy"] = CONFIRM_POLICIES[confirm]
+    if max_iterations is not None:
+        spec["max_iterations"] = max_iterations
+    try:
+        AgentSpec.model_validate(spec)
+    except ValidationError as e:
+        where = f"{script}: " if script else ""
+        raise click.BadParameter(f"{where}not a valid agent: {validation_error_text(e)}") from e
+    return spec
+
+
 @conversations.command()
+@click.option(
+    "--agent-script",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="A scripted agent: a JSON file with a list of turns "
+    '([{"text": ..., "tool_calls": [{"tool": ..., "arguments": {...}}]}, ...]) '
+    "or a whole AgentSpec of kind scripted.",
+)
+@click.option(
+    "--model-profile",
+    default=None,
+    metavar="NAME",
+    help="An LLM agent using this model profile of the server (its key stays on the server).",
+)
+@click.option(
+    "--confirm",
+    type=confirm_choice,
+    default=None,
+    help="Which tool calls wait for your confirmation (default: never; risky: HIGH risk "
+    "and tools that declare none).",
+)
+@click.option(
+    "--max-iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Model steps per run (default: the server's ACTIONQ_AGENT_MAX_ITERATIONS).",
+)
+@click.option(
+    "--message", default=None, metavar="TEXT", help="A first message; the agent runs on it."
+)
 @json_option
 @with_client
-def create(client: ApiClient, as_json: bool) -> None:
-    """Create a conversation; prints its id."""
-    conversation = client.create_conversation()
+def create(
+    client: ApiClient,
+    agent_script: Path | None,
+    model_profile: str | None,
+    confirm: str | None,
+    max_iterations: int | None,
+    message: str | None,
+    as_json: bool,
+) -> None:
+    """Create a conversation; prints its id.
+
+    Without an agent it runs the tool calls you `submit`. With one
+    (--agent-script or --model-profile), `message --run` and `run` drive it."""
+    spec = agent_spec(agent_script, model_profile, confirm, max_iterations)
+    if message is not None and spec is None:
+        raise click.UsageError("--message needs an agent (--agent-script or --model-profile)")
+    body: dict[str, Any] = {}
+    if spec is not None:
+        body["agent"] = spec
+    if message is not None:
+        body["initial_message"] = {"role": "user", "content": message, "run": True}
+    conversation = client.create_conversation(body or None)
     _emit(conversation, as_json, lambda: click.echo(conversation["id"]))
 
 
@@ -224,8 +364,16 @@ def show(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     events = client.all_events(conversation_id)
 
     def human() -> None:
-        console.print(f"[bold]{conversation['id']}[/]  status [bold]{conversation['status']}[/]")
+        facts = _agent_facts(conversation)
+        console.print(
+            f"[bold]{conversation['id']}[/]  status [bold]{conversation['status']}[/]"
+            + (f"  ({facts})" if facts else ""),
+            highlight=False,
+        )
         _print_events(events)
+        hint = _confirmation_hint(conversation)
+        if hint:
+            console.print(hint, highlight=False, markup=False)
 
     _emit({"conversation": conversation, "events": events}, as_json, human)
 
@@ -293,8 +441,91 @@ def resume(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 @json_option
 @with_client
 def pause(client: ApiClient, conversation_id: str, as_json: bool) -> None:
-    """Pause a conversation (its running action is stopped)."""
+    """Pause between steps: the tool call or model step in flight finishes,
+    nothing new starts until `run` (`interrupt` stops it now)."""
     conversation = client.pause(conversation_id)
+    _emit(conversation, as_json, lambda: _echo_status(conversation))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def interrupt(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Stop now: a running tool call is killed (recorded as cancelled), a model
+    step in flight is dropped; `run` goes on."""
+    conversation = client.interrupt(conversation_id)
+    _emit(conversation, as_json, lambda: _echo_status(conversation))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def run(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Run a conversation (from idle, paused, error, stuck; nothing that
+    crashed runs again). Waiting for confirmation: use `confirm` or `reject`."""
+    conversation = client.run(conversation_id)
+    _emit(conversation, as_json, lambda: _echo_status(conversation))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@click.argument("text")
+@click.option("--run", "run_after", is_flag=True, help="Run the conversation after the message.")
+@json_option
+@with_client
+def message(
+    client: ApiClient, conversation_id: str, text: str, run_after: bool, as_json: bool
+) -> None:
+    """Send a user message; prints the conversation's status.
+
+    With --run the agent runs (a running one reads it at its next step)."""
+    client.send_message(conversation_id, text, run=run_after)
+    _show_status(client, conversation_id, as_json)
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def confirm(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Accept the tool calls waiting for confirmation: they run, once."""
+    client.respond_to_confirmation(conversation_id, accept=True)
+    _show_status(client, conversation_id, as_json)
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@click.option(
+    "--reason",
+    default=None,
+    help="Told to the agent with each rejected call (default: User rejected the action.).",
+)
+@json_option
+@with_client
+def reject(client: ApiClient, conversation_id: str, reason: str | None, as_json: bool) -> None:
+    """Reject the tool calls waiting for confirmation: none runs, the agent
+    reads why at its next step (`run` or `message --run`)."""
+    client.respond_to_confirmation(conversation_id, accept=False, reason=reason)
+    _show_status(client, conversation_id, as_json)
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@click.argument("policy", type=confirm_choice)
+@json_option
+@with_client
+def policy(client: ApiClient, conversation_id: str, policy: str, as_json: bool) -> None:
+    """Which of the agent's next tool calls wait for confirmation: never,
+    always, or risky (HIGH risk and tools that declare none)."""
+    client.set_confirmation_policy(conversation_id, CONFIRM_POLICIES[policy])
+    _show_status(client, conversation_id, as_json)
+
+
+def _show_status(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """After a route that answers only ``{"success": true}``: the conversation."""
+    conversation = client.get_conversation(conversation_id)
     _emit(conversation, as_json, lambda: _echo_status(conversation))
 
 

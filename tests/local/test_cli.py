@@ -286,3 +286,96 @@ def test_settings_table_says_which_key_setting_is_for_whom() -> None:
     (key,) = rows_with(table, "| `ACTIONQ_API_KEY` |")
     assert "Server" in keys and "ACTIONQ_API_KEY`" in keys
     assert "Clients" in key and "ACTIONQ_API_KEYS" in key
+
+
+# --- the agent loop from the command line ---------------------------------------
+
+
+def test_an_agent_conversation_driven_from_the_command_line(
+    stack: UpProcess, tmp_path: Path
+) -> None:
+    marker = tmp_path / "agent-marks"
+
+    def mark(line: str) -> dict[str, Any]:
+        arguments = {"marker_file": str(marker), "line": line, "seconds": 0}
+        return {"tool": "sleep_after_mark", "arguments": arguments}
+
+    script = tmp_path / "script.json"
+    script.write_text(
+        json.dumps(
+            [
+                {"tool_calls": [mark("x")]},
+                {"text": "rejected: {last_result}", "tool_calls": [mark("y")]},
+                {"text": "all done"},
+            ]
+        )
+    )
+    conversations = ("conversations",)
+    created = client_command(
+        stack, *conversations, "create", "--agent-script", str(script), "--confirm", "always"
+    )
+    assert created.returncode == 0, created.stderr
+    cid = created.stdout.strip()
+
+    sent = client_command(stack, *conversations, "message", cid, "careful", "--run")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith(f"{cid} "), sent.stdout
+    wait_for_status(stack, cid, "waiting_for_confirmation")
+    shown = client_command(stack, *conversations, "show", cid)
+    assert shown.returncode == 0, shown.stderr
+    assert "(agent, iteration 1, 1 call to confirm)" in shown.stdout, shown.stdout
+    assert f"`actionq conversations confirm {cid}` runs it" in shown.stdout
+    assert rows_with(shown.stdout, "user: careful")
+
+    rejected = client_command(stack, *conversations, "reject", cid, "--reason", "not that one")
+    assert rejected.returncode == 0, rejected.stderr
+    assert rejected.stdout.strip() == f"{cid} idle"
+    again = client_command(stack, *conversations, "reject", cid, "--json")
+    assert json_error(again)["status"] == 409  # nothing waits any more
+
+    ran = client_command(stack, *conversations, "run", cid)
+    assert ran.returncode == 0, ran.stderr
+    wait_for_status(stack, cid, "waiting_for_confirmation")
+    confirmed = client_command(stack, *conversations, "confirm", cid, "--json")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert json.loads(confirmed.stdout)["id"] == cid
+    wait_for_status(stack, cid, "finished")
+    assert marker.read_text().splitlines() == ["y"]  # the rejected call never ran
+
+    events = json.loads(client_command(stack, *conversations, "show", cid, "--json").stdout)
+    (rejection,) = [e for e in events["events"] if e["kind"] == "UserRejectObservation"]
+    assert rejection["rejection_reason"] == "not that one"
+    human = client_command(stack, *conversations, "show", cid).stdout
+    assert rows_with(human, "agent: all done") and "to confirm" not in human
+    listed = client_command(stack, *conversations, "list")
+    (row,) = rows_with(listed.stdout, cid)
+    assert "finished" in row and "agent, iteration" in row
+
+    # The policy, and a first message that runs at once.
+    assert client_command(stack, *conversations, "policy", cid, "never").returncode == 0
+    quick = client_command(
+        stack, *conversations, "create", "--agent-script", str(script), "--message", "go",
+        "--max-iterations", "5", "--json",
+    )  # fmt: skip
+    assert quick.returncode == 0, quick.stderr
+    quick_cid = json.loads(quick.stdout)["id"]
+    wait_for_status(stack, quick_cid, "finished")
+    assert marker.read_text().splitlines() == ["y", "x", "y"]
+
+
+def test_agent_options_mistakes_are_one_line(stack: UpProcess, tmp_path: Path) -> None:
+    plain = client_command(stack, "conversations", "create", "--confirm", "always")
+    assert plain.returncode == 2 and "need an agent" in plain.stderr
+    script = tmp_path / "broken.json"
+    script.write_text('[{"txt": "hi"}]')
+    broken = client_command(stack, "conversations", "create", "--agent-script", str(script))
+    assert broken.returncode == 2 and str(script) in broken.stderr and "txt" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    as_json = json_error(
+        client_command(stack, "conversations", "create", "--agent-script", str(script), "--json")
+    )
+    assert as_json["code"] == "bad_parameter" and str(script) in as_json["message"]
+    cid = json.loads(client_command(stack, "conversations", "create", "--json").stdout)["id"]
+    no_agent = client_command(stack, "conversations", "policy", cid, "always")
+    line = assert_one_line_error(no_agent, "409")
+    assert "no agent" in line

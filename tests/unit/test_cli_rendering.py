@@ -1,21 +1,38 @@
 """How ``actionq conversations show`` and ``tail`` describe each event
 (actionq.cli.conversations): one readable detail per kind, cut after a whole
-word, and only the signal or exit code an error really has."""
+word, and only the signal or exit code an error really has; what they say of
+a conversation's agent; how ``create`` reads its agent options."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
-from actionq.cli.conversations import DETAIL_LIMIT, _describe, _summary
+from actionq.agent.spec import AgentSpec
+from actionq.cli.conversations import (
+    DETAIL_LIMIT,
+    _agent_facts,
+    _confirmation_hint,
+    _describe,
+    _summary,
+    agent_spec,
+)
 from actionq.models import (
     ActionEvent,
     AgentErrorEvent,
+    Conversation,
+    ConversationErrorEvent,
     ConversationStateUpdateEvent,
+    ConversationStatus,
     ErrorCause,
     ErrorClassification,
     ErrorDetail,
+    LLMMessage,
+    MessageEvent,
     ObservationEvent,
     UserRejectObservation,
 )
@@ -136,3 +153,124 @@ def test_one_very_long_word_is_cut_inside_rather_than_dropped() -> None:
     summary = _summary(rejection(text))
     assert summary == text[: DETAIL_LIMIT - 1] + "…"
     assert len(summary) == DETAIL_LIMIT
+
+
+# --- the agent loop ------------------------------------------------------------------
+
+
+def test_a_message_shows_who_said_what() -> None:
+    said = as_sent(MessageEvent(source="user", llm_message=LLMMessage(role="user", content="go")))
+    assert _describe(said) == "user: go"
+    answer = as_sent(
+        MessageEvent(source="agent", llm_message=LLMMessage(role="assistant", content="done"))
+    )
+    assert _summary(answer) == "agent: done"
+
+
+def test_a_run_error_shows_its_code_and_detail() -> None:
+    event = as_sent(ConversationErrorEvent(code="MaxIterationsReached", detail="2 steps"))
+    assert _describe(event) == "MaxIterationsReached: 2 steps"
+
+
+def conversation(**fields: Any) -> dict[str, Any]:
+    """A conversation as the API sends it."""
+    base = Conversation(id="c1", status=ConversationStatus.IDLE, created_at="t", updated_at="t")
+    shown: dict[str, Any] = base.model_copy(update=fields).model_dump(mode="json")
+    return shown
+
+
+def test_agent_facts_say_iteration_and_calls_to_confirm() -> None:
+    assert _agent_facts(conversation()) == ""  # no agent: nothing to say
+    assert _agent_facts(conversation(agent=True)) == "agent, iteration 0"
+    waiting = conversation(agent=True, iteration=3, pending_confirmation=1)
+    assert _agent_facts(waiting) == "agent, iteration 3, 1 call to confirm"
+    several = conversation(agent=True, iteration=1, pending_confirmation=2)
+    assert _agent_facts(several) == "agent, iteration 1, 2 calls to confirm"
+    assert _agent_facts({"id": "c1", "status": "idle", "agent": True}) == "agent, iteration 0"
+
+
+def test_calls_waiting_for_confirmation_say_what_to_run() -> None:
+    waiting = ConversationStatus.WAITING_FOR_CONFIRMATION
+    one = _confirmation_hint(conversation(agent=True, status=waiting, pending_confirmation=1))
+    assert one.startswith("1 call waits for confirmation: ")
+    assert "`actionq conversations confirm c1` runs it" in one
+    assert "`actionq conversations reject c1`" in one
+    two = _confirmation_hint(conversation(agent=True, status=waiting, pending_confirmation=2))
+    assert two.startswith("2 calls wait") and "runs them" in two
+    assert _confirmation_hint(conversation(agent=True)) == ""
+    # A count without the status (a moment between two reads): no hint.
+    assert _confirmation_hint(conversation(agent=True, pending_confirmation=1)) == ""
+
+
+# --- `create`'s agent options ------------------------------------------------------------
+
+
+def test_a_script_file_of_turns_is_a_scripted_agent(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"text": "hi"}]))
+    assert agent_spec(script, None, None, None) == {"kind": "scripted", "turns": [{"text": "hi"}]}
+    spec = agent_spec(script, None, "always", 7)
+    assert spec is not None
+    assert spec["confirmation_policy"] == {"kind": "AlwaysConfirm"}
+    assert spec["max_iterations"] == 7
+    AgentSpec.model_validate(spec)
+
+
+def test_a_whole_spec_in_the_file_keeps_its_fields_and_options_win(tmp_path: Path) -> None:
+    script = tmp_path / "spec.json"
+    whole = {
+        "turns": [{"text": "hi"}],
+        "system_prompt": "be brief",
+        "confirmation_policy": {"kind": "AlwaysConfirm"},
+    }
+    script.write_text(json.dumps(whole))
+    assert agent_spec(script, None, None, None) == whole | {"kind": "scripted"}
+    spec = agent_spec(script, None, "risky", None)
+    assert spec is not None and spec["confirmation_policy"] == {"kind": "ConfirmRisky"}
+
+
+def test_a_model_profile_is_an_llm_agent() -> None:
+    spec = agent_spec(None, "fast", "never", None)
+    assert spec == {
+        "kind": "llm",
+        "model_profile": "fast",
+        "confirmation_policy": {"kind": "NeverConfirm"},
+    }
+    assert agent_spec(None, None, None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[{", "is not JSON"),
+        ('{"kind": "llm", "model_profile": "x"}', "kind scripted"),
+        ('"turns"', "a list of turns"),
+        ("[]", "at least one turn"),
+        ('[{"txt": "hi"}]', "txt"),
+        ('[{"tool_calls": [{"tool": ""}]}]', "tool"),
+    ],
+)
+def test_a_bad_script_names_its_file_and_what_is_wrong(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    script = tmp_path / "bad.json"
+    script.write_text(content)
+    with pytest.raises(click.BadParameter) as refused:
+        agent_spec(script, None, None, None)
+    message = refused.value.format_message()
+    assert str(script) in message and says in message, message
+    assert "errors.pydantic.dev" not in message
+
+
+def test_a_missing_script_says_so(tmp_path: Path) -> None:
+    with pytest.raises(click.BadParameter, match=r"cannot read .*missing\.json"):
+        agent_spec(tmp_path / "missing.json", None, None, None)
+
+
+def test_agent_options_without_an_agent_or_with_two_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(click.UsageError, match="need an agent"):
+        agent_spec(None, None, "always", None)
+    with pytest.raises(click.UsageError, match="need an agent"):
+        agent_spec(None, None, None, 3)
+    with pytest.raises(click.UsageError, match="give one"):
+        agent_spec(tmp_path / "s.json", "default", None, None)

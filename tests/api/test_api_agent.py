@@ -1,0 +1,323 @@
+"""The agent loop over HTTP (OpenHands' routes): create with an agent and a
+first message, messages, run, pause, interrupt, confirmation, policy; against
+a real `actionq up` (its tool worker and its agent worker) as a subprocess."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import wait_for
+from tests.up_process import UpProcess, start_up, stop_up
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    base = tmp_path_factory.mktemp("up")
+    up = start_up(base / ".actionq", base / "up.log")
+    yield up
+    stop_up(up)
+
+
+class Api:
+    """The routes as a client calls them: every call checks its status."""
+
+    def __init__(self, up: UpProcess) -> None:
+        self.up = up
+
+    def request(self, method: str, path: str, expect: int = 200, json: Any = None) -> Any:
+        response = httpx.request(
+            method, self.up.url + path, headers=self.up.headers(), json=json, timeout=30
+        )
+        assert response.status_code == expect, (method, path, response.text)
+        return response.json()
+
+    def create(self, body: dict[str, Any], expect: int = 201) -> Any:
+        return self.request("POST", "/api/conversations", expect, body)
+
+    def post(self, cid: str, verb: str, body: Any = None, expect: int = 200) -> Any:
+        return self.request("POST", f"/api/conversations/{cid}/{verb}", expect, body)
+
+    def get(self, cid: str) -> dict[str, Any]:
+        conversation: dict[str, Any] = self.request("GET", f"/api/conversations/{cid}")
+        return conversation
+
+    def events(self, cid: str) -> list[dict[str, Any]]:
+        page = self.request("GET", f"/api/conversations/{cid}/events?limit=1000")
+        assert page["next_after_seq"] is None
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def wait_status(self, cid: str, status: str, timeout: float = 30) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            conversation = self.get(cid)
+            return conversation if conversation["status"] == status else None
+
+        return wait_for(reached, timeout, 0.1, f"conversation {cid} to be {status}")
+
+    def conversation_ids(self) -> list[str]:
+        listed = self.request("GET", "/api/conversations?limit=500")
+        assert listed["next_offset"] is None
+        return [c["id"] for c in listed["items"]]
+
+
+def scripted(*turns: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"kind": "scripted", "turns": list(turns), **extra}
+
+
+def mark(marker: Path, line: str, seconds: float = 0) -> dict[str, Any]:
+    arguments = {"marker_file": str(marker), "line": line, "seconds": seconds}
+    return {"tool_calls": [{"tool": "sleep_after_mark", "arguments": arguments}]}
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [e["kind"] for e in events]
+
+
+def test_an_initial_message_runs_a_scripted_agent_to_finished(stack: UpProcess) -> None:
+    api = Api(stack)
+    agent = scripted(
+        {"tool_calls": [{"tool": "terminal", "arguments": {"command": "echo from-the-agent"}}]},
+        {"text": "I saw: {last_result}"},
+    )
+    message = {"role": "user", "content": [{"type": "text", "text": "say"}, {"text": "it"}]}
+    created = api.create({"agent": agent, "initial_message": message})
+    assert created["agent"] is True
+    assert created["status"] in ("running", "finished"), created  # sent with run, as OpenHands
+
+    finished = api.wait_status(created["id"], "finished")
+    assert finished["iteration"] >= 2 and finished["pending_confirmation"] == 0
+    events = api.events(created["id"])
+    first = events[0]
+    assert first["kind"] == "MessageEvent" and first["source"] == "user"
+    assert first["llm_message"] == {"role": "user", "content": "say\nit"}
+    (observation,) = [e for e in events if e["kind"] == "ObservationEvent"]
+    assert observation["observation"]["output"] == "from-the-agent\n"
+    answer = events[-2] if events[-1]["kind"] == "ConversationStateUpdateEvent" else events[-1]
+    assert answer["kind"] == "MessageEvent" and answer["source"] == "agent"
+    assert "from-the-agent" in answer["llm_message"]["content"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_message_without_run_waits_for_run(stack: UpProcess) -> None:
+    api = Api(stack)
+    cid = api.create({"agent": scripted({"text": "hello"})})["id"]
+    assert api.get(cid)["status"] == "idle"
+
+    assert api.post(cid, "events", {"role": "user", "content": "hi"}) == {"success": True}
+    assert api.get(cid)["status"] == "idle"
+    assert kinds(api.events(cid)) == ["MessageEvent"]
+
+    ran = api.post(cid, "run")
+    assert ran["id"] == cid and ran["status"] in ("running", "finished")
+    api.wait_status(cid, "finished")
+    answers = [e for e in api.events(cid) if e["kind"] == "MessageEvent"]
+    assert [(a["source"], a["llm_message"]["content"]) for a in answers] == [
+        ("user", "hi"),
+        ("agent", "hello"),
+    ]
+    # A finished conversation's run is a no-op (as OpenHands): send a message first.
+    assert api.post(cid, "run")["status"] == "finished"
+    # A message brings it back to idle; with run the agent answers again
+    # ("done": the script is over).
+    assert api.post(cid, "events", {"content": "again", "run": True}) == {"success": True}
+    api.wait_status(cid, "finished")
+    said = [e["llm_message"]["content"] for e in api.events(cid) if e["kind"] == "MessageEvent"]
+    assert said == ["hi", "hello", "again", "done"]
+
+
+def test_only_user_messages_with_text_are_accepted(stack: UpProcess) -> None:
+    api = Api(stack)
+    cid = api.create({"agent": scripted({"text": "hello"})})["id"]
+    for body in (
+        {"role": "assistant", "content": "I did it"},
+        {"role": "system", "content": "new rules"},
+        {"content": ""},
+        {"content": []},
+        {"content": [{"type": "image", "image_urls": ["http://x/y.png"]}]},
+        {"content": [{"type": "text", "text": "hi", "extra": 1}]},
+        {"content": "hi", "run": "soon"},
+        {"content": "hi", "sender": "me"},
+        {},
+    ):
+        refused = httpx.post(
+            f"{stack.url}/api/conversations/{cid}/events", headers=stack.headers(), json=body
+        )
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["error"]["code"] == "invalid_request"
+    assert api.events(cid) == []
+    assert api.get(cid)["status"] == "idle"
+    api.post("nope", "events", {"content": "hi"}, expect=404)
+
+
+def test_confirmation_reject_then_accept(stack: UpProcess, tmp_path: Path) -> None:
+    api = Api(stack)
+    marker = tmp_path / "confirmed"
+    agent = scripted(
+        mark(marker, "x"),
+        {"text": "rejected: {last_result}", **mark(marker, "y")},
+        {"text": "all done"},
+        confirmation_policy={"kind": "AlwaysConfirm"},
+    )
+    cid = api.create({"agent": agent, "initial_message": {"content": "careful"}})["id"]
+    waiting = api.wait_status(cid, "waiting_for_confirmation")
+    assert waiting["pending_confirmation"] == 1 and lines(marker) == []
+
+    # Nothing else may start while calls wait: pause and run are not the way.
+    api.post(cid, "pause", expect=409)
+    rejected = api.post(
+        cid, "events/respond_to_confirmation", {"accept": False, "reason": "not that one"}
+    )
+    assert rejected == {"success": True}
+    idle = api.get(cid)
+    assert (idle["status"], idle["pending_confirmation"]) == ("idle", 0)
+    (rejection,) = [e for e in api.events(cid) if e["kind"] == "UserRejectObservation"]
+    assert rejection["rejection_reason"] == "not that one"
+    refused = api.post(cid, "events/respond_to_confirmation", {"accept": True}, expect=409)
+    assert refused["error"]["code"] == "invalid_transition"
+
+    api.post(cid, "run")
+    api.wait_status(cid, "waiting_for_confirmation")
+    second = [e for e in api.events(cid) if e["kind"] == "ActionEvent"][-1]
+    assert "rejected: Action rejected: not that one" in second["thought"]
+    assert lines(marker) == []
+    assert api.post(cid, "events/respond_to_confirmation", {"accept": True}) == {"success": True}
+    api.wait_status(cid, "finished")
+    assert lines(marker) == ["y"]  # the rejected call never ran; the accepted one once
+
+
+def test_the_confirmation_policy_can_change(stack: UpProcess, tmp_path: Path) -> None:
+    api = Api(stack)
+    marker = tmp_path / "policy"
+    agent = scripted(
+        mark(marker, "a"), mark(marker, "b"), confirmation_policy={"kind": "AlwaysConfirm"}
+    )
+    cid = api.create({"agent": agent})["id"]
+    never = {"policy": {"kind": "NeverConfirm"}}
+    assert api.post(cid, "confirmation_policy", never) == {"success": True}
+    api.post(cid, "events", {"content": "go", "run": True})
+    api.wait_status(cid, "finished")
+    assert lines(marker) == ["a", "b"]
+
+    risky = {"policy": {"kind": "ConfirmRisky", "threshold": "LOW", "confirm_unknown": True}}
+    assert api.post(cid, "confirmation_policy", risky) == {"success": True}
+    for bad in (
+        {"policy": {"kind": "SometimesConfirm"}},
+        {"policy": {"kind": "ConfirmRisky", "threshold": "EXTREME"}},
+        {"policy": {"kind": "AlwaysConfirm", "except": "ls"}},
+        {"kind": "AlwaysConfirm"},
+    ):
+        api.post(cid, "confirmation_policy", bad, expect=422)
+    plain = api.create({})["id"]  # no agent: no policy to set
+    conflict = api.post(plain, "confirmation_policy", never, expect=409)
+    assert "no agent" in conflict["error"]["message"]
+    api.post("nope", "confirmation_policy", never, expect=404)
+
+
+def test_run_while_running_is_409_and_interrupt_stops_the_call(
+    stack: UpProcess, tmp_path: Path
+) -> None:
+    api = Api(stack)
+    marker = tmp_path / "long"
+    agent = scripted(mark(marker, "long", seconds=60), {"text": "after the interrupt"})
+    cid = api.create({"agent": agent, "initial_message": {"content": "go"}})["id"]
+    wait_for(lambda: lines(marker) == ["long"], 30, what="the long call to start")
+
+    conflict = api.post(cid, "run", expect=409)
+    assert conflict["error"]["code"] == "invalid_transition"
+    assert "running" in conflict["error"]["message"]
+
+    interrupted = api.post(cid, "interrupt")
+    assert interrupted["status"] == "paused"
+
+    def cancelled() -> list[dict[str, Any]]:
+        return [e for e in api.events(cid) if e["kind"] == "AgentErrorEvent"]
+
+    (error,) = wait_for(cancelled, 30, what="the running call to be cancelled")
+    assert error["detail"]["cause"] == "cancelled"
+    assert api.get(cid)["status"] == "paused"
+    api.post(cid, "run")
+    api.wait_status(cid, "finished")
+    assert lines(marker) == ["long"]  # the interrupted call was not run again
+
+
+def test_pause_lets_the_call_in_flight_finish_and_starts_nothing_new(
+    stack: UpProcess, tmp_path: Path
+) -> None:
+    api = Api(stack)
+    marker = tmp_path / "paused"
+    agent = scripted(mark(marker, "a", seconds=1.5), mark(marker, "b"))
+    cid = api.create({"agent": agent, "initial_message": {"content": "go"}})["id"]
+    wait_for(lambda: lines(marker) == ["a"], 30, what="the first call to start")
+    paused = api.post(cid, "pause")
+    assert paused["status"] == "paused"
+
+    def observed() -> list[dict[str, Any]]:
+        return [e for e in api.events(cid) if e["kind"] == "ObservationEvent"]
+
+    (observation,) = wait_for(observed, 30, what="the call in flight to finish")
+    assert observation["observation"]["line"] == "a"  # finished, not killed
+    time.sleep(0.5)  # room for a next step that should not come
+    assert api.get(cid)["status"] == "paused"
+    assert kinds(api.events(cid)).count("ActionEvent") == 1 and lines(marker) == ["a"]
+
+    api.post(cid, "run")
+    api.wait_status(cid, "finished")
+    assert lines(marker) == ["a", "b"]
+
+
+def test_an_llm_agent_with_an_unknown_profile_is_400_and_stores_nothing(
+    stack: UpProcess,
+) -> None:
+    api = Api(stack)
+    before = api.conversation_ids()
+    agent = {"kind": "llm", "model_profile": "no-such-profile"}
+    for body in (
+        {"agent": agent},
+        {"id": "llm-unknown-profile", "agent": agent, "initial_message": {"content": "hi"}},
+    ):
+        refused = api.create(body, expect=400)
+        assert refused["error"]["code"] == "bad_request"
+        assert "no-such-profile" in refused["error"]["message"], refused
+    assert api.conversation_ids() == before
+    api.request("GET", "/api/conversations/llm-unknown-profile", expect=404)
+
+
+def test_unknown_fields_are_422_and_store_nothing(stack: UpProcess) -> None:
+    api = Api(stack)
+    before = api.conversation_ids()
+    hello = scripted({"text": "hello"})
+    for body in (
+        {"id": "typo-1", "agnet": hello},
+        {"id": "typo-2", "agent": hello | {"api_key": "sk-not-for-the-body"}},
+        {"id": "typo-3", "agent": {"kind": "llm", "llm": {"api_key": "sk-not-for-the-body"}}},
+        {"id": "typo-4", "agent": hello, "initial_message": {"content": "hi", "runs": True}},
+        {"id": "typo-5", "agent": hello, "initial_message": {"role": "agent", "content": "hi"}},
+        {"id": "typo-6", "agent": {"kind": "scripted", "turns": []}},
+        {"id": "typo-7", "agent": {"kind": "robot"}},
+        {"id": "typo-8", "agent": hello | {"max_iterations": 0}},
+        {"id": "typo-9", "workspace": {"kind": "LocalWorkspace", "working_dir": "/"}},
+    ):
+        refused = api.create(body, expect=422)
+        assert refused["error"]["code"] == "invalid_request", body
+        assert "sk-not-for-the-body" not in str(refused)  # a key sent by mistake is not echoed
+    cid = api.create({"agent": hello})["id"]
+    for verb, body in (
+        ("events", {"content": "hi", "to": "agent"}),
+        ("events/respond_to_confirmation", {"accept": False, "why": "no"}),
+        ("events/respond_to_confirmation", {}),
+        ("confirmation_policy", {"policy": {"kind": "NeverConfirm"}, "now": True}),
+    ):
+        api.post(cid, verb, body, expect=422)
+    assert api.conversation_ids() == [*before, cid]
+    assert api.events(cid) == []
+    assert api.get(cid)["status"] == "idle"
