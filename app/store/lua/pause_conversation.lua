@@ -15,6 +15,10 @@ if status == 'error' or status == 'waiting_for_confirmation' then
   -- error: run or resume it first; waiting: confirm or reject the held calls.
   return {'refused', status}
 end
+if status == 'finished' or status == 'stuck' then
+  -- Nothing runs: nothing to pause (as OpenHands, a no-op).
+  return {'paused', ''}
+end
 set_status(KEYS[1], KEYS[2], 'paused', ARGV[2], ARGV[1])
 if ARGV[3] == '1' and redis.call('HGET', KEYS[3], 'step_state') == 'claimed' then
   redis.call('HSET', KEYS[3], 'step_state', 'dropped')
