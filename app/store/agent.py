@@ -24,12 +24,11 @@ from actionq.models import (
     Event,
     MessageEvent,
     UserRejectObservation,
-    event_adapter,
     new_id,
     utc_now,
 )
 from actionq.store.client import RedisStore
-from actionq.store.records import QueuedMessage, RunResult, WorkerIdentity
+from actionq.store.records import QueuedMessage, RunResult, WorkerIdentity, event_from_entry
 
 __all__ = ["STEP_CLAIM", "AgentStore", "NewCall", "StepClaim", "StepRefused"]
 
@@ -313,7 +312,7 @@ class AgentStore(RedisStore):
         entries = self._call(
             lambda: self.redis.xrevrange(self.keys.events(conversation_id), count=count)
         )
-        return [self._event(entry_id, fields) for entry_id, fields in reversed(entries)]
+        return [event_from_entry(entry_id, fields) for entry_id, fields in reversed(entries)]
 
     def first_user_message(self, conversation_id: str, scan: int = 50) -> MessageEvent | None:
         """The conversation's first user message (its task), if it is among
@@ -322,13 +321,7 @@ class AgentStore(RedisStore):
             lambda: self.redis.xrange(self.keys.events(conversation_id), count=scan)
         )
         for entry_id, fields in entries:
-            event = self._event(entry_id, fields)
+            event = event_from_entry(entry_id, fields)
             if isinstance(event, MessageEvent) and event.source == "user":
                 return event
         return None
-
-    @staticmethod
-    def _event(entry_id: str, fields: dict[str, str]) -> Event:
-        event = event_adapter.validate_json(fields["e"])
-        event.seq = int(entry_id.split("-", 1)[0])
-        return event

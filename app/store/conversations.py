@@ -18,12 +18,11 @@ from actionq.models import (
     Event,
     EventPage,
     conversation_id_problem,
-    event_adapter,
     new_id,
     utc_now,
 )
 from actionq.store.client import RedisStore
-from actionq.store.records import conversation_from_hash
+from actionq.store.records import conversation_from_hash, event_from_entry
 
 __all__ = ["ConversationStore"]
 
@@ -148,11 +147,7 @@ class ConversationStore(RedisStore):
                 self.keys.events(conversation_id), min=f"{after_seq + 1}-0", count=limit
             )
         )
-        items: list[Event] = []
-        for entry_id, fields in entries:
-            event = event_adapter.validate_json(fields["e"])
-            event.seq = int(entry_id.split("-", 1)[0])
-            items.append(event)
+        items: list[Event] = [event_from_entry(entry_id, fields) for entry_id, fields in entries]
         next_after = items[-1].seq if len(items) == limit else None
         return EventPage(items=items, next_after_seq=next_after)
 

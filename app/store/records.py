@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from actionq.models import ActionRecord, ActionState, Conversation, ConversationStatus
+from actionq.models import (
+    ActionRecord,
+    ActionState,
+    Conversation,
+    ConversationStatus,
+    Event,
+    event_adapter,
+)
 
 __all__ = [
     "BrokerList",
@@ -23,6 +30,7 @@ __all__ = [
     "action_from_hash",
     "canonical_json",
     "conversation_from_hash",
+    "event_from_entry",
     "fingerprint",
 ]
 
@@ -140,6 +148,13 @@ class RunResult:
             str(rest[2]) or None,
             bool(int(rest[3])),
         )
+
+
+def event_from_entry(entry_id: str, fields: dict[str, str]) -> Event:
+    """An event from its stream entry: the JSON in field ``e``, ``seq`` from the id."""
+    event = event_adapter.validate_json(fields["e"])
+    event.seq = int(entry_id.split("-", 1)[0])
+    return event
 
 
 def conversation_from_hash(
