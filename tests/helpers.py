@@ -113,7 +113,8 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        command = worker_command(self.concurrency, f"{self.name}@%h", agent=self.agent)
+        queue = self.env.get("ACTIONQ_AGENT_QUEUE" if self.agent else "ACTIONQ_QUEUE")
+        command = worker_command(self.concurrency, f"{self.name}@%h", agent=self.agent, queue=queue)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--without-heartbeat"],

@@ -103,21 +103,22 @@ def worker_command(
     queue: str | None = None,
 ) -> list[str]:
     """The ``celery worker`` command line actionq runs. Tool calls: the prefork
-    pool (a crash hits one process), one message prefetched per process.
-    Agent steps (``agent``): a thread pool, since a step mostly waits on the
-    model. Each serves its own queue (``queue``: the setting's default when
-    None). No gossip or mingle: leases in Redis say who is alive."""
-    fields = Settings.model_fields
-    if queue is None:
-        queue = str(fields["agent_queue" if agent else "queue"].default)
+    pool (a crash hits one process), one message prefetched per process,
+    serving ``queue`` (None: the worker's ``ACTIONQ_QUEUE``). Agent steps
+    (``agent``): a thread pool, since a step mostly waits on the model,
+    serving ``queue`` (None: the default agent queue). No gossip or mingle:
+    leases in Redis say who is alive."""
+    if agent and queue is None:
+        queue = str(Settings.model_fields["agent_queue"].default)
     command = [
         sys.executable, "-m", "celery", "-A", "actionq", "worker",
         "--pool", "threads" if agent else "prefork",
         "--concurrency", str(concurrency),
-        "--queues", queue,
         "--without-gossip", "--without-mingle",
         "--loglevel", loglevel,
     ]  # fmt: skip
+    if queue is not None:
+        command += ["--queues", queue]
     if hostname:
         command += ["--hostname", hostname]
     return command

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection, Queue
 
+from actionq.agent.spec import AgentSpec, ScriptedCall, ScriptedTurn
 from actionq.models import ConversationStatus, ErrorCause
 from actionq.service import ActionQ
 from actionq.settings import Settings
@@ -36,10 +37,17 @@ pytestmark = pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on 127.0
 @pytest.fixture
 def rabbit_env(settings_env: dict[str, str]) -> Iterator[dict[str, str]]:
     queue = f"actionq-test-{uuid.uuid4().hex[:12]}"
-    settings_env.update({"ACTIONQ_BROKER_URL": AMQP_URL, "ACTIONQ_QUEUE": queue})
+    settings_env.update(
+        {
+            "ACTIONQ_BROKER_URL": AMQP_URL,
+            "ACTIONQ_QUEUE": queue,
+            "ACTIONQ_AGENT_QUEUE": f"{queue}.agent",
+        }
+    )
     yield settings_env
     with Connection(AMQP_URL) as conn:
-        Queue(queue, channel=conn.channel()).delete()
+        for name in (queue, f"{queue}.agent"):
+            Queue(name, channel=conn.channel()).delete()
 
 
 @pytest.fixture
@@ -83,5 +91,35 @@ def test_whole_worker_killed_with_rabbitmq_runs_nothing_twice(
     error = only_error(rabbit_aq, cid, action.id)
     assert error.detail.cause in (ErrorCause.LEASE_EXPIRED, ErrorCause.REDELIVERED)
     wait_for(lambda: rabbit_aq.get_action(action.id).attempt >= 2, 20, what="the redelivery")
+    assert count_lines(marker) == 1
+    assert_log_consistent(rabbit_aq, cid)
+
+
+def test_an_agent_runs_with_rabbitmq_its_steps_sent_by_celery(
+    rabbit_aq: ActionQ, start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """Without direct enqueue every step is sent with send_task (by the API
+    process, then by the tool worker when the call ends): the loop goes on."""
+    marker = workdir / "agent.log"
+    turns = [
+        ScriptedTurn(
+            tool_calls=[
+                ScriptedCall(
+                    tool="sleep_after_mark",
+                    arguments={"marker_file": str(marker), "line": "one", "seconds": 0},
+                )
+            ]
+        ),
+        ScriptedTurn(text="done"),
+    ]
+    start_worker("tools")
+    start_worker("agent", agent=True)
+    cid = rabbit_aq.create_conversation(agent=AgentSpec(kind="scripted", turns=turns)).id
+    rabbit_aq.send_message(cid, "go", run=True)
+    wait_for(
+        lambda: rabbit_aq.get_conversation(cid).status == ConversationStatus.FINISHED,
+        30,
+        what="the agent to finish",
+    )
     assert count_lines(marker) == 1
     assert_log_consistent(rabbit_aq, cid)
