@@ -8,7 +8,10 @@ Sections (each starts its own embedded server and workers, and stops them):
 - crash: crash detection (``bench.crash_detection``), and raw Celery in the
   same crash situations (``bench.raw_crash_side``);
 - memory: the API's memory while one client pages through, then replays
-  over SSE, a long conversation (``bench.api_memory``).
+  over SSE, a long conversation (``bench.api_memory``);
+- agent: the agent loop against a fake model: ms per step against the same
+  loop in one process, and many conversations on one agent worker
+  (``bench.agent_loop``).
 
 Prints tables, writes ``results.json`` and PNG plots to ``--out``
 (default ``docs/benchmarks/``; with ``--quick``, a temporary folder).
@@ -30,11 +33,12 @@ from typing import Any
 import celery
 
 from bench import suite
+from bench.agent_loop import AgentBench
 from bench.harness import ROOT
 from bench.report import print_report
 from bench.suite import Config, console
 
-SECTIONS = ("compare", "scaling", "crash", "memory")
+SECTIONS = ("compare", "scaling", "crash", "memory", "agent")
 FULL = Config(
     n=1000,
     rounds=5,
@@ -48,6 +52,15 @@ FULL = Config(
     peers=True,
     memory_events=100_000,
     memory_baseline=100,
+    agent=AgentBench(
+        steps=50,
+        step_rounds=3,
+        conversations=200,
+        delay_s=1.0,
+        # ACTIONQ_AGENT_CONCURRENCY's default; enough threads; two processes.
+        worker_shapes=((1, 64), (1, 200), (2, 100)),
+        tool_concurrency=2,
+    ),
 )
 QUICK = Config(
     n=30,
@@ -62,6 +75,14 @@ QUICK = Config(
     peers=True,
     memory_events=5_000,
     memory_baseline=100,
+    agent=AgentBench(
+        steps=10,
+        step_rounds=1,
+        conversations=20,
+        delay_s=0.2,
+        worker_shapes=((1, 6), (2, 10)),
+        tool_concurrency=2,
+    ),
 )
 
 
@@ -145,6 +166,7 @@ def main() -> None:
         "scaling": suite.scaling,
         "crash": suite.crash,
         "memory": suite.memory,
+        "agent": suite.agent,
     }
     for section in sections:
         console.rule(section)

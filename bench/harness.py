@@ -85,8 +85,12 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def worker(self, name: str, concurrency: int = 1, **env: str) -> subprocess.Popen[bytes]:
-        return self.spawn(worker_command(concurrency, f"{name}@%h", "WARNING"), name, **env)
+    def worker(
+        self, name: str, concurrency: int = 1, *, agent: bool = False, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """A tool worker (prefork), or with ``agent`` an agent-step worker (threads)."""
+        command = worker_command(concurrency, f"{name}@%h", "WARNING", agent=agent)
+        return self.spawn(command, name, **env)
 
     def sweeper(self) -> subprocess.Popen[bytes]:
         return self.spawn([sys.executable, "-m", "actionq", "sweeper"], "sweeper")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["memory_plot", "write_plots"]
+__all__ = ["agent_plot", "memory_plot", "write_plots"]
 
 
 def _pyplot() -> Any:
@@ -140,6 +140,43 @@ def memory_plot(memory: dict[str, Any], path: Path, note: str) -> None:
     plt.close(fig)
 
 
+def agent_plot(agent: dict[str, Any], path: Path, note: str) -> None:
+    """Left: every step's time per side; right: the agent workers' RSS in each
+    concurrency run."""
+    from bench.report import AGENT_SIDES
+
+    plt = _pyplot()
+    per_step, runs = agent["per_step"], agent["concurrency"]["runs"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    sides = per_step["sides"]
+    left.boxplot([sides[name]["step_ms_raw"] for name in sides], showfliers=True)
+    left.set_xticks(
+        range(1, len(sides) + 1),
+        [AGENT_SIDES.get(n, n).replace(", ", ",\n").replace(": ", ":\n") for n in sides],
+    )
+    # A rare slow step (a machine hiccup) would squash the boxes: cut above
+    # the p99s and print each side's max instead.
+    top = 1.5 * max(side["step_ms"]["p99"] for side in sides.values())
+    left.set_ylim(0, top)
+    for x, side in enumerate(sides.values(), start=1):
+        left.text(x, top * 0.95, f"max {side['step_ms']['max']:.0f}", ha="center", fontsize=8)
+    left.set_ylabel("ms per step")
+    left.set_title(f"{per_step['steps']} steps, a no-op tool call each, model without delay")
+    for run in runs:
+        timeline = run["agent_rss_mib"]["timeline"]
+        label = f"{run['processes']} x {run['threads']} threads: {run['wall_s']:.1f} s"
+        right.plot(timeline["t_s"], timeline["rss_mib"], label=label)
+    right.set_ylim(bottom=0)
+    right.set_xlabel("s since the first message")
+    right.set_ylabel("RSS of the agent worker(s), MiB")
+    right.set_title(f"{runs[0]['conversations']} conversations x 3 steps")
+    right.legend(fontsize=8)
+    fig.suptitle(f"Agent loop{note}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     """One PNG per section present in ``result``; returns the files written."""
     plt = _pyplot()
@@ -158,4 +195,7 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     if "memory" in result:
         written.append(out / "api_memory.png")
         memory_plot(result["memory"], written[-1], note)
+    if "agent" in result:
+        written.append(out / "agent_loop.png")
+        agent_plot(result["agent"], written[-1], note)
     return written

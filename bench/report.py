@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["crash_comparison", "crash_notes", "memory_tables", "print_report"]
+__all__ = [
+    "agent_notes",
+    "agent_tables",
+    "crash_comparison",
+    "crash_notes",
+    "memory_tables",
+    "print_report",
+]
 
 LABELS = {
     "actionq": "actionq (1 action per conversation)",
@@ -259,6 +268,105 @@ MEMORY_NOTES = (
 )
 
 
+CPU_ROLES = ("agent worker", "tool worker", "server")
+AGENT_SIDES = {
+    "in_process": "in-process: litellm + tool function",
+    "actionq_llm": "actionq, LLM agent",
+    "actionq_scripted": "actionq, scripted agent",
+}
+
+
+def _agent_steps(per_step: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"Agent loop: one conversation of {per_step['steps']} steps (a no-op tool call "
+        "each) and an answer, fake model without delay (ms per step)"
+    )
+    columns = ("side", "n", "p50", "p99", "model side p50", "tool side p50", "run s")
+    for column in (*columns, "÷ in-process", "CPU ms: agent", "tool", "server"):
+        table.add_column(column, justify="left" if column == "side" else "right")
+    base = per_step["sides"]["in_process"]["step_ms"]["median"]
+    for name, side in per_step["sides"].items():
+        step = side["step_ms"]
+        cpu = side.get("cpu_ms_per_step", {})
+        tool = side.get("tool_side_ms")
+        table.add_row(
+            AGENT_SIDES.get(name, name),
+            str(step["n"]),
+            f"{step['median']:.1f}",
+            f"{step['p99']:.1f}",
+            f"{side['model_side_ms']['median']:.1f}",
+            "" if tool is None else f"{tool['median']:.1f}",
+            f"{statistics.median(side['run_s']):.2f}",
+            f"{step['median'] / base:.2f}",
+            *(f"{cpu[r]:.1f}" if r in cpu else "" for r in CPU_ROLES),
+        )
+    return table
+
+
+def _agent_concurrency(conc: dict[str, Any]) -> Table:
+    runs = conc["runs"]
+    table = Table(
+        title=f"Agent loop: {runs[0]['conversations']} conversations x 3 steps (2 tool calls, an "
+        f"answer), the model {conc['delay_s']:g} s per reply"
+    )
+    columns = ("agent workers", "waves", "wall s", "bound s", "steps/s", "conv. p50", "max")
+    for column in (*columns, "RSS MiB idle→peak", "threads", "CPU s: agent", "tool", "server"):
+        table.add_column(column, justify="left" if column == "agent workers" else "right")
+    for run in runs:
+        rss, cpu, c = run["agent_rss_mib"], run["cpu_s"], run["conversation_s"] or {}
+        table.add_row(
+            f"{run['processes']} x {run['threads']}",
+            str(run["waves"]),
+            f"{run['wall_s']:.2f}",
+            f"{run['lower_bound_s']:.2f}",
+            f"{run['steps_per_s']:.0f}",
+            f"{c.get('median', float('nan')):.2f}",
+            f"{c.get('max', float('nan')):.2f}",
+            " + ".join(f"{i:.0f}→{p:.0f}" for i, p in zip(rss["idle"], rss["peak"], strict=True)),
+            " + ".join(str(t) for t in rss["threads_peak"]),
+            *(f"{cpu[r]:.2f}" for r in CPU_ROLES),
+        )
+    return table
+
+
+def agent_tables(agent: dict[str, Any]) -> list[Table]:
+    return [_agent_steps(agent["per_step"]), _agent_concurrency(agent["concurrency"])]
+
+
+def agent_notes(agent: dict[str, Any]) -> list[str]:
+    per_step, conc = agent["per_step"], agent["concurrency"]
+    llm = per_step["sides"]["actionq_llm"]
+    commands = llm["redis_commands_per_step"]
+    check = conc["fake_model_check"]
+    slowest = check["seconds"]["max"] if check["seconds"] else float("nan")
+    outcomes = "; ".join(
+        f"{run['processes']} x {run['threads']}: {run['outcomes']}" for run in conc["runs"]
+    )
+    first = max(agent["first_llm_step_after_start_s"])
+    pieces = per_step["step_pieces"]
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in pieces["ms"].items())
+    return [
+        "step k: from the event that ended step k-1 (the user's message for k = 1, else call "
+        "k-1's ObservationEvent) to call k's ObservationEvent; model side: to call k's "
+        "ActionEvent (made in the agent worker when the model answered), tool side: the rest.",
+        f"actionq LLM ÷ in-process (p50): {per_step['ratio_p50_actionq_llm/in_process']:.2f}, "
+        f"{per_step['extra_ms_p50']:+.1f} ms per step; the scripted agent's "
+        f"{per_step['scripted_p50_ms']:.1f} ms is the durable loop without a model: two Celery "
+        f"hops (agent queue, tool queue), {commands.get('evalsha', 0):.1f} Lua scripts and "
+        f"{sum(commands.values()):.0f} Redis commands per step (those inside scripts included).",
+        f"An agent step's own Python work, each piece timed in the client on the last "
+        f"conversation ({pieces['events']} events): {pieces['total_ms']:.1f} ms: {parts}.",
+        "bound: the model's time alone, 3 replies x delay, or with fewer threads than "
+        "conversations n x 3 x delay / threads (all busy); waves: conversations / threads.",
+        f"An agent worker's first model call after it started took up to {first:.1f} s "
+        "(litellm is imported then); the warm-up, not timed, paid it.",
+        f"fake model alone: {check['answered']}/{check['requests']} simultaneous requests, slowest "
+        f"{slowest:.2f} s for a {check['delay_s']:g} s delay, errors {check['errors'] or 'none'}"
+        f"{'' if check['ok'] else '  [NOT OK: the concurrency numbers measure the fake model]'}. "
+        f"Outcomes: {outcomes}.",
+    ]
+
+
 def print_report(result: dict[str, Any], console: Console) -> None:
     machine = result["machine"]
     console.print(
@@ -282,7 +390,13 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             for note in crash_notes(crash):
                 console.print(f"  {note}", highlight=False)
     if "memory" in result:
-        for table in memory_tables(result["memory"]):
-            console.print(table)
-        for note in MEMORY_NOTES:
-            console.print(f"  {note}", highlight=False)
+        _print(console, memory_tables(result["memory"]), MEMORY_NOTES)
+    if "agent" in result:
+        _print(console, agent_tables(result["agent"]), agent_notes(result["agent"]))
+
+
+def _print(console: Console, tables: list[Table], notes: Sequence[str]) -> None:
+    for table in tables:
+        console.print(table)
+    for note in notes:
+        console.print(f"  {note}", highlight=False)

@@ -16,13 +16,14 @@ from actionq.service import ActionQ
 from actionq.settings import Settings
 from bench import crash_detection, raw_crash_side
 from bench.actionq_side import ActionqSide
+from bench.agent_loop import AgentBench, measure_agent
 from bench.api_memory import measure_api_memory
 from bench.harness import Stack, summary
 from bench.peers import PEERS, not_installed, start_peer
 from bench.raw_side import RawCelerySide
 from bench.rounds import Round, throughput_result
 
-__all__ = ["Config", "compare", "crash", "memory", "scaling"]
+__all__ = ["Config", "agent", "compare", "crash", "memory", "scaling"]
 
 # Tables are wide: 120 columns when the output is not a terminal (a log, a pipe).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -44,6 +45,7 @@ class Config:
     peers: bool
     memory_events: int  # events in the long conversation the API reads
     memory_baseline: int  # events in the short one it is compared with
+    agent: AgentBench  # the agent loop (bench.agent_loop)
 
 
 def server_version(url: str) -> str:
@@ -189,3 +191,8 @@ def crash(config: Config) -> dict[str, Any]:
 def memory(config: Config) -> dict[str, Any]:
     """bench.api_memory: the API's RSS while it serves a long conversation."""
     return measure_api_memory(config.memory_events, config.memory_baseline, console=console)
+
+
+def agent(config: Config) -> dict[str, Any]:
+    """bench.agent_loop: per-step overhead of the agent loop, and concurrency."""
+    return measure_agent(config.agent, lambda line: console.print(line, highlight=False))

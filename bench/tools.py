@@ -53,3 +53,14 @@ def sleep(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
 def noop(args: NoopArgs, ctx: ToolContext) -> dict[str, Any]:
     """Do nothing (for throughput runs)."""
     return {}
+
+
+class TickArgs(BaseModel):
+    n: int
+
+
+@tool("tick", TickArgs, risk="LOW")
+def tick(args: TickArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Do nothing; return n (the agent benchmarks: each call differs, so the
+    loop's stuck detection, the same call and result 4 times, stays quiet)."""
+    return {"n": args.n}

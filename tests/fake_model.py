@@ -251,6 +251,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # server_close() would wait for every handler thread, a delayed one too.
     block_on_close = False
+    # socketserver listens with a backlog of 5: of 200 clients connecting at
+    # once (an agent worker's threads), most were reset or waited for a SYN
+    # retry (1 s, 2 s). The kernel caps this at net.core.somaxconn.
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client gone mid-answer (a timeout, the server stopping) is normal here.

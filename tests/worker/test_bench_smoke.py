@@ -23,8 +23,12 @@ def test_quick_benchmark_run_completes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert {"compare", "scaling", "crash_detection", "memory"} <= set(results)
+    assert {"compare", "scaling", "crash_detection", "memory", "agent"} <= set(results)
     assert (tmp_path / "throughput.png").stat().st_size > 0
+    assert (tmp_path / "agent_loop.png").stat().st_size > 0
+    # The agent section ran every conversation to its answer (it raises otherwise).
+    for run in results["agent"]["concurrency"]["runs"]:
+        assert run["outcomes"] == {"finished": run["conversations"]}, run["outcomes"]
 
 
 @pytest.mark.timeout(200)
