@@ -13,12 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
 from actionq.agent.base import Agent, AgentReply, ModelError
 from actionq.agent.scripted import ScriptedAgent
 from actionq.agent.spec import AgentSpec, needs_confirmation, policy_adapter
-from actionq.agent.view import DEFAULT_SYSTEM_PROMPT, detect_stuck, render_messages, safe_window
+from actionq.agent.view import (
+    DEFAULT_SYSTEM_PROMPT,
+    STUCK_CODE,
+    detect_stuck,
+    render_messages,
+    safe_window,
+)
 from actionq.crashes.lost_step import StepSender, requeue_lost_step
 from actionq.errors import UnavailableError, UnknownToolError
 from actionq.messaging.direct_enqueue import TaskMessages
@@ -69,9 +76,11 @@ class StepContext:
         self.task_messages = task_messages
 
 
-def make_agent(spec: AgentSpec, settings: Settings) -> Agent:
+def make_agent(spec: AgentSpec, settings: Settings, replies: int = 0) -> Agent:
+    """The conversation's agent for one step; ``replies``: how many replies
+    it has recorded so far (the turn a scripted agent plays)."""
     if spec.kind == "scripted":
-        return ScriptedAgent(spec.turns)
+        return ScriptedAgent(spec.turns, replies)
     from actionq.agent.llm import LLMAgent  # litellm: the [llm] extra
     from actionq.agent.profiles import resolve_profile
 
@@ -94,6 +103,13 @@ def _classified_error(
             user_action=user_action,
         ),
     )
+
+
+@lru_cache(maxsize=8)
+def _tool_specs(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The tools' LLM specs, built once per set of registered tools (their
+    JSON schemas cost milliseconds; the registry is fixed once a worker runs)."""
+    return [get_tool(name).spec() for name in names]
 
 
 def _tool_risk(name: str) -> str:
@@ -228,7 +244,7 @@ def _run_claimed_step(
         store.end_run(
             claim,
             ctx.worker,
-            _classified_error("AgentStuck", str(stuck), "agent_action", False, "retry"),
+            _classified_error(STUCK_CODE, str(stuck), "agent_action", False, "retry"),
             ConversationStatus.STUCK,
         )
         return "stuck"
@@ -237,9 +253,10 @@ def _run_claimed_step(
         system_prompt=spec.system_prompt or DEFAULT_SYSTEM_PROMPT,
         first_user_message=store.first_user_message(cid),
     )
-    tools = [tool.spec() for tool in registered_tools()]
+    tools = _tool_specs(tuple(tool.name for tool in registered_tools()))
     try:
-        reply = make_agent(spec, ctx.settings).reply(messages, tools, step=claim.step)
+        agent = make_agent(spec, ctx.settings, claim.replies)
+        reply = agent.reply(messages, tools, step=claim.step)
     except ModelError as e:
         store.end_run(
             claim,

@@ -1,9 +1,9 @@
 """An agent that plays a script: demos, tests and benchmarks, with no model.
 
-Like a model it reads the messages: the turn it plays is the number of its
-replies already in them, so a step that runs again after a crash plays the
-same turn, and after the script's last turn it answers "done" (which ends
-the run as ``finished``).
+The turn it plays is the number of its replies already recorded in the
+conversation (counted by the store, not from the bounded window of messages),
+so a step that runs again after a crash plays the same turn; after the
+script's last turn it answers "done" (which ends the run as ``finished``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ def _last_tool_result(messages: list[dict[str, Any]]) -> str:
 
 
 class ScriptedAgent:
-    def __init__(self, turns: list[ScriptedTurn]) -> None:
+    def __init__(self, turns: list[ScriptedTurn], played: int) -> None:
         self.turns = turns
+        self.played = played  # replies already recorded: the turn to play
 
     def reply(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, step: int
     ) -> AgentReply:
-        played = sum(1 for m in messages if m["role"] == "assistant")
+        played = self.played
         response_id = f"scripted-{uuid.uuid4().hex}"
         if played >= len(self.turns):
             return AgentReply(response_id, text="done")

@@ -21,6 +21,7 @@ from typing import Any
 from actionq.models import (
     ActionEvent,
     AgentErrorEvent,
+    ConversationErrorEvent,
     Event,
     MessageEvent,
     ObservationEvent,
@@ -30,6 +31,7 @@ from actionq.models import (
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "MISSING_RESULT",
+    "STUCK_CODE",
     "StuckReason",
     "detect_stuck",
     "render_messages",
@@ -43,6 +45,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "answer in plain text."
 )
 MISSING_RESULT = "no result was recorded for this call"
+STUCK_CODE = "AgentStuck"  # the ConversationErrorEvent code of a stuck run
 
 # OpenHands' StuckDetectionThresholds: the same call with the same result
 # this many times in a row since the last user message.
@@ -170,10 +173,16 @@ class StuckReason:
 
 def detect_stuck(events: Sequence[Event]) -> StuckReason | None:
     """OpenHands' two main stuck patterns, over the events since the last
-    user message: the same call and the same observation 4 times in a row, or
-    the same call and the same error 3 times."""
+    user message (or the last time the run was found stuck: a `run` after
+    that gives the agent a fresh chance): the same call and the same
+    observation 4 times in a row, or the same call and the same error 3 times."""
     last_user = max(
-        (i for i, e in enumerate(events) if isinstance(e, MessageEvent) and e.source == "user"),
+        (
+            i
+            for i, e in enumerate(events)
+            if (isinstance(e, MessageEvent) and e.source == "user")
+            or (isinstance(e, ConversationErrorEvent) and e.code == STUCK_CODE)
+        ),
         default=-1,
     )
     recent = events[last_user + 1 :]

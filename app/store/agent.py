@@ -45,6 +45,7 @@ class StepClaim:
     attempt: int
     iteration: int
     max_iterations: int
+    replies: int  # replies recorded before this step (a scripted agent's turn)
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,8 @@ class AgentStore(RedisStore):
             if result[0] != "running" or result[1] != worker.id:
                 self.forget_step_claim(worker, cid)
             return StepRefused(str(result[0]), str(result[1]))
-        return StepClaim(
-            cid, task_id, int(result[1]), int(result[2]), int(result[3]), int(result[4])
-        )
+        step, attempt, iteration, max_iterations, replies = (int(v) for v in result[1:6])
+        return StepClaim(cid, task_id, step, attempt, iteration, max_iterations, replies)
 
     def forget_step_claim(self, worker: WorkerIdentity | str, conversation_id: str) -> None:
         worker_id = worker if isinstance(worker, str) else worker.id
@@ -314,14 +314,18 @@ class AgentStore(RedisStore):
         )
         return [event_from_entry(entry_id, fields) for entry_id, fields in reversed(entries)]
 
-    def first_user_message(self, conversation_id: str, scan: int = 50) -> MessageEvent | None:
-        """The conversation's first user message (its task), if it is among
-        the first ``scan`` events."""
+    def first_user_message(self, conversation_id: str) -> MessageEvent | None:
+        """The conversation's first user message (its task), by the seq its
+        ``send_message`` recorded: one entry read, whatever the history."""
+        k = self.keys
+        seq = self._call(lambda: self.redis.hget(k.agent(conversation_id), "first_message_seq"))
+        if not seq:
+            return None
         entries = self._call(
-            lambda: self.redis.xrange(self.keys.events(conversation_id), count=scan)
+            lambda: self.redis.xrange(k.events(conversation_id), f"{seq}-0", f"{seq}-0")
         )
         for entry_id, fields in entries:
             event = event_from_entry(entry_id, fields)
-            if isinstance(event, MessageEvent) and event.source == "user":
+            if isinstance(event, MessageEvent):
                 return event
         return None

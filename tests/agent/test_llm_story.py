@@ -249,3 +249,65 @@ def test_parallel_calls_only_the_call_in_flight_is_errored(
     answered = [m["tool_call_id"] for m in second if m["role"] == "tool"]
     assert answered == [c.tool_call_id for c in calls]
     assert_log_consistent(aq, cid)
+
+
+def test_pause_interrupt_and_confirmation_around_a_model_call_in_flight(
+    aq: ActionQ, start_worker: WorkerFactory, fake: FakeModel, tmp_path: Path
+) -> None:
+    """pause while the model thinks: its reply is recorded, its call waits
+    for run; interrupt: the reply is dropped and the model is asked again
+    on run; calls recorded while paused under AlwaysConfirm wait for the
+    user when the run goes on."""
+    marks = tmp_path / "marks"
+
+    def slow_call(line: str) -> list[dict[str, Any]]:
+        call = _tool_call("sleep_after_mark", marker_file=str(marks), line=line, seconds=0)
+        return [{"delay": 2, "tool_calls": [call]}, {"content": "ok"}]
+
+    fake.script("pause me", slow_call("paused"))
+    fake.script("interrupt me", slow_call("interrupted"))
+    fake.script("confirm me", slow_call("confirmed"))
+    _workers(start_worker)
+
+    def started(key: str, text: str, spec: AgentSpec = LLM) -> str:
+        cid = aq.create_conversation(agent=spec).id
+        aq.send_message(cid, text, run=True)
+        count = len(fake.requests(key))
+        wait_for(lambda: len(fake.requests(key)) > count, 20, what="the model call")
+        return cid
+
+    def calls(cid: str) -> list[ActionEvent]:
+        return [e for e in events_of(aq, cid) if isinstance(e, ActionEvent)]
+
+    paused = started("pause me", "pause me please")
+    aq.pause(paused)
+    wait_for(lambda: len(calls(paused)) == 1, 20, what="the reply recorded while paused")
+    assert aq.get_conversation(paused).status == ConversationStatus.PAUSED
+    assert aq.get_conversation(paused).queued_actions == 1 and not marks.exists()
+    aq.run(paused)
+    _wait_status(aq, paused, ConversationStatus.FINISHED)
+    assert _lines(marks) == ["paused"]
+
+    interrupted = started("interrupt me", "interrupt me please")
+    aq.interrupt(interrupted)
+    assert aq.get_conversation(interrupted).status == ConversationStatus.PAUSED
+    wait_for(lambda: len(fake.requests("interrupt me")) >= 1, 5)
+    aq.run(interrupted)
+    _wait_status(aq, interrupted, ConversationStatus.FINISHED)
+    assert len(calls(interrupted)) == 1  # the first reply was never recorded
+    first_position = [r for r in fake.requests("interrupt me") if len(r["messages"]) == 2]
+    assert len(first_position) == 2  # asked again
+    assert _lines(marks) == ["paused", "interrupted"]
+
+    held = started(
+        "confirm me",
+        "confirm me please",
+        AgentSpec(kind="llm", confirmation_policy={"kind": "AlwaysConfirm"}),  # type: ignore[arg-type]
+    )
+    aq.pause(held)
+    wait_for(lambda: len(calls(held)) == 1, 20, what="the reply recorded while paused")
+    assert aq.run(held).status == ConversationStatus.WAITING_FOR_CONFIRMATION
+    assert _lines(marks) == ["paused", "interrupted"]
+    aq.respond_to_confirmation(held, accept=True)
+    _wait_status(aq, held, ConversationStatus.FINISHED)
+    assert _lines(marks) == ["paused", "interrupted", "confirmed"]

@@ -17,10 +17,17 @@ from actionq.agent.spec import (
     ScriptedTurn,
     needs_confirmation,
 )
-from actionq.agent.view import MISSING_RESULT, detect_stuck, render_messages, safe_window
+from actionq.agent.view import (
+    MISSING_RESULT,
+    STUCK_CODE,
+    detect_stuck,
+    render_messages,
+    safe_window,
+)
 from actionq.models import (
     ActionEvent,
     AgentErrorEvent,
+    ConversationErrorEvent,
     ConversationStateUpdateEvent,
     ErrorCause,
     ErrorClassification,
@@ -167,28 +174,29 @@ def test_stuck_same_error_three_times_or_same_result_four_times() -> None:
         same_result += [act(f"c{i}", response=f"r{i}", command="x"), obs(f"c{i}", "same")]
     assert detect_stuck(same_result[:-2]) is None
     assert detect_stuck(same_result) is not None
-    # A new user message starts the count again.
+    # A new user message starts the count again, and so does a run after
+    # the agent was found stuck.
     assert detect_stuck([*same_error(3), user("try again")]) is None
+    found = ConversationErrorEvent(code=STUCK_CODE, detail="stuck")
+    assert detect_stuck([*same_error(3), found, *same_error(2)[1:]]) is None
 
 
 def test_the_scripted_agent_plays_the_turn_of_its_replies_so_far() -> None:
-    agent = ScriptedAgent(
-        [
-            ScriptedTurn(tool_calls=[ScriptedCall(tool="terminal", arguments={"command": "a"})]),
-            ScriptedTurn(text="saw: {last_result}"),
-        ]
-    )
-    first = agent.reply([{"role": "user", "content": "t"}], [], step=1)
+    turns = [
+        ScriptedTurn(tool_calls=[ScriptedCall(tool="terminal", arguments={"command": "a"})]),
+        ScriptedTurn(text="saw: {last_result}"),
+    ]
+    first = ScriptedAgent(turns, played=0).reply([{"role": "user", "content": "t"}], [], step=1)
     assert [c.name for c in first.tool_calls] == ["terminal"] and first.text == ""
+    # The window may hold fewer replies than were recorded: the count decides.
     history = [
         {"role": "user", "content": "t"},
-        {"role": "assistant", "content": None, "tool_calls": []},
         {"role": "tool", "tool_call_id": "x", "content": "crashed"},
     ]
-    assert agent.reply(history, [], step=2).text == "saw: crashed"
-    # Again with the same messages (a step that ran again): the same turn.
-    assert agent.reply(history, [], step=2).text == "saw: crashed"
-    done = agent.reply([*history, {"role": "assistant", "content": "x"}], [], step=3)
+    assert ScriptedAgent(turns, played=1).reply(history, [], step=2).text == "saw: crashed"
+    # Again (a step that ran again): the same turn.
+    assert ScriptedAgent(turns, played=1).reply(history, [], step=2).text == "saw: crashed"
+    done = ScriptedAgent(turns, played=2).reply(history, [], step=3)
     assert done.text == "done" and not done.tool_calls
 
 

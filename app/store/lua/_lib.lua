@@ -162,6 +162,11 @@ end
 local function start_run(k, a)
   local is_agent = redis.call('HGET', k.conv, 'agent') == '1'
   local status = redis.call('HGET', k.conv, 'status')
+  if status ~= 'waiting_for_confirmation' and redis.call('LLEN', k.confirm) > 0 then
+    -- Calls recorded while paused still wait for the user: ask again.
+    set_status(k.conv, k.events, 'waiting_for_confirmation', a.status_event_id, a.now)
+    return 'waiting_for_confirmation', '', 0, '', 0
+  end
   if status == 'waiting_for_confirmation' then
     -- Approval: the held calls run first, in their order.
     local held = redis.call('LRANGE', k.confirm, 0, -1)

@@ -4,12 +4,13 @@
 -- the next `run` queues it again.
 -- KEYS[1] conversation hash  KEYS[2] agent hash
 -- ARGV[1] task id  ARGV[2] worker id
--- Returns {'claimed', step, attempt, iteration, max iterations}
+-- Returns {'claimed', step, attempt, iteration, max iterations, replies
+--          recorded so far}
 --       | {'not_current', state} (an old or duplicate message)
 --       | {'running', owner} (claimed already: redelivered)
 --       | {'ended', state} | {'not_running', status}
 local f = redis.call('HMGET', KEYS[2], 'step_state', 'step_task', 'step', 'step_owner',
-  'max_iterations')
+  'max_iterations', 'replies')
 if f[2] ~= ARGV[1] then
   return {'not_current', f[1] or ''}
 end
@@ -32,4 +33,4 @@ if attempt == 1 then
 else
   iteration = tonumber(redis.call('HGET', KEYS[1], 'iteration'))
 end
-return {'claimed', f[3], attempt, iteration, f[5]}
+return {'claimed', f[3], attempt, iteration, f[5], f[6] or '0'}

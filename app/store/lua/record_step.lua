@@ -51,6 +51,7 @@ for i = 0, n - 1 do
   end
 end
 redis.call('HSET', KEYS[6], 'step_state', 'done')
+redis.call('HINCRBY', KEYS[6], 'replies', 1)
 
 local status = redis.call('HGET', KEYS[1], 'status')
 local dispatched, pushed, step_task, step_pushed = '', 0, '', 0

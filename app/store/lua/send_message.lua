@@ -18,6 +18,10 @@ if not status then
   return {'no_conversation'}
 end
 local seq = append_event(KEYS[1], KEYS[2], ARGV[4])
+if redis.call('HGET', KEYS[1], 'agent') == '1' then
+  -- The task: every step shows it to the model, found without a scan.
+  redis.call('HSETNX', KEYS[4], 'first_message_seq', seq)
+end
 if status == 'finished' or status == 'stuck' then
   set_status(KEYS[1], KEYS[2], 'idle', ARGV[6], ARGV[1])
   status = 'idle'
