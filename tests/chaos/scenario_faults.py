@@ -81,7 +81,10 @@ class ScenarioFaults:
             def all_leased_again() -> bool:
                 for pid, worker in serving.items():
                     if not worker.is_alive():
-                        raise AssertionError(f"worker {worker.name} (pid {pid}) died in the outage")
+                        raise AssertionError(
+                            f"worker {worker.name} (pid {pid}) died in the outage; its log "
+                            f"ends:\n{worker.log()[-4000:]}"
+                        )
                 try:
                     live = aq.store.live_worker_ids()
                 except ActionqError:
