@@ -20,5 +20,5 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert sum(result.faults.values()) >= 50
     assert result.report.actions >= 200
     assert result.settled, "the system did not settle in time"
-    assert result.fault_errors == []
+    assert result.fault_errors == [], "\n\n".join(result.fault_errors)
     assert result.report.violations == [], f"seed {seed}: {result.report.violations[:10]}"
