@@ -126,10 +126,12 @@ def _preload_litellm() -> None:
     scripted agents still run."""
 
     def load() -> None:
+        started = time.monotonic()
         try:
             from actionq.agent.llm import load_litellm
 
             load_litellm()
+            log.info("litellm imported in %.1fs", time.monotonic() - started)
         except ImportError:
             log.info("litellm is not installed (pip install 'actionq[llm]'): scripted agents only")
 
