@@ -119,7 +119,7 @@ def _tool_risk(name: str) -> str:
         return "UNKNOWN"
 
 
-def _new_calls(store: ActionStore, ctx: StepContext, cid: str, reply: AgentReply) -> list[NewCall]:
+def _new_calls(ctx: StepContext, cid: str, reply: AgentReply) -> list[NewCall]:
     calls = list(reply.tool_calls)
     # As OpenHands: nothing after a `finish` call runs.
     for i, call in enumerate(calls):
@@ -265,7 +265,7 @@ def _run_claimed_step(
             ConversationStatus.ERROR,
         )
         return f"error: {e.code}"
-    calls = _new_calls(store, ctx, cid, reply)
+    calls = _new_calls(ctx, cid, reply)
     message = None
     if not calls:
         if reply.text:
