@@ -30,8 +30,9 @@ from actionq.messaging.dispatch import (
     action_argsrepr,
     resend_turn,
     send_action,
-    send_step,
+    send_work,
     step_argsrepr,
+    step_sender,
 )
 from actionq.models import (
     ActionRecord,
@@ -190,12 +191,9 @@ class ActionQ:
 
     def _send_work(self, conversation_id: str, result: RunResult) -> None:
         """Send what a transition made runnable, unless its script pushed it."""
-        if result.dispatch_action_id and not result.pushed:
-            self.dispatch(conversation_id, result.dispatch_action_id)
-        if result.step_task_id and not result.step_pushed:
-            send_step(
-                self.celery_app, self.settings.agent_queue, conversation_id, result.step_task_id
-            )
+        send_work(
+            conversation_id, result, self.dispatch, step_sender(self.celery_app, self.settings)
+        )
 
     def get_conversation(self, conversation_id: str) -> Conversation:
         return self.store.get_conversation(conversation_id)

@@ -29,7 +29,7 @@ from actionq.agent.view import (
 from actionq.crashes.lost_step import StepSender, requeue_lost_step
 from actionq.errors import UnavailableError, UnknownToolError
 from actionq.messaging.direct_enqueue import TaskMessages
-from actionq.messaging.dispatch import action_argsrepr
+from actionq.messaging.dispatch import action_argsrepr, send_work
 from actionq.models import (
     ActionEvent,
     ConversationErrorEvent,
@@ -42,7 +42,7 @@ from actionq.models import (
 from actionq.settings import Settings
 from actionq.store import ActionStore, WorkerIdentity
 from actionq.store.agent import NewCall, StepClaim, StepRefused
-from actionq.store.records import RunResult, canonical_json, fingerprint
+from actionq.store.records import canonical_json, fingerprint
 from actionq.tools import get_tool, registered_tools
 
 __all__ = ["EMPTY_REPLY_NUDGE", "StepContext", "execute_step", "make_agent"]
@@ -154,13 +154,6 @@ def _new_calls(ctx: StepContext, cid: str, reply: AgentReply) -> list[NewCall]:
             )
         )
     return new
-
-
-def _send(ctx: StepContext, cid: str, result: RunResult) -> None:
-    if result.dispatch_action_id and not result.pushed:
-        ctx.dispatch(cid, result.dispatch_action_id)
-    if result.step_task_id and not result.step_pushed:
-        ctx.send_step(cid, result.step_task_id)
 
 
 def _handle_refused(
@@ -287,7 +280,7 @@ def _run_claimed_step(
     if result is None:
         log.info("agent step %d of %s: dropped (no longer this worker's step)", claim.step, cid)
         return "dropped: stale step"
-    _send(ctx, cid, result)
+    send_work(cid, result, ctx.dispatch, ctx.send_step)
     log.info(
         "%6.2fs agent step %d of conversation %s -> %d call(s), %s",
         time.monotonic() - started,

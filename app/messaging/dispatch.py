@@ -14,6 +14,7 @@ from actionq.errors import BrokerUnavailableError
 from actionq.models import ActionState, ConversationStatus
 from actionq.settings import Settings
 from actionq.store import ActionStore
+from actionq.store.records import RunResult
 
 __all__ = [
     "Dispatch",
@@ -21,6 +22,7 @@ __all__ = [
     "resend_turn",
     "send_action",
     "send_step",
+    "send_work",
     "step_argsrepr",
     "step_sender",
 ]
@@ -85,6 +87,20 @@ def send_step(app: Celery, queue: str, conversation_id: str, task_id: str) -> No
 def step_sender(app: Celery, settings: Settings) -> Callable[[str, str], None]:
     """``send_step`` bound to the app and the agent queue: ``(cid, task_id)``."""
     return partial(send_step, app, settings.agent_queue)
+
+
+def send_work(
+    conversation_id: str,
+    result: RunResult,
+    dispatch: Dispatch,
+    send_step: Callable[[str, str], None],
+) -> None:
+    """Send what a store transition made runnable (an action, an agent step),
+    unless its own script already pushed the message (direct enqueue)."""
+    if result.dispatch_action_id and not result.pushed:
+        dispatch(conversation_id, result.dispatch_action_id)
+    if result.step_task_id and not result.step_pushed:
+        send_step(conversation_id, result.step_task_id)
 
 
 def resend_turn(

@@ -257,8 +257,12 @@ class AgentStore(RedisStore):
                 status.value,
             ],
         )
+        if result[0] != "ok":
+            # Not ours any more: the step may be claimed again by this very
+            # worker (after a requeue), whose index entry must stay.
+            return False
         self.forget_step_claim(worker, cid)
-        return bool(result[0] == "ok")
+        return True
 
     def requeue_step(
         self, conversation_id: str, owner: str, max_attempts: int, error: ConversationErrorEvent

@@ -5,7 +5,6 @@ waits, a rejection reaches the agent, an accepted call runs once."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +74,6 @@ def test_a_held_call_waits_across_a_full_restart(tmp_path: Path) -> None:
     finally:
         kill_up(up)
 
-    time.sleep(0.5)  # nothing to wait for: everything is stopped
     up = start_up(data, tmp_path / "up2.log")
     try:
         with client_of(up) as aq:
