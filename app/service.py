@@ -9,6 +9,7 @@ page = aq.list_events(conversation.id)
 
 from __future__ import annotations
 
+import json
 import time
 from functools import cached_property, partial
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from actionq.agent.spec import AgentSpec, AlwaysConfirm, ConfirmRisky, NeverConfirm
 from actionq.crashes.stop import cancel_action
+from actionq.crashes.sweep import sweep_expired_leases
 from actionq.errors import (
     ActionqError,
     ConversationNotFound,
@@ -197,6 +199,38 @@ class ActionQ:
 
     def get_conversation(self, conversation_id: str) -> Conversation:
         return self.store.get_conversation(conversation_id)
+
+    def get_conversation_live(self, conversation_id: str) -> Conversation:
+        """The conversation, never ``running`` on a dead worker's claim: when it
+        says running, claims of workers whose lease expired are settled first
+        (what the sweeper does), so a reader never waits on work that is gone
+        (OpenHands #4893), even when no sweeper runs."""
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation.status != ConversationStatus.RUNNING:
+            return conversation
+        if self.store.expired_worker_ids():
+            sweep_expired_leases(
+                self.store,
+                step_attempts=self.settings.agent_step_attempts,
+                send_step=step_sender(self.celery_app, self.settings),
+            )
+            conversation = self.store.get_conversation(conversation_id)
+        return conversation
+
+    def agent_spec(self, conversation_id: str) -> tuple[AgentSpec, dict[str, Any] | None] | None:
+        """The conversation's agent and the confirmation policy set since it
+        was created (None: the spec's); None without an agent."""
+        stored = self.store.agent_spec_json(conversation_id)
+        if stored is None:
+            return None
+        spec_json, policy_json = stored
+        policy = json.loads(policy_json) if policy_json else None
+        return AgentSpec.model_validate_json(spec_json), policy
+
+    def workspace_dir(self, conversation_id: str) -> str:
+        """Where the conversation's tools run (the workers' ``ACTIONQ_WORKDIR``,
+        as this process's settings have it)."""
+        return str(self.settings.workspace_root / conversation_id)
 
     def list_conversations(self, offset: int = 0, limit: int = 100) -> list[Conversation]:
         conversations = []

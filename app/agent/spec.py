@@ -15,6 +15,7 @@ __all__ = [
     "AlwaysConfirm",
     "ConfirmRisky",
     "ConfirmationPolicy",
+    "InlineModel",
     "NeverConfirm",
     "ScriptedCall",
     "ScriptedTurn",
@@ -82,13 +83,32 @@ class ScriptedTurn(_Spec):
     tool_calls: list[ScriptedCall] = Field(default_factory=list)
 
 
+class InlineModel(_Spec):
+    """A model given with the conversation (OpenHands' ``agent.llm``) rather
+    than by a profile name: its API key is stored sealed with the server's
+    secret key (``actionq.secrets``), opened only in agent workers."""
+
+    model: str = Field(min_length=1, max_length=500)
+    base_url: str | None = Field(None, max_length=2000)
+    api_key_sealed: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = Field(None, gt=0)
+
+
 class AgentSpec(_Spec):
     """A conversation's agent. ``kind="llm"`` calls a model through litellm
-    (``model_profile``: a profile name the server knows); ``kind="scripted"``
-    plays ``turns`` in order (demos, tests, benchmarks)."""
+    (``model_profile``: a profile name the server knows, or ``model``: one
+    given with the conversation); ``kind="scripted"`` plays ``turns`` in order
+    (demos, tests, benchmarks). ``tools``: the tools it may call (None: every
+    registered tool). ``client_agent``: the agent as an OpenHands client sent
+    it, secrets removed, shown back in the conversation's info."""
 
     kind: Literal["llm", "scripted"]
     model_profile: str = "default"
+    model: InlineModel | None = None
+    tools: list[str] | None = None
+    client_agent: dict[str, Any] | None = None
+    stuck_detection: bool = True
     turns: list[ScriptedTurn] = Field(default_factory=list, max_length=10_000)
     system_prompt: str | None = Field(None, max_length=100_000)
     max_iterations: int | None = Field(None, gt=0, le=100_000)
