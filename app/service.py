@@ -125,7 +125,7 @@ class ActionQ:
         so a refused conversation stores nothing."""
         if agent is None:
             return self.store.create_conversation_checked(conversation_id)
-        if agent.kind == "llm":
+        if agent.kind == "llm" and agent.model is None:
             from actionq.agent.profiles import resolve_profile
 
             resolve_profile(self.settings, agent.model_profile)

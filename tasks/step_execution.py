@@ -39,6 +39,7 @@ from actionq.models import (
     MessageEvent,
     new_id,
 )
+from actionq.secrets import SecretBox, SecretKeyError
 from actionq.settings import Settings
 from actionq.store import ActionStore, WorkerIdentity
 from actionq.store.agent import NewCall, StepClaim, StepRefused
@@ -82,9 +83,39 @@ def make_agent(spec: AgentSpec, settings: Settings, replies: int = 0) -> Agent:
     if spec.kind == "scripted":
         return ScriptedAgent(spec.turns, replies)
     from actionq.agent.llm import LLMAgent  # litellm: the [llm] extra
-    from actionq.agent.profiles import resolve_profile
+    from actionq.agent.profiles import ModelProfile, resolve_profile
 
-    return LLMAgent(resolve_profile(settings, spec.model_profile), settings)
+    if spec.model is None:
+        return LLMAgent(resolve_profile(settings, spec.model_profile), settings)
+    model = spec.model
+    params: dict[str, Any] = {}
+    if model.temperature is not None:
+        params["temperature"] = model.temperature
+    if model.max_output_tokens is not None:
+        params["max_tokens"] = model.max_output_tokens
+    profile = ModelProfile(name="conversation", model=model.model, base_url=model.base_url)
+    return LLMAgent(
+        profile, settings, api_key=_open_key(model.api_key_sealed, settings), params=params
+    )
+
+
+def _open_key(sealed: str | None, settings: Settings) -> str | None:
+    """The model key given with the conversation, opened with the server's
+    secret key (only agent workers have it)."""
+    if sealed is None:
+        return None
+    try:
+        box = SecretBox.from_settings(settings)
+        if box is None:
+            raise SecretKeyError(
+                "this agent worker has no secret key (ACTIONQ_SECRET_KEY_FILE) to open the "
+                "conversation's model key"
+            )
+        return box.open(sealed)
+    except SecretKeyError as e:
+        raise ModelError(
+            "SecretKeyError", str(e), kind="config", retryable=False, user_action="settings"
+        ) from None
 
 
 def _classified_error(
@@ -232,7 +263,7 @@ def _run_claimed_step(
         )
         return "error: max iterations"
     window = safe_window(store.recent_events(cid, ctx.settings.agent_history_events))
-    stuck = detect_stuck(window)
+    stuck = detect_stuck(window) if spec.stuck_detection else None
     if stuck is not None:
         store.end_run(
             claim,
@@ -246,7 +277,8 @@ def _run_claimed_step(
         system_prompt=spec.system_prompt or DEFAULT_SYSTEM_PROMPT,
         first_user_message=store.first_user_message(cid),
     )
-    tools = _tool_specs(tuple(tool.name for tool in registered_tools()))
+    names = spec.tools if spec.tools is not None else [tool.name for tool in registered_tools()]
+    tools = _tool_specs(tuple(names))
     try:
         agent = make_agent(spec, ctx.settings, claim.replies)
         reply = agent.reply(messages, tools, step=claim.step)

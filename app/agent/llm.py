@@ -215,13 +215,22 @@ class LLMAgent:
         profile: ModelProfile,
         settings: Settings,
         *,
+        api_key: str | None = None,
+        params: dict[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``api_key``: the key itself (a model given with the conversation),
+        instead of the profile's variable; ``params``: more litellm arguments
+        (temperature, max_tokens)."""
         self.profile = profile
         self.settings = settings
+        self._key = api_key
+        self._params = params or {}
         self._sleep = sleep
 
     def _api_key(self) -> str | None:
+        if self._key is not None:
+            return self._key
         name = self.profile.api_key_env
         if name is None:
             return None
@@ -250,6 +259,7 @@ class LLMAgent:
             # client's (max_retries, 2 by default) are off.
             "num_retries": 0,
             "max_retries": 0,
+            **self._params,
         }
         if self.profile.base_url:
             kwargs["api_base"] = self.profile.base_url

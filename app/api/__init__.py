@@ -15,6 +15,7 @@ from actionq.api.metrics import ApiMetrics
 from actionq.api.routes import protected, public
 from actionq.api.stream import StreamSlots, stream_router
 from actionq.errors import ConfigurationError
+from actionq.secrets import SecretBox
 from actionq.service import ActionQ
 from actionq.settings import Settings, get_settings
 from actionq.tools import load_tool_modules
@@ -55,12 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.aq = aq
     app.state.metrics = ApiMetrics()
     app.state.follower = follower
+    # Seals the LLM keys that OpenHands clients send (None: refused).
+    app.state.secret_box = SecretBox.from_settings(settings)
     app.state.stream_slots = StreamSlots(settings.api_max_streams, settings.api_max_streams_per_key)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_handlers(app)
     app.include_router(public)
-    app.include_router(protected)
+    # Before `protected`: its /events/{event_id} would take /events/stream.
     app.include_router(stream_router, responses=protected.responses)
+    app.include_router(protected)
 
     # Added last, so outermost: before the body limit and everything else.
     app.add_middleware(RequestGate, metrics=app.state.metrics, keys=settings.api_keys)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actionq.api.auth import require_api_key
+from actionq.api.openhands.events import envelope, sdk_event
+from actionq.api.openhands.info import ConversationInfo, conversation_info, load_info
+from actionq.api.openhands.start import StartConversationRequest, agent_spec_of
 from actionq.api.schemas import (
     ActionResponse,
     ConfirmationPolicyRequest,
     ConfirmationResponse,
-    ConversationList,
-    CreateConversationRequest,
+    ConversationPage,
     ErrorResponse,
+    EventEnvelope,
+    EventEnvelopePage,
+    EventSearchPage,
     HealthResponse,
     RetryRequest,
     SendMessageRequest,
@@ -22,8 +27,8 @@ from actionq.api.schemas import (
     Success,
 )
 from actionq.api.stream import MAX_SEQ
-from actionq.errors import BadRequestError, ConfigurationError
-from actionq.models import Conversation, EventPage
+from actionq.errors import BadRequestError, ConfigurationError, ConversationNotFound, NotFoundError
+from actionq.models import Conversation, ConversationStatus, Event, MessageEvent
 from actionq.service import ActionQ
 
 __all__ = ["protected", "public"]
@@ -67,20 +72,22 @@ def metrics(request: Request, aq: AQ) -> Response:
 @protected.post(
     "/api/conversations",
     status_code=201,
-    response_model=Conversation,
+    response_model=ConversationInfo,
     tags=["conversations"],
-    responses={200: {"model": Conversation, "description": "It existed already (same id)"}},
+    responses={200: {"model": ConversationInfo, "description": "It existed already (same id)"}},
 )
 def create_conversation(
-    aq: AQ, response: Response, body: CreateConversationRequest | None = None
-) -> Conversation:
-    """Create a conversation (201); with the ``id`` of one that exists, return
-    it unchanged (200; its ``initial_message`` is not sent). With ``agent``,
-    messages and ``run`` drive it; an LLM agent's model profile must be known
-    to the server (400 otherwise, nothing stored)."""
-    body = body or CreateConversationRequest()
+    aq: AQ, request: Request, response: Response, body: StartConversationRequest | None = None
+) -> ConversationInfo:
+    """Create a conversation (201), OpenHands' ``StartConversationRequest``;
+    with the ``conversation_id`` of one that exists, return it unchanged (200;
+    its ``initial_message`` is not sent). A request actionq cannot run (an
+    unknown tool or model profile, a feature it lacks) is refused (400) and
+    stores nothing. docs/openhands.md"""
+    body = body or StartConversationRequest()
+    spec = agent_spec_of(body, request.app.state.secret_box)
     try:
-        conversation, created = aq.create_conversation_checked(body.id, agent=body.agent)
+        conversation, created = aq.create_conversation_checked(body.conversation_id, agent=spec)
     except ConfigurationError as e:
         # The request names something the server does not have (a model
         # profile): the client's to fix, and nothing was stored.
@@ -89,26 +96,75 @@ def create_conversation(
         response.status_code = 200
     elif body.initial_message is not None:
         message = body.initial_message
-        conversation = aq.send_message(conversation.id, message.text(), run=message.run)
-    return conversation
+        aq.send_message(conversation.id, message.text(), run=message.run)
+    return load_info(aq, conversation.id)
 
 
-@protected.get("/api/conversations", response_model=ConversationList, tags=["conversations"])
-def list_conversations(
+@protected.get("/api/conversations/search", response_model=ConversationPage, tags=["conversations"])
+def search_conversations(
     aq: AQ,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> ConversationList:
-    items = aq.list_conversations(offset, limit)
-    more = offset + limit < aq.count_conversations()
-    return ConversationList(items=items, next_offset=offset + limit if more else None)
+    page_id: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    status: ConversationStatus | None = None,
+    sort_order: Literal["CREATED_AT", "CREATED_AT_DESC"] = "CREATED_AT_DESC",
+) -> ConversationPage:
+    """A page of conversations, newest first by default; follow
+    ``next_page_id``. With ``status``, a page looks at no more than
+    10,000 conversations and may hold fewer than ``limit``."""
+    found, next_position = aq.store.search_conversations(
+        int(page_id or 0),
+        limit,
+        status.value if status else None,
+        newest_first=sort_order == "CREATED_AT_DESC",
+        scan_limit=_STATUS_SCAN_LIMIT,
+    )
+    items = [_info_of(aq, conversation) for conversation in found]
+    return ConversationPage(
+        items=items, next_page_id=None if next_position is None else str(next_position)
+    )
+
+
+@protected.get("/api/conversations/count", response_model=int, tags=["conversations"])
+def count_conversations(aq: AQ, status: ConversationStatus | None = None) -> int:
+    if status is None:
+        return aq.count_conversations()
+    return aq.store.count_conversations_with_status(status.value)
 
 
 @protected.get(
-    "/api/conversations/{conversation_id}", response_model=Conversation, tags=["conversations"]
+    "/api/conversations", response_model=list[ConversationInfo | None], tags=["conversations"]
 )
-def get_conversation(conversation_id: str, aq: AQ) -> Conversation:
-    return aq.get_conversation(conversation_id)
+def batch_get_conversations(
+    aq: AQ, ids: Annotated[list[str], Query(max_length=100)]
+) -> list[ConversationInfo | None]:
+    """The conversations with these ids, in order (null: no such conversation)."""
+    infos: list[ConversationInfo | None] = []
+    for cid in ids:
+        try:
+            infos.append(load_info(aq, cid))
+        except ConversationNotFound:
+            infos.append(None)
+    return infos
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}", response_model=ConversationInfo, tags=["conversations"]
+)
+def get_conversation(conversation_id: str, aq: AQ) -> ConversationInfo:
+    """OpenHands' ``ConversationInfo``, with actionq's fields. It never says
+    ``running`` on the claim of a worker whose lease is gone: that work is
+    recorded as crashed first."""
+    return load_info(aq, conversation_id)
+
+
+@protected.delete(
+    "/api/conversations/{conversation_id}", response_model=Success, tags=["conversations"]
+)
+def delete_conversation(conversation_id: str, aq: AQ) -> Success:
+    """Delete the conversation and its history (409 while it runs or waits
+    for confirmation: pause or interrupt it first). Its workspace folder stays."""
+    aq.store.delete_conversation(conversation_id)
+    return Success()
 
 
 @protected.post(
@@ -141,12 +197,14 @@ def submit_action(
 
 @protected.post(
     "/api/conversations/{conversation_id}/resume",
-    response_model=Conversation,
+    response_model=ConversationInfo,
     tags=["conversations"],
 )
-def resume_conversation(conversation_id: str, aq: AQ) -> Conversation:
-    """From ``error`` or ``paused``: the next queued action runs (409 otherwise)."""
-    return aq.resume(conversation_id)
+def resume_conversation(conversation_id: str, aq: AQ) -> ConversationInfo:
+    """actionq's own: from ``error`` or ``paused``, the next queued action runs
+    (409 otherwise); no agent step starts (``run`` does that)."""
+    aq.resume(conversation_id)
+    return load_info(aq, conversation_id)
 
 
 @protected.post(
@@ -164,37 +222,40 @@ def send_message(conversation_id: str, body: SendMessageRequest, aq: AQ) -> Succ
 
 @protected.post(
     "/api/conversations/{conversation_id}/run",
-    response_model=Conversation,
+    response_model=Success,
     tags=["conversations"],
 )
-def run_conversation(conversation_id: str, aq: AQ) -> Conversation:
+def run_conversation(conversation_id: str, aq: AQ) -> Success:
     """Run from ``idle``, ``paused``, ``error``, ``stuck`` (nothing that crashed
     runs again) or ``waiting_for_confirmation`` (accepts the held calls);
     409 if it is running. A ``finished`` one is left as it is."""
-    return aq.run(conversation_id)
+    aq.run(conversation_id)
+    return Success()
 
 
 @protected.post(
     "/api/conversations/{conversation_id}/pause",
-    response_model=Conversation,
+    response_model=Success,
     tags=["conversations"],
 )
-def pause_conversation(conversation_id: str, aq: AQ) -> Conversation:
+def pause_conversation(conversation_id: str, aq: AQ) -> Success:
     """Pause between steps: nothing new starts until ``run``; the tool call or
     model step in flight finishes and is recorded (``/interrupt`` stops it).
     409 in ``error`` or ``waiting_for_confirmation``."""
-    return aq.pause(conversation_id)
+    aq.pause(conversation_id)
+    return Success()
 
 
 @protected.post(
     "/api/conversations/{conversation_id}/interrupt",
-    response_model=Conversation,
+    response_model=Success,
     tags=["conversations"],
 )
-def interrupt_conversation(conversation_id: str, aq: AQ) -> Conversation:
+def interrupt_conversation(conversation_id: str, aq: AQ) -> Success:
     """Pause now: a running tool call is killed and recorded as cancelled, a
     model step in flight is dropped (asked again on the next ``run``)."""
-    return aq.interrupt(conversation_id)
+    aq.interrupt(conversation_id)
+    return Success()
 
 
 @protected.post(
@@ -239,13 +300,128 @@ def retry_action(action_id: str, aq: AQ, body: RetryRequest | None = None) -> Ac
 
 
 @protected.get(
-    "/api/conversations/{conversation_id}/events", response_model=EventPage, tags=["events"]
+    "/api/conversations/{conversation_id}/events/page",
+    response_model=EventEnvelopePage,
+    tags=["events"],
 )
 def list_events(
     conversation_id: str,
     aq: AQ,
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> EventPage:
-    """Events with seq > ``after_seq``; follow ``next_after_seq`` for the next page."""
-    return aq.list_events(conversation_id, after_seq, limit)
+) -> EventEnvelopePage:
+    """actionq's own: events with seq > ``after_seq``, each with its seq and
+    a crash's detail; follow ``next_after_seq``."""
+    page = aq.list_events(conversation_id, after_seq, limit)
+    return EventEnvelopePage(
+        items=[EventEnvelope.model_validate(envelope(e)) for e in page.items],
+        next_after_seq=page.next_after_seq,
+    )
+
+
+def _matches(event: Event, kind: str | None, source: str | None, body: str | None) -> bool:
+    if kind is not None and event.kind != kind:
+        return False
+    if source is not None and event.source != source:
+        return False
+    return body is None or (
+        isinstance(event, MessageEvent) and body.lower() in event.llm_message.content.lower()
+    )
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events/search",
+    response_model=EventSearchPage,
+    tags=["events"],
+)
+def search_events(
+    conversation_id: str,
+    aq: AQ,
+    page_id: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    source: Literal["agent", "user", "environment"] | None = None,
+    body: Annotated[str | None, Query(max_length=1000)] = None,
+) -> EventSearchPage:
+    """OpenHands' event search, oldest first: events in the SDK's JSON.
+    ``next_page_id`` is opaque (actionq: the seq to start from). With
+    filters, a page looks at no more than 10,000 events and may hold fewer
+    than ``limit``."""
+    filtered = kind is not None or source is not None or body is not None
+    budget = _EVENT_SCAN_LIMIT if filtered else limit
+    last_seq = aq.get_conversation(conversation_id).last_seq
+    items: list[dict[str, Any]] = []
+    after = int(page_id or 1) - 1  # page_id is inclusive
+    scanned = 0
+    while len(items) < limit and scanned < budget and after < last_seq:
+        page = aq.list_events(conversation_id, after, min(1000, budget - scanned))
+        if not page.items:
+            break
+        for event in page.items:
+            after = event.seq
+            scanned += 1
+            if _matches(event, kind, source, body):
+                items.append(sdk_event(event))
+                if len(items) == limit:
+                    break
+    # seqs are contiguous: anything after the last one looked at is the next page.
+    next_seq = after + 1 if after < last_seq else None
+    return EventSearchPage(items=items, next_page_id=None if next_seq is None else str(next_seq))
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events/count", response_model=int, tags=["events"]
+)
+def count_events(
+    conversation_id: str,
+    aq: AQ,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    source: Literal["agent", "user", "environment"] | None = None,
+    body: Annotated[str | None, Query(max_length=1000)] = None,
+) -> int:
+    if kind is None and source is None and body is None:
+        return aq.get_conversation(conversation_id).last_seq
+    return sum(1 for e in aq.all_events(conversation_id) if _matches(e, kind, source, body))
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events", response_model=list[dict[str, Any] | None],
+    tags=["events"],
+)  # fmt: skip
+def batch_get_events(
+    conversation_id: str, aq: AQ, event_ids: Annotated[list[str], Query(max_length=100)]
+) -> list[dict[str, Any] | None]:
+    """The events with these ids, in order (null: none with that id)."""
+    wanted = set(event_ids)
+    found = {e.id: e for e in aq.all_events(conversation_id) if e.id in wanted}
+    return [sdk_event(found[i]) if i in found else None for i in event_ids]
+
+
+@protected.get(
+    "/api/conversations/{conversation_id}/events/{event_id}",
+    response_model=dict[str, Any],
+    tags=["events"],
+)
+def get_event(conversation_id: str, event_id: str, aq: AQ) -> dict[str, Any]:
+    """One event in the SDK's JSON (404 if the conversation has none with this id)."""
+    event = aq.store.find_event(conversation_id, event_id)
+    if event is None:
+        raise NotFoundError(f"conversation {conversation_id} has no event {event_id!r}")
+    return sdk_event(event)
+
+
+def _info_of(aq: ActionQ, conversation: Conversation) -> ConversationInfo:
+    agent = aq.agent_spec(conversation.id) if conversation.agent else None
+    spec, policy = agent if agent is not None else (None, None)
+    return conversation_info(
+        conversation,
+        spec,
+        policy,
+        aq.workspace_dir(conversation.id),
+        aq.settings.agent_max_iterations,
+    )
+
+
+# A filtered page reads at most this many conversations or events.
+_STATUS_SCAN_LIMIT = 10_000
+_EVENT_SCAN_LIMIT = 10_000

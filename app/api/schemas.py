@@ -7,23 +7,24 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actionq.agent.spec import AgentSpec, ConfirmationPolicy
+from actionq.agent.spec import ConfirmationPolicy
+from actionq.api.openhands.info import ConversationInfo
 from actionq.models import (
-    CONVERSATION_ID_MAX_LENGTH,
-    CONVERSATION_ID_PATTERN,
     ActionRecord,
     ActionState,
-    Conversation,
+    ErrorDetail,
 )
 
 __all__ = [
     "ActionResponse",
     "ConfirmationPolicyRequest",
     "ConfirmationResponse",
-    "ConversationList",
-    "CreateConversationRequest",
+    "ConversationPage",
     "ErrorBody",
     "ErrorResponse",
+    "EventEnvelope",
+    "EventEnvelopePage",
+    "EventSearchPage",
     "HealthResponse",
     "InitialMessage",
     "RetryRequest",
@@ -61,10 +62,13 @@ class _Body(BaseModel):
 
 
 class TextContent(_Body):
-    """One part of a message's content, as OpenHands has it (text only here)."""
+    """One part of a message's content, as OpenHands has it (text only here;
+    ``cache_prompt``, a prompt-caching hint of OpenHands' LLM, is accepted and
+    has no effect)."""
 
     type: Literal["text"] = "text"
     text: str
+    cache_prompt: bool = False
 
 
 class SendMessageRequest(_Body):
@@ -77,6 +81,7 @@ class SendMessageRequest(_Body):
         | Annotated[list[TextContent], Field(min_length=1, max_length=1000)]
     )
     run: bool = Field(False, description="Run the conversation after the message.")
+    sender: str | None = Field(None, max_length=256, description="Accepted; not stored.")
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -89,27 +94,6 @@ class InitialMessage(SendMessageRequest):
     default, as OpenHands always does)."""
 
     run: bool = Field(True, description="Run the conversation after the message.")
-
-
-class CreateConversationRequest(_Body):
-    id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=CONVERSATION_ID_MAX_LENGTH,
-        # Alphanumeric first and no '/': see actionq.models.
-        pattern=CONVERSATION_ID_PATTERN,
-        description="Optional id: letters, digits, '_', '.', '-', starting with a letter or "
-        "digit. Creating an existing id returns it unchanged (200).",
-    )
-    agent: AgentSpec | None = Field(
-        None,
-        description="The conversation's agent: a model profile the server knows "
-        "(kind llm; never a credential) or a script (kind scripted). Without it the "
-        "conversation only runs the tool calls posted to it.",
-    )
-    initial_message: InitialMessage | None = Field(
-        None, description="Sent after the conversation is created (not when it existed)."
-    )
 
 
 class ConfirmationResponse(_Body):
@@ -193,9 +177,35 @@ class RetryRequest(_Body):
     force: bool = Field(False, description="Run it even if it is quarantined.")
 
 
-class ConversationList(_Body):
-    items: list[Conversation]
-    next_offset: int | None
+class ConversationPage(_Body):
+    """OpenHands' ``ConversationPage``: follow ``next_page_id`` (opaque)."""
+
+    items: list[ConversationInfo]
+    next_page_id: str | None
+
+
+class EventSearchPage(_Body):
+    """OpenHands' ``EventPage``: events in the SDK's JSON; ``next_page_id``
+    is an opaque cursor to pass back as ``page_id``."""
+
+    items: list[dict[str, Any]]
+    next_page_id: str | None
+
+
+class EventEnvelope(_Body):
+    """An event (OpenHands' JSON, in ``event``) with what actionq adds: its
+    ``seq``, and for a crash the action id and the crash's ``detail``."""
+
+    seq: int
+    event: dict[str, Any]
+    action_id: str | None = None
+    detail: ErrorDetail | None = None
+    retry_of: str | None = None
+
+
+class EventEnvelopePage(_Body):
+    items: list[EventEnvelope]
+    next_after_seq: int | None
 
 
 class HealthResponse(_Body):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 
 from redis.client import Pipeline
 
@@ -83,6 +84,95 @@ class ConversationStore(RedisStore):
 
     def count_conversations(self) -> int:
         return int(self._call(lambda: self.redis.zcard(self.keys.conversation_index())))
+
+    def search_conversations(
+        self, start: int, limit: int, status: str | None, newest_first: bool, scan_limit: int
+    ) -> tuple[list[Conversation], int | None]:
+        """A page of conversations in creation order (``newest_first``: the
+        other way), from position ``start`` of the index; with ``status``,
+        only those, looking at no more than ``scan_limit`` conversations (a
+        page may then hold fewer than ``limit``: follow the cursor). Returns
+        the page and the position to go on from (None: the end)."""
+        index = self.keys.conversation_index()
+        read = self.redis.zrevrange if newest_first else self.redis.zrange
+        found: list[Conversation] = []
+        position = start
+        budget = limit if status is None else scan_limit
+        scanned = 0
+        while len(found) < limit and scanned < budget:
+            chunk = limit if status is None else min(500, budget - scanned)
+            ids = self._call(partial(read, index, position, position + chunk - 1))
+            for cid in ids:
+                position += 1
+                scanned += 1
+                try:
+                    conversation = self.get_conversation(str(cid))
+                except ConversationNotFound:  # deleted since the index was read
+                    continue
+                if status is None or conversation.status.value == status:
+                    found.append(conversation)
+                    if len(found) == limit:
+                        break
+            if len(ids) < chunk and len(found) < limit:
+                return found, None  # the end of the index
+        return found, position if position < self.count_conversations() else None
+
+    def count_conversations_with_status(self, status: str) -> int:
+        count = 0
+        for batch in _batched(self.iter_conversation_ids(), 500):
+
+            def build(pipe: Pipeline, batch: list[str] = batch) -> None:
+                for cid in batch:
+                    pipe.hget(self.keys.conversation(cid), "status")
+
+            count += sum(1 for value in self._pipelined(build) if value == status)
+        return count
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete the conversation and all that is stored with it
+        (``InvalidTransition`` while it runs or waits for confirmation)."""
+        k = self.keys
+        cid = conversation_id
+        keys = [
+            k.conversation(cid),
+            k.events(cid),
+            k.queue(cid),
+            k.actions(cid),
+            k.idempotency(cid),
+            k.tool_calls(cid),
+            k.crashes(cid),
+            k.retries(cid),
+            k.agent(cid),
+            k.confirmations(cid),
+        ]
+        result = self._script("delete_conversation", keys, [k.action(cid, "")])
+        if result[0] == "no_conversation":
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        if result[0] == "refused":
+            raise InvalidTransition(
+                f"conversation {cid} is {result[1]}; pause or interrupt it (or answer the "
+                "confirmation) before deleting it"
+            )
+        action_ids = [str(i) for i in result[1:]]
+
+        def unindex(pipe: Pipeline) -> None:
+            pipe.zrem(k.conversation_index(), cid)
+            if action_ids:
+                pipe.hdel(k.action_index(), *action_ids)
+
+        self._pipelined(unindex)
+
+    def find_event(self, conversation_id: str, event_id: str) -> Event | None:
+        """The event with this id (a scan of the history: O(history))."""
+        after = 0
+        while True:
+            page = self.list_events(conversation_id, after, 1000)
+            for event in page.items:
+                if event.id == event_id:
+                    return event
+            if page.next_after_seq is None:
+                return None
+            after = page.next_after_seq
 
     def iter_conversation_ids(self, batch: int = 500) -> Iterator[str]:
         offset = 0
@@ -160,3 +250,14 @@ class ConversationStore(RedisStore):
             if page.next_after_seq is None:
                 return events
             after = page.next_after_seq
+
+
+def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
