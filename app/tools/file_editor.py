@@ -614,8 +614,8 @@ def run_file_editor(args: FileEditorArgs, ctx: ToolContext) -> dict[str, Any]:
             f"file_editor {args.command} of {target.shown!r}",
             lambda: _COMMANDS[args.command](args, ctx, target),
         )
-    except EditorError as e:
-        result = _Result(str(e), e.prev_exist)
+    except EditorError as e:  # the message may quote old_str, which may be long
+        result = _Result(_clip(str(e), ctx), e.prev_exist)
         is_error = True
     else:
         is_error = False

@@ -65,8 +65,8 @@ def ok(workspace: Path, ctx: ToolContext | None = None, **args: Any) -> dict[str
     return result
 
 
-def error(workspace: Path, **args: Any) -> str:
-    result = run(workspace, **args)
+def error(workspace: Path, ctx: ToolContext | None = None, **args: Any) -> str:
+    result = run(workspace, ctx, **args)
     assert result["is_error"] is True, result
     assert result["old_content"] is None and result["new_content"] is None
     return str(result["output"])
@@ -265,6 +265,14 @@ def test_str_replace_mistakes_change_nothing_and_say_why(workspace: Path) -> Non
     )
     assert "must be different" in replace(old_str="y = 2", new_str="y = 2")
     assert "it is empty" in replace(old_str="", new_str="y")
+    long = error(
+        workspace,
+        context(workspace, max_output_bytes=1000),
+        command="str_replace",
+        path="a.txt",
+        old_str="q" * 5000,
+    )
+    assert "did not appear verbatim" in long and len(long) < 1200
     assert replace(new_str="y").startswith(
         "Parameter `old_str` is required for command: str_replace."
     )
