@@ -27,6 +27,7 @@ from actionq.models import (
     ObservationEvent,
     UserRejectObservation,
 )
+from actionq.tools import find_tool
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -56,9 +57,15 @@ ResultEvent = ObservationEvent | AgentErrorEvent | UserRejectObservation
 
 
 def result_text(event: ResultEvent) -> str:
-    """What the model reads as a call's result."""
+    """What the model reads as a call's result: an observation as JSON, but
+    for the keys its tool keeps for clients (``model_omits``: file_editor's
+    whole file before and after, which would double every edit's size)."""
     if isinstance(event, ObservationEvent):
-        return json.dumps(event.observation, ensure_ascii=False, sort_keys=True)
+        registered = find_tool(event.tool_name)
+        shown = event.observation
+        if registered is not None and registered.model_omits:
+            shown = {k: v for k, v in shown.items() if k not in registered.model_omits}
+        return json.dumps(shown, ensure_ascii=False, sort_keys=True)
     if isinstance(event, AgentErrorEvent):
         return event.error
     return f"Action rejected: {event.rejection_reason}"

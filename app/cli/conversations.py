@@ -55,6 +55,8 @@ def _describe(event: dict[str, Any]) -> Any:
         obs = event["observation"]
         if "exit_code" in obs:
             return f"exit {obs['exit_code']}: {str(obs.get('output', '')).strip()}"
+        if isinstance(obs.get("output"), str):  # file_editor, think: the text the model read
+            return ("error: " if obs.get("is_error") else "") + " ".join(obs["output"].split())
         return json.dumps(obs)
     if kind == "AgentErrorEvent":
         d = event["detail"]

@@ -1,4 +1,6 @@
-"""Built-in tools: terminal and finish (the file tools: actionq.tools.files)."""
+"""Built-in tools: terminal, think and finish (the file tools: actionq.tools.files and
+actionq.tools.file_editor). Names, arguments and observation keys are OpenHands'
+(TerminalTool, ThinkTool, FinishTool), so an OpenHands client can show them."""
 
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from actionq.tools.sandbox import (
     process_start_ticks,
 )
 
-__all__ = ["FinishArgs", "TerminalArgs"]
+__all__ = ["THINK_OUTPUT", "FinishArgs", "TerminalArgs", "ThinkArgs"]
 
 TIMEOUT_EXIT_CODE = 124  # what coreutils' `timeout` returns
+THINK_OUTPUT = "Your thought has been logged."  # OpenHands' ThinkObservation text
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +49,10 @@ class TerminalArgs(_Args):
 
 class FinishArgs(_Args):
     message: str = ""
+
+
+class ThinkArgs(_Args):
+    thought: str = Field(description="The thought to log.")
 
 
 # After the shell exits, how long its output is still read: a background child
@@ -209,12 +216,22 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     if timed_out:
         exit_code = TIMEOUT_EXIT_CODE
     return {
+        "command": args.command,
         "exit_code": exit_code,
         "output": output.text(),
         "truncated": output.truncated,
         "timed_out": timed_out,
         "duration_s": round(time.monotonic() - started, 3),
     }
+
+
+@tool("think", ThinkArgs, risk="LOW")
+def run_think(args: ThinkArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Use the tool to think about something. It will not obtain new information or make
+    any changes, but just log the thought. Use it when complex reasoning or brainstorming
+    is needed: planning the next steps, weighing approaches, or sorting out what a result
+    means."""
+    return {"output": THINK_OUTPUT}
 
 
 @tool("finish", FinishArgs, risk="LOW")

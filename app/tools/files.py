@@ -19,7 +19,17 @@ from actionq.tools.output import truncate_text
 from actionq.tools.registry import ToolContext, tool
 from actionq.tools.workspace import open_folder, open_regular_at, resolve_in_workspace
 
-__all__ = ["FileEditArgs", "FileReadArgs", "FileWriteArgs", "edit_text"]
+__all__ = [
+    "MAX_EDIT_BYTES",
+    "FileEditArgs",
+    "FileReadArgs",
+    "FileWriteArgs",
+    "edit_text",
+    "numbered_snippet",
+    "occurrences",
+    "replace_atomically",
+    "within_deadline",
+]
 
 T = TypeVar("T")
 
@@ -54,7 +64,7 @@ class FileEditArgs(_Args):
     new_str: str = Field(description="The text to put in its place (empty: delete old_str).")
 
 
-def _within(timeout: float, what: str, work: Callable[[], T]) -> T:
+def within_deadline(timeout: float, what: str, work: Callable[[], T]) -> T:
     """Run ``work`` with a deadline: storage that hangs (a dead network mount)
     errors the action instead of holding the worker until the hard limit (the
     stuck thread is left behind; it holds nothing the next action needs)."""
@@ -94,7 +104,7 @@ def run_file_read(args: FileReadArgs, ctx: ToolContext) -> dict[str, Any]:
         with os.fdopen(fd, "rb") as f:
             return f.read(args.max_bytes + 1)
 
-    data = _within(ctx.file_timeout, f"reading {args.path!r}", read)
+    data = within_deadline(ctx.file_timeout, f"reading {args.path!r}", read)
     text = data[: args.max_bytes].decode("utf-8", "replace")
     text, cut = truncate_text(text, ctx.max_output_bytes)
     return {"path": args.path, "content": text, "truncated": cut or len(data) > args.max_bytes}
@@ -115,11 +125,11 @@ def run_file_write(args: FileWriteArgs, ctx: ToolContext) -> dict[str, Any]:
                 f.truncate(0)  # only now that it is known to be a regular file
             f.write(data)
 
-    _within(ctx.file_timeout, f"writing {args.path!r}", write)
+    within_deadline(ctx.file_timeout, f"writing {args.path!r}", write)
     return {"path": args.path, "bytes_written": len(data)}
 
 
-def _occurrences(text: str, old: str) -> list[int]:
+def occurrences(text: str, old: str) -> list[int]:
     """Where ``old`` starts in ``text``, overlapping ones too ('aa' is twice in 'aaa')."""
     found = []
     at = text.find(old)
@@ -135,7 +145,7 @@ def edit_text(text: str, old: str, new: str, path: str) -> tuple[str, int]:
     ``ValueError`` that says how many (and on which lines)."""
     if old == new:
         raise ValueError("old_str and new_str are the same; nothing to change")
-    found = _occurrences(text, old)
+    found = occurrences(text, old)
     if not found:
         raise ValueError(
             f"old_str does not occur in {path!r}; nothing was changed. It must match the "
@@ -154,7 +164,7 @@ def edit_text(text: str, old: str, new: str, path: str) -> tuple[str, int]:
     return text[:at] + new + text[at + len(old) :], text.count("\n", 0, at) + 1
 
 
-def _snippet(text: str, first_line: int, new: str) -> str:
+def numbered_snippet(text: str, first_line: int, new: str) -> str:
     """The edited lines with a few around them, numbered (as ``cat -n``)."""
     lines = text.split("\n")
     start = max(first_line - 1 - _SNIPPET_CONTEXT_LINES, 0)
@@ -162,7 +172,7 @@ def _snippet(text: str, first_line: int, new: str) -> str:
     return "\n".join(f"{n + 1:6}\t{lines[n]}" for n in range(start, end))
 
 
-def _replace_atomically(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+def replace_atomically(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     """Write a new file beside ``name`` and rename it over ``name``: a reader
     (or a crash) sees the old content or the new, never half of it."""
     temp = f".actionq-edit-{uuid.uuid4().hex[:12]}.tmp"  # short: ``name`` may be 255 bytes
@@ -208,9 +218,9 @@ def run_file_edit(args: FileEditArgs, ctx: ToolContext) -> dict[str, Any]:
                     "text files only"
                 ) from None
             edited, line = edit_text(text, args.old_str, args.new_str, args.path)
-            _replace_atomically(dir_fd, target.name, edited.encode("utf-8"), mode)
+            replace_atomically(dir_fd, target.name, edited.encode("utf-8"), mode)
         return edited, line
 
-    edited, line = _within(ctx.file_timeout, f"editing {args.path!r}", edit)
-    snippet, _ = truncate_text(_snippet(edited, line, args.new_str), ctx.max_output_bytes)
+    edited, line = within_deadline(ctx.file_timeout, f"editing {args.path!r}", edit)
+    snippet, _ = truncate_text(numbered_snippet(edited, line, args.new_str), ctx.max_output_bytes)
     return {"path": args.path, "line": line, "snippet": snippet}

@@ -23,6 +23,7 @@ __all__ = [
     "Tool",
     "ToolContext",
     "ToolRisk",
+    "find_tool",
     "get_tool",
     "load_tool_modules",
     "registered_tools",
@@ -72,6 +73,9 @@ class Tool:
     run: Callable[[Any, ToolContext], dict[str, Any]]
     env: tuple[str, ...] = ()  # variables its commands need, passed even if secret-looking
     risk: ToolRisk = "UNKNOWN"  # declared by the tool; not part of the LLM spec
+    # Observation keys for clients only (file_editor's whole file before and
+    # after, for a diff view): stored, but left out of what the model reads.
+    model_omits: tuple[str, ...] = ()
 
     def spec(self) -> dict[str, Any]:
         """The tool as an LLM function spec (OpenAI style)."""
@@ -95,6 +99,7 @@ def tool(
     *,
     env: Iterable[str] = (),
     risk: ToolRisk = "UNKNOWN",
+    model_omits: Iterable[str] = (),
 ) -> Callable[[Callable[[ArgsT, ToolContext], dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Register a function as the tool ``name``.
 
@@ -103,7 +108,9 @@ def tool(
     variables its commands need beyond the allow-list (``ctx.env``).
     ``risk`` is what running it may do (``ToolRisk``): LOW (reads only),
     MEDIUM (changes files in the workspace), HIGH (runs arbitrary commands),
-    UNKNOWN (the default: not declared).
+    UNKNOWN (the default: not declared). ``model_omits`` names observation
+    keys the model is not shown (``actionq.agent.view``): what only a client
+    needs, such as the content a diff is drawn from.
     """
     if risk not in RISK_LEVELS:  # a tool module's typo: refused when it is imported
         raise ConfigurationError(
@@ -114,7 +121,7 @@ def tool(
         fn: Callable[[ArgsT, ToolContext], dict[str, Any]],
     ) -> Callable[..., dict[str, Any]]:
         doc = description or inspect.cleandoc(fn.__doc__ or "")
-        _REGISTRY[name] = Tool(name, doc, args_model, fn, tuple(env), risk)
+        _REGISTRY[name] = Tool(name, doc, args_model, fn, tuple(env), risk, tuple(model_omits))
         return fn
 
     return register
@@ -126,6 +133,11 @@ def get_tool(name: str) -> Tool:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise UnknownToolError(f"unknown tool {name!r}; registered tools: {known}") from None
+
+
+def find_tool(name: str) -> Tool | None:
+    """The tool ``name``, or None if no module registered it here."""
+    return _REGISTRY.get(name)
 
 
 def registered_tools() -> list[Tool]:

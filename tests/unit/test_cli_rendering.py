@@ -72,6 +72,14 @@ def test_an_observation_shows_exit_code_and_output_trimmed() -> None:
     assert _describe(failed) == "exit 2: "
 
 
+def test_an_observation_with_an_output_text_shows_it_and_whether_it_is_an_error() -> None:
+    edited = {"command": "view", "path": "/w/a", "old_content": None, "output": "Here's\n  a"}
+    event = as_sent(ObservationEvent(**IDS, observation=edited))
+    assert _describe(event) == "Here's a"
+    failed = as_sent(ObservationEvent(**IDS, observation={"output": "No edit", "is_error": True}))
+    assert _describe(failed) == "error: No edit"
+
+
 def test_an_observation_without_exit_code_shows_its_json() -> None:
     event = as_sent(ObservationEvent(**IDS, observation={"content": "text", "size": 4}))
     assert _describe(event) == '{"content": "text", "size": 4}'

@@ -32,6 +32,8 @@ BUILT_INS = {
     "file_write": "MEDIUM",
     "file_edit": "MEDIUM",
     "file_read": "LOW",
+    "file_editor": "MEDIUM",
+    "think": "LOW",
     "finish": "LOW",
 }
 

@@ -78,3 +78,40 @@ def test_file_edit_through_the_worker(
     assert result["line"] == 2 and "host = b" in str(result["snippet"])
     assert path.read_text() == "port = 1\nhost = b\nport = 1\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_openhands_tools_through_the_worker(
+    aq: ActionQ, settings: Settings, start_worker: WorkerFactory
+) -> None:
+    """file_editor and think run as actions; a file_editor mistake is an
+    observation (is_error), not an AgentErrorEvent; terminal names its command."""
+    start_worker()
+    cid = aq.create_conversation().id
+    folder = conversation_workspace(settings, cid)
+    absolute = str(folder / "src" / "app.py")
+    replace = {"command": "str_replace", "path": absolute}
+    calls = [
+        ("file_editor", {"command": "create", "path": "src/app.py", "file_text": "x = 1\n"}),
+        ("file_editor", {**replace, "old_str": "x", "new_str": "y"}),
+        ("file_editor", {**replace, "old_str": "zz", "new_str": "q"}),
+        ("file_editor", {"command": "view", "path": "."}),
+        ("think", {"thought": "undo, then check with the shell"}),
+        ("file_editor", {"command": "undo_edit", "path": "src/app.py"}),
+        ("terminal", {"command": "cat src/app.py"}),
+    ]
+    actions = [aq.submit_action(cid, tool, arguments) for tool, arguments in calls]
+    created, replaced, missed, listed, thought, undone, shell = (
+        observation(aq, cid, a.id) for a in actions
+    )
+
+    assert created["prev_exist"] is False and created["path"] == absolute
+    assert created["output"] == f"File created successfully at: {absolute}"
+    assert (replaced["old_content"], replaced["new_content"]) == ("x = 1\n", "y = 1\n")
+    assert replaced["is_error"] is False and "     1\ty = 1" in str(replaced["output"])
+    assert missed["is_error"] is True and "did not appear verbatim" in str(missed["output"])
+    assert f"{folder}/src/\n{folder}/src/app.py" in str(listed["output"])
+    assert thought == {"output": "Your thought has been logged."}
+    assert undone["new_content"] == "x = 1\n" and undone["is_error"] is False
+    assert shell["command"] == "cat src/app.py" and shell["output"] == "x = 1\n"
+    assert shell["exit_code"] == 0
+    assert (folder / "src" / "app.py").read_text() == "x = 1\n"
