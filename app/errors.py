@@ -3,6 +3,8 @@ Redis and kombu errors are translated where they are caught, with ``raise ... fr
 
 ActionqError                    ``code``: a stable machine-readable name
 ├── ConfigurationError          bad or unknown ACTIONQ_* setting
+│   └── SecretKeyError          the secret key file (ACTIONQ_SECRET_KEY_FILE) is unusable,
+│                               or a sealed secret does not open with it
 ├── UnavailableError            a server actionq needs cannot be reached (HTTP 503)
 │   ├── StoreUnavailableError   the Redis state store
 │   │   └── ClaimUnavailableError   ... when a delivery claims its action: nothing ran
@@ -48,6 +50,7 @@ __all__ = [
     "NotFoundError",
     "QuarantinedAction",
     "RetryInProgress",
+    "SecretKeyError",
     "StoreUnavailableError",
     "StreamCapacityError",
     "TooManyStreamsError",
@@ -64,6 +67,15 @@ class ActionqError(Exception):
 
 class ConfigurationError(ActionqError):
     code = "configuration_error"
+
+
+class SecretKeyError(ConfigurationError):
+    """The key that seals stored secrets (``actionq.secrets``) is missing,
+    readable by others or malformed, or a sealed secret does not open with it
+    (another key, or a corrupt token). Its message never holds key material
+    nor the secret."""
+
+    code = "secret_key_error"
 
 
 class UnavailableError(ActionqError):

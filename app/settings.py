@@ -173,6 +173,18 @@ class Settings(BaseSettings):
         description="actionq's own data folder (keys, passwords, server data), set by "
         "`actionq up`; tools never run in it and the file tools refuse every path in it.",
     )
+    secret_key_file: str | None = Field(
+        None,
+        description="A file holding the Fernet key that seals the LLM API keys clients "
+        "send (the API seals, agent workers open; tool workers and tools never get it). "
+        "Refused if group or others may read it. `actionq up`: <data folder>/secret-key, "
+        "made on first start. Unset: no LLM key can be stored.",
+    )
+    secret_key_file_old: str | None = Field(
+        None,
+        description="Key rotation: the previous key file. Secrets sealed with it still "
+        "open; new ones are sealed with ACTIONQ_SECRET_KEY_FILE.",
+    )
 
     tool_env_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -34,6 +34,7 @@ from actionq.messaging.celery_app import AGENT_STEP_TASK, RUN_ACTION_TASK, get_c
 from actionq.messaging.dispatch import send_action, step_sender
 from actionq.models import ErrorCause
 from actionq.runtime import get_store
+from actionq.secrets import SecretBox
 from actionq.settings import get_settings
 from actionq.store import ActionStore, WorkerIdentity
 from actionq.tasks.heartbeat import stop_heartbeat
@@ -91,9 +92,27 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         raise SystemExit(1) from e
 
 
+def _consumed_queues(sender: Any) -> set[str]:
+    """The queues this worker consumes (empty: unknown, i.e. Celery's default)."""
+    return set(getattr(sender.app.amqp.queues, "consume_from", None) or {})
+
+
 def _init_worker(sender: Any) -> None:
     settings = get_settings()
-    scrub_worker_environ()  # after the settings are read; before the pool forks
+    consumed = _consumed_queues(sender)
+    # Only a worker of agent steps alone may keep the secret key's setting:
+    # one that consumes anything else (or Celery's default) may run tools.
+    agent_only = bool(consumed) and consumed <= {settings.agent_queue}
+    # After the settings are read; before the pool forks.
+    dropped = scrub_worker_environ(runs_tools=not agent_only)
+    if dropped:
+        log.warning(
+            "%s: dropped, this worker runs tools and only agent workers open sealed "
+            "secrets (`actionq worker` starts tool workers without it)",
+            ", ".join(dropped),
+        )
+    if agent_only and settings.secret_key_file:
+        SecretBox.from_settings(settings)  # an unusable key file: say so now, do not start
     load_tool_modules(settings.tool_modules)
     worker = init_worker_identity(getattr(sender, "hostname", None))
     start_oom_watch()  # before the pool forks: OOM kills of its children are named
@@ -102,7 +121,7 @@ def _init_worker(sender: Any) -> None:
     log.info("actionq worker %s holds a %.1fs lease", worker.id, settings.worker_lease_seconds)
     # A cold shutdown sends no worker_shutdown signal; settle at exit instead.
     atexit.register(on_worker_shutdown)
-    if settings.agent_queue in (getattr(sender.app.amqp.queues, "consume_from", None) or {}):
+    if settings.agent_queue in consumed:
         _preload_litellm()
     if settings.recover_on_start:
         dispatch = partial(send_action, sender.app, settings.queue)

@@ -203,15 +203,22 @@ def worker(concurrency: int | None, agent: bool, celery_args: tuple[str, ...]) -
     Extra arguments are passed to ``celery worker``.
     """
     from actionq.local.processes import worker_command
+    from actionq.secrets import SecretBox, is_secret_setting
 
     settings = get_settings()  # a wrong setting: one line here, not Celery's traceback
+    env = dict(os.environ)
     if agent:
         command = worker_command(
             concurrency or settings.agent_concurrency, agent=True, queue=settings.agent_queue
         )
+        SecretBox.from_settings(settings)  # an unusable key file: one line, now
     else:
         command = worker_command(concurrency or os.cpu_count() or 1, queue=settings.queue)
-    os.execv(sys.executable, command + list(celery_args))
+        # Tools run here: not even the path of the secret key (`actionq env`
+        # exports it, for agent workers) goes into this worker's environment,
+        # which its tools could read in /proc.
+        env = {k: v for k, v in env.items() if not is_secret_setting(k)}
+    os.execve(sys.executable, command + list(celery_args), env)
 
 
 @main.command()

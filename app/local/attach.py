@@ -4,7 +4,9 @@ Both read what that ``up`` recorded in its data folder: the lock file's record
 (settings without secrets) and the 0600 files holding the secrets. ``env``
 prints shell ``export`` lines in which every secret is read from its file
 when the line is evaluated (``"$(cat FILE)"``), so the secret itself never
-appears in the output.
+appears in the output. ``ACTIONQ_SECRET_KEY_FILE`` is printed: it is a path,
+not the key, and an agent worker started from that shell needs it; a tool
+worker started with ``actionq worker`` leaves it out of its environment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from actionq.local.data_folder import DataFolder, UpInfo, read_or_create_secret
 from actionq.local.up import SECRET_SETTING_FILES
+from actionq.secrets import is_secret_setting
 
 __all__ = ["FLOWER_USER", "env_lines", "exec_flower", "running_up"]
 
@@ -62,7 +65,8 @@ def exec_flower(data_dir: Path, address: str, port: int) -> None:
     password_file = folder.path / "flower.password"
     password = read_or_create_secret(password_file, 24)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
-    env |= info.settings
+    # Flower opens no sealed secret: not even the secret key file's path.
+    env |= {k: v for k, v in info.settings.items() if not is_secret_setting(k)}
     for name, path in _secret_files(folder).items():
         if name != "ACTIONQ_API_KEY":
             env[name] = path.read_text(encoding="utf-8").strip()

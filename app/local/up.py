@@ -49,6 +49,7 @@ from actionq.local.processes import (
     worker_command,
 )
 from actionq.local.supervision import SupervisedChild, Supervisor
+from actionq.secrets import SecretBox, SecretKeyError, create_key_file, is_secret_setting
 from actionq.settings import Settings, load_settings
 from actionq.tools.workspace import WorkspaceError, check_workspace_root
 
@@ -58,6 +59,7 @@ __all__ = ["make_console", "run_up"]
 # and `actionq flower`, never in the lock file's record.
 SECRET_SETTING_FILES = {"ACTIONQ_REDIS_URL": "redis.url", "ACTIONQ_BROKER_URL": "broker.url"}
 NOT_FOR_THE_WORKER = ("ACTIONQ_API_KEYS", "ACTIONQ_API_KEY", "ACTIONQ_API_URL")
+SECRET_KEY_NAME = "secret-key"
 
 
 def make_console() -> Console:
@@ -113,6 +115,21 @@ def _workspace_root(data_dir: Path) -> Path:
     return Path(os.environ.get("ACTIONQ_WORKDIR") or data_dir / "workspace")
 
 
+def _secret_key_files(data_dir: Path) -> dict[str, str]:
+    """ACTIONQ_SECRET_KEY_FILE (and ..._OLD if given), absolute (the workers
+    run in another folder): the user's, else <data>/secret-key, made on the
+    first start and kept. A key file the user named is never made: a typo
+    would otherwise seal with a new key."""
+    files = {
+        name: str(Path(os.environ[name]).expanduser().absolute())
+        for name in ("ACTIONQ_SECRET_KEY_FILE", "ACTIONQ_SECRET_KEY_FILE_OLD")
+        if os.environ.get(name)
+    }
+    if "ACTIONQ_SECRET_KEY_FILE" not in files:
+        files["ACTIONQ_SECRET_KEY_FILE"] = str(create_key_file(data_dir / SECRET_KEY_NAME))
+    return files
+
+
 def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
     console = make_console()
     folder = DataFolder(data_dir)
@@ -147,6 +164,8 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
             f"  agent:   {settings.agent_concurrency} step thread(s), log {stack.agent_worker_log}"
         )
         console.print(f"  tools:   run in {stack.workdir}/<conversation id>")
+        key_file_path = stack.actionq_env["ACTIONQ_SECRET_KEY_FILE"]
+        console.print(f"  secrets: sealed with the key in {key_file_path}  (back it up)")
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
         where_key = key_file or "ACTIONQ_API_KEYS"
         console.print(f"  API key: in {where_key}  (header X-Session-API-Key)")
@@ -193,6 +212,7 @@ class _LocalStack:
         self.agent_worker_pidfile = folder.path / "agent-worker.pid"
         self.workdir = _workspace_root(folder.path)
         self.env: dict[str, str] = {}
+        self.actionq_env: dict[str, str] = {}
         self.settings = Settings()
         self.where = ""
 
@@ -205,6 +225,16 @@ class _LocalStack:
             if stop_pidfile_process(pidfile, signal.SIGQUIT):
                 self.console.print("stopped a worker left running by a previous `actionq up`")
         user_settings = load_settings()
+        # Before anything starts: an unusable key stops `up` with one line.
+        secret_key_files = _secret_key_files(data_dir)
+        key_settings = {
+            "secret_key_file": secret_key_files["ACTIONQ_SECRET_KEY_FILE"],
+            "secret_key_file_old": secret_key_files.get("ACTIONQ_SECRET_KEY_FILE_OLD"),
+        }
+        try:
+            SecretBox.from_settings(user_settings.model_copy(update=key_settings))
+        except SecretKeyError as e:
+            raise SystemExit(f"actionq up: {e}") from None
         if "ACTIONQ_REDIS_URL" in os.environ:
             redis_url = os.environ["ACTIONQ_REDIS_URL"]
             self.where = f"Redis at {redis_url.split('@')[-1]} (ACTIONQ_REDIS_URL)"
@@ -235,6 +265,7 @@ class _LocalStack:
             "ACTIONQ_REDIS_URL": redis_url,
             "ACTIONQ_WORKDIR": str(self.workdir),
             "ACTIONQ_DATA_DIR": str(data_dir),
+            **secret_key_files,
         }
         for name in NOT_FOR_THE_WORKER:  # tools run in the worker: keep API keys out
             actionq_env.pop(name, None)
@@ -244,7 +275,7 @@ class _LocalStack:
         for name, file_name in SECRET_SETTING_FILES.items():
             if name in actionq_env:
                 write_secret_file(data_dir / file_name, actionq_env[name])
-        self.settings = load_settings(redis_url=redis_url, api_keys=keys)
+        self.settings = load_settings(redis_url=redis_url, api_keys=keys, **key_settings)
         self.worker.start()
         self.supervisor.add(self.worker)
         self.agent_worker.start()
@@ -259,9 +290,12 @@ class _LocalStack:
     def _start_worker(self) -> subprocess.Popen[bytes]:
         command = worker_command(self.workers, "up@%h", queue=self.settings.queue)
         # Tools run here, as the worker's user, who can read the worker's own
-        # /proc/<pid>/environ: the model keys are never in it (only the agent
-        # worker, which runs no tool, gets them).
-        env = {k: v for k, v in self.env.items() if k not in model_key_env_names(self.settings)}
+        # /proc/<pid>/environ: the model keys and the secret key's file are
+        # never in it (only the agent worker, which runs no tool, gets them).
+        model_keys = model_key_env_names(self.settings)
+        env = {
+            k: v for k, v in self.env.items() if k not in model_keys and not is_secret_setting(k)
+        }
         return self._start_worker_process(command, self.worker_log, self.worker_pidfile, env)
 
     def _start_agent_worker(self) -> subprocess.Popen[bytes]:
@@ -302,6 +336,8 @@ class _LocalStack:
 
     def stop(self) -> None:
         self.supervisor.stop()
+        if self.server is None and self.worker.process is None:
+            return  # refused before anything started (e.g. its secret key): nothing to say
         # The agent worker first: a step it finishes may queue tool calls,
         # which the tool worker then leaves for the next start.
         agent_worker = self.agent_worker.process

@@ -1,7 +1,9 @@
 """What a tool's command can reach and leave behind.
 
 - A clean environment: an allow-list of harmless variables, never ``ACTIONQ_*``
-  and nothing that looks like a secret unless it is listed by name.
+  and nothing that looks like a secret unless it is listed by name; a worker
+  that runs tools drops the secret key settings (``ACTIONQ_SECRET*``) from its
+  own environment too, for its in-process tools.
 - A cgroup v2 per command where the machine allows it (``cgroup.kill`` ends
   everything the command started, ``setsid`` or not); else its process group.
 - A memory cap per command in a cgroup (``MemoryCgroup``: the command's own
@@ -25,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from actionq.secrets import is_secret_setting
 
 __all__ = [
     "BASE_ENV_NAMES",
@@ -91,11 +95,20 @@ def tool_environment(environ: Mapping[str, str], allow: Iterable[str] = ()) -> d
     return env
 
 
-def scrub_worker_environ() -> None:
+def scrub_worker_environ(runs_tools: bool = True) -> list[str]:
     """A worker never serves the API: drop the API keys from its environment
-    before the pool forks, so no tool (in-process or not) can read them."""
+    before the pool forks, so no tool (in-process or not) can read them. A
+    worker that ``runs_tools`` also drops the secret key settings
+    (``ACTIONQ_SECRET*``): only agent workers open sealed secrets. Returns the
+    secret key settings it dropped."""
     for name in _WORKER_UNNEEDED:
         os.environ.pop(name, None)
+    if not runs_tools:
+        return []
+    dropped = sorted(name for name in os.environ if is_secret_setting(name))
+    for name in dropped:
+        del os.environ[name]
+    return dropped
 
 
 @lru_cache(maxsize=1)

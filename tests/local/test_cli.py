@@ -83,6 +83,27 @@ def test_worker_with_a_mistyped_setting_is_one_line() -> None:
     assert_one_line_error(actionq("worker", redis_ulr="redis://x"), "did you mean")
 
 
+def test_agent_worker_with_an_unusable_secret_key_file_is_one_line(tmp_path: Path) -> None:
+    """Refused before Celery starts, naming the file and the problem, never
+    what the file holds."""
+    readable = tmp_path / "readable-key"
+    readable.write_text("XeRt0hBcOA3s3dQy0b6hVJm3qJ1mHkXvG2mQ4o0pWnA=\n")
+    readable.chmod(0o644)
+    line = assert_one_line_error(
+        actionq("worker", "--agent", secret_key_file=str(readable)),
+        f"ACTIONQ_SECRET_KEY_FILE: {readable} is accessible by group or others (mode 0644)",
+        f"chmod 600 {readable}",
+    )
+    assert "XeRt0h" not in line
+    malformed = tmp_path / "malformed-key"
+    malformed.write_text("sk-proj-pasted-by-mistake\n")
+    malformed.chmod(0o600)
+    line = assert_one_line_error(
+        actionq("worker", "--agent", secret_key_file=str(malformed)), "does not hold a Fernet key"
+    )
+    assert "pasted" not in line
+
+
 # --- tool modules in the current folder ------------------------------------------
 
 MY_TOOLS = '''

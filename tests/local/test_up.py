@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -72,6 +73,13 @@ def _exited(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
     return process.wait(timeout)
 
 
+def process_environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (what its user can read in /proc)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = f.read().decode(errors="replace").split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 # 1. One `up` per folder.
 
 
@@ -120,12 +128,15 @@ def test_sigterm_is_a_warm_shutdown_running_actions_finish(
     )
     wait_for(lambda: count_lines(marker) == 1, 30, what="the action to start")
     client.close()
+    secret_key = (data_dir / "secret-key").read_bytes()
 
     assert stop_up(up, signal.SIGTERM) == 0
     assert "stopping: worker" in up.output()
 
     again = start_up(data_dir, tmp_path / "up2.log")
     started.append(again)
+    # The secret key outlives a restart: what it sealed still opens.
+    assert (data_dir / "secret-key").read_bytes() == secret_key
     client = again.client()
     kinds = [(e["kind"], e.get("action_id")) for e in client.all_events(cid)]
     assert ("ObservationEvent", action["id"]) in kinds, kinds
@@ -173,6 +184,34 @@ def test_the_data_folder_as_workspace_root_stops_up_before_anything_is_written(
         [line] = log.read_text().strip().splitlines()
         assert line.startswith(f"actionq up: the workspace root {root}") and "data folder" in line
     assert not data_dir.exists()  # nothing written, nothing started
+
+
+def test_an_unusable_secret_key_file_stops_up_before_anything_starts(tmp_path: Path) -> None:
+    data_dir = tmp_path / ".actionq"
+    shared = tmp_path / "shared-key"
+    shared.write_text("Zm9v" * 11 + "\n")  # 44 characters, but no key
+    shared.chmod(0o644)
+    cases = {
+        str(tmp_path / "missing-key"): "cannot read",  # named by the user: never made
+        str(shared): "mode 0644",
+    }
+    for key_file, problem in cases.items():
+        log = tmp_path / f"up-{Path(key_file).name}.log"
+        env = up_env(data_dir, ACTIONQ_SECRET_KEY_FILE=key_file)
+        process = launch_up(data_dir, log, free_port(), env)
+        try:
+            assert _exited(process) != 0
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        [line] = log.read_text().strip().splitlines()
+        assert line.startswith("actionq up: ACTIONQ_SECRET_KEY_FILE: "), line
+        assert key_file in line and problem in line, line
+        assert "Zm9v" not in line
+    assert not (tmp_path / "missing-key").exists()
+    assert not (data_dir / "secret-key").exists()  # the user's file, not one of up's own
+    assert not (data_dir / "redis").exists()  # refused before the server started
 
 
 # 2. Supervision.
@@ -275,7 +314,7 @@ def test_the_data_folder_is_private(local: UpProcess) -> None:
     folder = local.data_dir
     for private_dir in (folder, folder / "redis", folder / "workspace"):
         assert mode(private_dir) == 0o700, private_dir
-    for secret in ("api-key", "api.json", "redis.url", "up.lock", "worker.pid",
+    for secret in ("api-key", "api.json", "redis.url", "up.lock", "worker.pid", "secret-key",
                    "redis/server.password", "redis/valkey.conf", "redis/server.pid"):  # fmt: skip
         assert mode(folder / secret) == 0o600, secret
     for written_by_server in (folder / "redis").rglob("appendonly*"):
@@ -327,11 +366,25 @@ def test_tools_run_in_the_workspace_not_in_the_checkout(local: UpProcess) -> Non
         client.close()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert "api-key" not in lines and "pyproject.toml" not in lines
-    worker_pid = recorded_pid(local.data_dir / "worker.pid")
-    with open(f"/proc/{worker_pid}/environ", "rb") as f:
-        environ = dict(item.split("=", 1) for item in f.read().decode().split("\0") if "=" in item)
+    environ = process_environ(recorded_pid(local.data_dir / "worker.pid"))
     assert environ["ACTIONQ_DATA_DIR"] == str(local.data_dir)
     assert "ACTIONQ_API_KEYS" not in environ
+
+
+def test_only_the_agent_worker_gets_the_secret_key_file(local: UpProcess) -> None:
+    """The tool worker's environment (which its tools can read in /proc) and
+    an in-process tool's lack ACTIONQ_SECRET_KEY_FILE; the agent worker has it."""
+    key_file = local.data_dir / "secret-key"
+    assert len(key_file.read_bytes().strip()) == 44  # a Fernet key, made by `up`
+    tool_worker = process_environ(recorded_pid(local.data_dir / "worker.pid"))
+    agent_worker = process_environ(recorded_pid(local.data_dir / "agent-worker.pid"))
+    assert agent_worker["ACTIONQ_SECRET_KEY_FILE"] == str(key_file)
+    assert "ACTIONQ_DATA_DIR" in tool_worker  # the same kind of listing, without the key
+    assert not [name for name in tool_worker if name.startswith("ACTIONQ_SECRET")]
+    names = _run_action(local, "own_environ_names", {})["names"]
+    assert "ACTIONQ_DATA_DIR" in names  # type: ignore[operator]
+    assert "ACTIONQ_SECRET_KEY_FILE" not in names  # type: ignore[operator]
+    assert f"  secrets: sealed with the key in {key_file}  (back it up)" in local.output()
 
 
 def test_up_prints_where_the_key_is_not_the_key_on_unwrapped_lines(local: UpProcess) -> None:
@@ -393,6 +446,10 @@ def test_env_lets_a_python_client_see_the_conversations(local: UpProcess) -> Non
     assert printed.returncode == 0, printed.stderr
     password = (local.data_dir / "redis" / "server.password").read_text().strip()
     assert password not in printed.stdout and local.key not in printed.stdout
+    # The key file's path, for an agent worker started there; never the key.
+    key_file = local.data_dir / "secret-key"
+    assert f"export ACTIONQ_SECRET_KEY_FILE={shlex.quote(str(key_file))}" in printed.stdout
+    assert key_file.read_text().strip() not in printed.stdout
     script = (
         f'eval "$({sys.executable} -m actionq env --data-dir {local.data_dir})" && '
         f"{sys.executable} -c 'from actionq import ActionQ; "
@@ -441,6 +498,8 @@ def test_flower_asks_for_the_password_in_the_data_folder(local: UpProcess, tmp_p
         assert httpx.get(base + "/", auth=("actionq", password), timeout=5).status_code == 200
         with open(f"/proc/{flower.pid}/cmdline", "rb") as f:
             assert password.encode() not in f.read()
+        assert "ACTIONQ_REDIS_URL" in process_environ(flower.pid)
+        assert "ACTIONQ_SECRET_KEY_FILE" not in process_environ(flower.pid)
         assert password not in (tmp_path / "flower.log").read_text()
     finally:
         flower.terminate()

@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "actionq.errors": 0,
     "actionq.models": 1,
     "actionq.settings": 1,
+    "actionq.secrets": 1,
     "actionq.tools": 2,
     "actionq.agent": 2,
     "actionq.store": 3,
@@ -30,7 +31,11 @@ LAYERS: dict[str, int] = {
     "actionq.__main__": 10,
 }
 # Within one rank only these pairs may import each other's layer.
-SAME_RANK_ALLOWED = {("actionq.runtime", "actionq.service"), ("actionq.agent", "actionq.tools")}
+SAME_RANK_ALLOWED = {
+    ("actionq.runtime", "actionq.service"),
+    ("actionq.agent", "actionq.tools"),
+    ("actionq.secrets", "actionq.settings"),
+}
 
 
 def _module_name(path: Path) -> str:
