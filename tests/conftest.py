@@ -6,8 +6,10 @@ Each test folder is a marker saying what its tests need (pyproject.toml lists
 them): ``unit`` nothing, ``store`` a real valkey, ``worker`` real prefork
 workers, ``agent`` the agent loop (a fake model over HTTP, real workers),
 ``api`` a real ``actionq up`` over HTTP, ``local`` ``actionq up`` and
-the CLI as users run them. A unit test that starts a process or opens a
-connection fails (an audit hook watches its setup and call)."""
+the CLI as users run them, ``openhands`` OpenHands' own client (openhands-sdk)
+in a Python >= 3.12 venv of its own (tests/openhands/conftest.py). A unit
+test that starts a process or opens a connection fails (an audit hook
+watches its setup and call)."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from tests.helpers import ROOT, ValkeyServer, WorkerProcess
 _db_numbers = itertools.count(1)
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("unit", "store", "worker", "agent", "api", "local")
+LAYERS = ("unit", "store", "worker", "agent", "api", "local", "openhands")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
