@@ -40,6 +40,7 @@ _SCRIPT_NAMES = (
     "end_run",
     "requeue_step",
     "reject_pending",
+    "delete_conversation",
 )
 
 
