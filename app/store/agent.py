@@ -94,12 +94,16 @@ class AgentStore(RedisStore):
         """The policy the agent's next steps use (the calls already waiting
         keep waiting: confirm or reject them)."""
         k = self.keys
-        is_agent = self._call(lambda: self.redis.hget(k.conversation(conversation_id), "agent"))
-        if is_agent is None:
-            if not self._call(lambda: self.redis.exists(k.conversation(conversation_id))):
-                raise ConversationNotFound(f"no conversation {conversation_id!r}")
-            raise InvalidTransition(f"conversation {conversation_id} has no agent")
-        self._call(lambda: self.redis.hset(k.agent(conversation_id), "policy", policy_json))
+        cid = conversation_id
+        result = self._script(
+            "set_confirmation_policy",
+            [k.conversation(cid), k.events(cid), k.agent(cid)],
+            [policy_json, new_id(), utc_now()],
+        )
+        if result == "no_conversation":
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        if result == "no_agent":
+            raise InvalidTransition(f"conversation {cid} has no agent")
 
     def step_state(self, conversation_id: str) -> dict[str, str]:
         """The agent hash without its spec and template (for recovery and tests)."""

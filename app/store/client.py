@@ -41,6 +41,7 @@ _SCRIPT_NAMES = (
     "requeue_step",
     "reject_pending",
     "delete_conversation",
+    "set_confirmation_policy",
 )
 
 

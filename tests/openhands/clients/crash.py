@@ -14,7 +14,8 @@ from openhands.sdk.event import ActionEvent, AgentErrorEvent
 
 
 def main() -> None:
-    conversation = make_conversation(make_agent())
+    # Kept after close: the test reads its events back.
+    conversation = make_conversation(make_agent(), delete_on_close=False)
     conversation.send_message(require("OH_CLIENT_MESSAGE"))
     run_error = None
     try:

@@ -13,7 +13,8 @@ from openhands.sdk.event import Event
 
 def main() -> None:
     seen: list[Event] = []
-    conversation = make_conversation(make_agent(), callbacks=[seen.append])
+    # Kept after close: the test reads it back (the factory deletes it by default).
+    conversation = make_conversation(make_agent(), callbacks=[seen.append], delete_on_close=False)
     conversation.send_message(require("OH_CLIENT_MESSAGE"))
     conversation.run(timeout=120)
     events = list(conversation.state.events)
