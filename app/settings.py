@@ -64,16 +64,22 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
     api_max_body_bytes: int = Field(
-        1024 * 1024, gt=0, description="Largest request body the API accepts (larger: 413)."
+        1024 * 1024,
+        gt=0,
+        description="Largest request body the API accepts (larger: 413), "
+        "and largest WebSocket frame (larger: close 1009).",
     )
     api_max_streams: int = Field(
         1000,
         gt=0,
-        description="Most event streams the API serves at once, each holding a Redis "
-        "connection (over: 503).",
+        description="Most event streams (SSE and WebSockets) the API serves at once, each "
+        "holding a Redis connection (over: 503; a WebSocket is closed with 1013).",
     )
     api_max_streams_per_key: int = Field(
-        100, gt=0, description="Most event streams open at once per API key (over: 429)."
+        100,
+        gt=0,
+        description="Most event streams open at once per API key (over: 429; a WebSocket "
+        "is closed with 1013).",
     )
     api_url: str | None = Field(
         None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -12,6 +13,7 @@ from actionq.api.body_limit import BodySizeLimit
 from actionq.api.errors import install_error_handlers
 from actionq.api.gate import RequestGate
 from actionq.api.metrics import ApiMetrics
+from actionq.api.openhands.sockets import sockets_router
 from actionq.api.routes import protected, public
 from actionq.api.stream import StreamSlots, stream_router
 from actionq.errors import ConfigurationError
@@ -20,12 +22,25 @@ from actionq.service import ActionQ
 from actionq.settings import Settings, get_settings
 from actionq.tools import load_tool_modules
 
-__all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app"]
+__all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app", "server_options"]
 
 # uvicorn's timeout_graceful_shutdown: on shutdown it waits for every open
 # connection to end, and an event stream never does; after this it cancels
 # them (clients reconnect with Last-Event-ID).
 SHUTDOWN_GRACE_SECONDS = 3
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the API (``actionq up`` and ``actionq api``)."""
+    return {
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+        # The WebSocket (/sockets/events) needs the `websockets` library:
+        # named rather than "auto", which without it would start a server that
+        # refuses every socket; this way it fails to start instead.
+        "ws": "websockets-sansio",
+        # A client frame is bounded as a request body is (larger: close 1009).
+        "ws_max_size": settings.api_max_body_bytes,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Before `protected`: its /events/{event_id} would take /events/stream.
     app.include_router(stream_router, responses=protected.responses)
     app.include_router(protected)
+    # Checks its key itself (the gate lets WebSockets through: the key may
+    # come in the first frame).
+    app.include_router(sockets_router)
 
     # Added last, so outermost: before the body limit and everything else.
     app.add_middleware(RequestGate, metrics=app.state.metrics, keys=settings.api_keys)

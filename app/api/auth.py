@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from actionq.errors import AuthenticationError
 
-__all__ = ["authenticate", "presented_key", "require_api_key"]
+__all__ = ["API_KEY_HEADER", "authenticate", "is_valid_key", "presented_key", "require_api_key"]
 
 API_KEY_HEADER = "X-Session-API-Key"
 
@@ -49,12 +49,20 @@ def authenticate(headers: Mapping[str, str], keys: list[str]) -> None:
             "missing API key: send it as 'X-Session-API-Key: <key>' or "
             "'Authorization: Bearer <key>'"
         )
+    if not is_valid_key(presented, keys):
+        raise AuthenticationError("invalid API key")
+
+
+def is_valid_key(presented: str, keys: list[str]) -> bool:
+    """Whether ``presented`` is one of ``keys``."""
     # Compare with every key, in constant time, so timing tells nothing.
+    # surrogatepass: a key read from JSON (the WebSocket's auth frame) may
+    # hold a lone surrogate, which is no key but must not raise.
+    given = presented.encode("utf-8", "surrogatepass")
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    if not matched:
-        raise AuthenticationError("invalid API key")
+        matched |= hmac.compare_digest(given, key.encode("utf-8", "surrogatepass"))
+    return matched
 
 
 def require_api_key(

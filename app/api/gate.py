@@ -35,6 +35,8 @@ class RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            # A WebSocket checks its key itself, after the handshake: the key
+            # may come in its first frame (actionq.api.openhands.sockets).
             await self.app(scope, receive, send)
             return
         status: dict[str, Any] = {}

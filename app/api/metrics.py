@@ -30,6 +30,15 @@ class ApiMetrics:
         self.sse_clients = Gauge(
             "actionq_sse_clients", "Open event streams", registry=self.registry
         )
+        self.ws_clients = Gauge(
+            "actionq_ws_clients", "Open event WebSockets (/sockets/events)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.ws_errors = Counter(
+            "actionq_ws_errors",
+            "Event WebSockets closed (1011) because Redis could not be read",
+            registry=self.registry,
+        )
         self.sse_errors = Counter(
             "actionq_sse_errors",
             "Event streams cut short because Redis could not be read",

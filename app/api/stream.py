@@ -26,7 +26,7 @@ from actionq.errors import (
 from actionq.service import ActionQ
 from actionq.store.follow import EventFollower
 
-__all__ = ["MAX_SEQ", "StreamSlots", "stream_router"]
+__all__ = ["MAX_SEQ", "StreamSlots", "slot_key", "stream_router"]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,16 @@ def _stream_start(
     return StreamStart(conversation_id, start)
 
 
+def slot_key(api_key: str) -> str:
+    """What ``StreamSlots`` counts a key by: a digest, so the key itself is
+    not kept in memory longer than the request."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class StreamSlots:
-    """Counts open streams, in total and per API key (each holds a Redis
-    connection while it waits). Used from the event loop only."""
+    """Counts open streams (SSE and WebSockets), in total and per API key
+    (each holds a Redis connection while it waits). Used from the event loop
+    only."""
 
     def __init__(self, total: int, per_key: int) -> None:
         self.total = total
@@ -102,8 +109,7 @@ async def _stream_slot(
 ) -> AsyncIterator[StreamStart]:
     """A slot for the whole life of the stream (429/503 before it starts)."""
     slots: StreamSlots = request.app.state.stream_slots
-    # A digest, so the key itself is not kept in memory longer than the request.
-    key = hashlib.sha256((presented_key(request.headers) or "").encode()).hexdigest()
+    key = slot_key(presented_key(request.headers) or "")
     slots.acquire(key)
     try:
         yield start

@@ -152,14 +152,14 @@ def api(host: str | None, port: int | None) -> None:
     """Serve the HTTP API (needs ACTIONQ_API_KEYS)."""
     import uvicorn
 
-    from actionq.api import SHUTDOWN_GRACE_SECONDS, create_app
+    from actionq.api import create_app, server_options
 
     settings = get_settings()
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,
         port=port or settings.api_port,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        **server_options(settings),
     )
 
 

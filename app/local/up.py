@@ -172,12 +172,10 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
         console.print(f'  attach:  eval "$({attach})"', markup=False)
         console.print("  Ctrl-C stops everything.")
-        from actionq.api import SHUTDOWN_GRACE_SECONDS, create_app
+        from actionq.api import create_app, server_options
 
         config = uvicorn.Config(
-            create_app(settings),
-            log_level="warning",
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            create_app(settings), log_level="warning", **server_options(settings)
         )
         # uvicorn stops on SIGINT/SIGTERM, then raises the signal again, which
         # lands in our handlers: KeyboardInterrupt either way.

@@ -31,6 +31,7 @@ __all__ = [
     "canonical_json",
     "conversation_from_hash",
     "event_from_entry",
+    "event_from_stored",
     "fingerprint",
 ]
 
@@ -152,8 +153,13 @@ class RunResult:
 
 def event_from_entry(entry_id: str, fields: dict[str, str]) -> Event:
     """An event from its stream entry: the JSON in field ``e``, ``seq`` from the id."""
-    event = event_adapter.validate_json(fields["e"])
-    event.seq = int(entry_id.split("-", 1)[0])
+    return event_from_stored(fields["e"], int(entry_id.split("-", 1)[0]))
+
+
+def event_from_stored(stored: str, seq: int) -> Event:
+    """An event from its stored JSON (which has no ``seq``) and its seq."""
+    event = event_adapter.validate_json(stored)
+    event.seq = seq
     return event
 
 
