@@ -22,35 +22,17 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-_SCRIPT_NAMES = (
-    "create_conversation",
-    "submit_action",
-    "retry_action",
-    "claim_action",
-    "finish_action",
-    "stop_conversation",
-    "renew_lease",
-    "resume_conversation",
-    "pause_conversation",
-    "forget_worker",
-    "send_message",
-    "run_conversation",
-    "claim_step",
-    "record_step",
-    "end_run",
-    "requeue_step",
-    "reject_pending",
-    "delete_conversation",
-    "set_confirmation_policy",
-)
-
 
 def _load_scripts(client: redis.Redis) -> dict[str, Script]:
+    """Every script of the ``lua`` folder, by file name (a listing here once
+    missed a new script: the folder is the list). ``_lib.lua`` is the shared
+    prelude of each, not a script."""
     lua = resources.files("actionq.store") / "lua"
     lib = (lua / "_lib.lua").read_text()
     return {
-        name: client.register_script(lib + "\n" + (lua / f"{name}.lua").read_text())
-        for name in _SCRIPT_NAMES
+        file.name.removesuffix(".lua"): client.register_script(lib + "\n" + file.read_text())
+        for file in lua.iterdir()
+        if file.name.endswith(".lua") and not file.name.startswith("_")
     }
 
 
