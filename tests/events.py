@@ -58,3 +58,25 @@ def celery_body(message: dict[str, Any]) -> Any:
     (task messages and events alike: base64 JSON)."""
     assert message["properties"]["body_encoding"] == "base64"
     return json.loads(base64.b64decode(message["body"]))
+
+
+# --- the HTTP API's JSON: events in OpenHands' SDK shapes, in envelopes ------------
+
+
+def text_of(content: list[dict[str, Any]]) -> str:
+    """The text of OpenHands' content parts (``[{"type": "text", "text": ...}]``)."""
+    assert all(part["type"] == "text" for part in content), content
+    return "".join(part["text"] for part in content)
+
+
+def tool_result(observation: dict[str, Any]) -> dict[str, Any]:
+    """What a tool OpenHands does not know returned: an ``MCPToolObservation``
+    carries it as the JSON text of its content."""
+    assert observation["kind"] == "MCPToolObservation", observation
+    result: dict[str, Any] = json.loads(text_of(observation["content"]))
+    return result
+
+
+def sdk_events(envelopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The OpenHands events in envelopes of ``/events/page``."""
+    return [e["event"] for e in envelopes]

@@ -58,20 +58,51 @@ class ApiClient:
         return response.json()
 
     def create_conversation(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``body``: ``{id?, agent?, initial_message?}`` (docs/api.md); none: a
-        plain conversation."""
+        """``body``: OpenHands' ``StartConversationRequest`` (``conversation_id``,
+        ``agent``, ``initial_message``, ``confirmation_policy``,
+        ``max_iterations``; docs/api.md); none: a plain conversation. Returns
+        its ``ConversationInfo``."""
         result: dict[str, Any] = self._request("POST", "/api/conversations", json=body)
         return result
 
-    def list_conversations(self, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
-            "GET", "/api/conversations", params={"offset": offset, "limit": limit}
+    def search_conversations(
+        self,
+        page_id: str | None = None,
+        limit: int = 100,
+        *,
+        status: str | None = None,
+        newest_first: bool = True,
+    ) -> dict[str, Any]:
+        """One page ``{items, next_page_id}`` (``limit`` at most 100); pass
+        ``next_page_id`` back as ``page_id`` for the next."""
+        params: dict[str, Any] = {
+            "limit": limit,
+            "sort_order": "CREATED_AT_DESC" if newest_first else "CREATED_AT",
+        }
+        if page_id is not None:
+            params["page_id"] = page_id
+        if status is not None:
+            params["status"] = status
+        result: dict[str, Any] = self._request("GET", "/api/conversations/search", params=params)
+        return result
+
+    def count_conversations(self, status: str | None = None) -> int:
+        params = {"status": status} if status is not None else {}
+        return int(self._request("GET", "/api/conversations/count", params=params))
+
+    def get_conversations(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        """Several at once, in order (None: no such conversation)."""
+        result: list[dict[str, Any] | None] = self._request(
+            "GET", "/api/conversations", params={"ids": ids}
         )
         return result
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", f"/api/conversations/{conversation_id}")
         return result
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._request("DELETE", f"/api/conversations/{conversation_id}")
 
     def submit_action(self, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
@@ -80,28 +111,22 @@ class ApiClient:
         return result
 
     def resume(self, conversation_id: str) -> dict[str, Any]:
+        """Returns the conversation's info (actionq's own route)."""
         result: dict[str, Any] = self._request(
             "POST", f"/api/conversations/{conversation_id}/resume"
         )
         return result
 
-    def pause(self, conversation_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
-            "POST", f"/api/conversations/{conversation_id}/pause"
-        )
-        return result
+    # run, pause and interrupt are OpenHands' routes: they answer only
+    # {"success": true}; get_conversation says what they did.
+    def run(self, conversation_id: str) -> None:
+        self._request("POST", f"/api/conversations/{conversation_id}/run")
 
-    def run(self, conversation_id: str) -> dict[str, Any]:
-        return self._conversation_verb(conversation_id, "run")
+    def pause(self, conversation_id: str) -> None:
+        self._request("POST", f"/api/conversations/{conversation_id}/pause")
 
-    def interrupt(self, conversation_id: str) -> dict[str, Any]:
-        return self._conversation_verb(conversation_id, "interrupt")
-
-    def _conversation_verb(self, conversation_id: str, verb: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
-            "POST", f"/api/conversations/{conversation_id}/{verb}"
-        )
-        return result
+    def interrupt(self, conversation_id: str) -> None:
+        self._request("POST", f"/api/conversations/{conversation_id}/interrupt")
 
     def send_message(self, conversation_id: str, text: str, *, run: bool = False) -> None:
         self._request(
@@ -140,14 +165,18 @@ class ApiClient:
         return result
 
     def events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> dict[str, Any]:
+        """actionq's own paging, ``{items, next_after_seq}``: each item an
+        envelope ``{seq, event, action_id?, detail?, retry_of?}``, ``event``
+        in OpenHands' JSON (``limit`` at most 1000)."""
         result: dict[str, Any] = self._request(
             "GET",
-            f"/api/conversations/{conversation_id}/events",
+            f"/api/conversations/{conversation_id}/events/page",
             params={"after_seq": after_seq, "limit": limit},
         )
         return result
 
     def all_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every envelope, oldest first."""
         events: list[dict[str, Any]] = []
         after = 0
         while True:
@@ -156,6 +185,29 @@ class ApiClient:
             if page["next_after_seq"] is None:
                 return events
             after = page["next_after_seq"]
+
+    def search_events(
+        self,
+        conversation_id: str,
+        page_id: str | None = None,
+        limit: int = 100,
+        **filters: str,
+    ) -> dict[str, Any]:
+        """OpenHands' event search, ``{items, next_page_id}``: events in the
+        SDK's JSON, oldest first; ``filters``: ``kind``, ``source``, ``body``."""
+        params: dict[str, Any] = {"limit": limit, **filters}
+        if page_id is not None:
+            params["page_id"] = page_id
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/conversations/{conversation_id}/events/search", params=params
+        )
+        return result
+
+    def get_event(self, conversation_id: str, event_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"/api/conversations/{conversation_id}/events/{event_id}"
+        )
+        return result
 
     def stream(
         self,

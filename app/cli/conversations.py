@@ -18,7 +18,7 @@ from rich.table import Table
 from actionq.agent.spec import AgentSpec
 from actionq.cli.api_client import ApiClient, resolve_api_target
 from actionq.errors import ActionqError, ApiError
-from actionq.models import validation_error_text
+from actionq.models import ConversationStatus, validation_error_text
 from actionq.settings import get_settings
 
 __all__ = ["actions", "conversations"]
@@ -43,49 +43,91 @@ def _shorten(text: str, limit: int = DETAIL_LIMIT) -> str:
     return cut.rstrip() + "…"
 
 
-def _summary(event: dict[str, Any]) -> str:
-    return _shorten(str(_describe(event)))
+def _summary(item: dict[str, Any]) -> str:
+    return _shorten(str(_describe(item)))
 
 
-def _describe(event: dict[str, Any]) -> Any:
+def _text(content: Any) -> str:
+    """The text of OpenHands' content parts (``[{"type": "text", "text": ...}]``)."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "\n".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _describe_observation(observation: dict[str, Any]) -> str:
+    text = _text(observation.get("content"))
+    if observation.get("kind") == "MCPToolObservation":
+        # A tool OpenHands has no observation for: its content is the JSON of
+        # what the tool returned. Its output text, if it has one, reads better.
+        result = _json_object(text) or {}
+        if not isinstance(result.get("output"), str) and "exit_code" not in result:
+            return text
+        observation, text = result, str(result.get("output", ""))
+    if observation.get("exit_code") is not None:
+        timed_out = " (timed out)" if observation.get("timeout") else ""
+        return f"exit {observation['exit_code']}{timed_out}: {text.strip()}"
+    # file_editor, think, finish: the text the model read
+    return ("error: " if observation.get("is_error") else "") + " ".join(text.split())
+
+
+def _without_facts(error: str) -> str:
+    """An AgentErrorEvent's ``error`` without the facts the server appends
+    for OpenHands' clients (`` [cause: worker_lost, signal 9, ...]``): the
+    CLI shows them from the envelope's ``detail``."""
+    facts_at = error.rfind(" [cause: ")
+    return error[:facts_at] if facts_at != -1 and error.endswith("]") else error
+
+
+def _describe(item: dict[str, Any]) -> Any:
+    """One line about an envelope ``{seq, event, action_id?, detail?}`` of
+    ``/events/page`` (``event`` in OpenHands' JSON)."""
+    event = item["event"]
     kind = event.get("kind")
     if kind == "ActionEvent":
-        return f"{event['tool_name']} {json.dumps(event['action'])}"
+        # The call as the model made it: there is no `action` when the tool
+        # refused its arguments.
+        return f"{event['tool_name']} {event['tool_call']['arguments']}"
     if kind == "ObservationEvent":
-        obs = event["observation"]
-        if "exit_code" in obs:
-            return f"exit {obs['exit_code']}: {str(obs.get('output', '')).strip()}"
-        if isinstance(obs.get("output"), str):  # file_editor, think: the text the model read
-            return ("error: " if obs.get("is_error") else "") + " ".join(obs["output"].split())
-        return json.dumps(obs)
+        return _describe_observation(event["observation"])
     if kind == "AgentErrorEvent":
-        d = event["detail"]
+        d = item.get("detail") or {}
         how = [f"signal {d['signal']}"] if d.get("signal") is not None else []
         if d.get("exitcode") is not None:
             how.append(f"exit code {d['exitcode']}")
-        cause = f"{d['cause']} ({', '.join(how)})" if how else d["cause"]
-        return f"{cause}: {event['error']}"
+        cause = d.get("cause", "error")
+        cause = f"{cause} ({', '.join(how)})" if how else cause
+        return f"{cause}: {_without_facts(event['error'])}"
     if kind == "ConversationStateUpdateEvent":
         return f"{event['key']} -> {event['value']}"
     if kind == "UserRejectObservation":
         return event["rejection_reason"]
     if kind == "MessageEvent":
-        return f"{event['source']}: {event['llm_message']['content']}"
+        return f"{event['source']}: {_text(event['llm_message']['content'])}"
     if kind == "ConversationErrorEvent":
         return f"{event['code']}: {event['detail']}"
     return ""
 
 
-def _action_id(event: dict[str, Any]) -> str:
+def _action_id(item: dict[str, Any]) -> str:
     """The action an event row names: what `retry` and `actions show` take."""
+    event = item["event"]
     if event["kind"] == "ActionEvent":
         return str(event["id"])  # an ActionEvent's id is its action's id
     if event["kind"] == "AgentErrorEvent":
-        return str(event["action_id"])
+        return str(item.get("action_id") or event.get("parent_id", ""))
     return ""
 
 
-def _print_events(events: list[dict[str, Any]]) -> None:
+def _print_events(items: list[dict[str, Any]]) -> None:
     table = Table()
     # In a narrow terminal names and ids are folded onto more lines, never
     # cut (an id is only useful whole), and the detail is wrapped at words.
@@ -93,16 +135,18 @@ def _print_events(events: list[dict[str, Any]]) -> None:
     table.add_column("kind", overflow="fold")
     table.add_column("action", overflow="fold")
     table.add_column("detail", ratio=1)
-    for event in events:
-        style = "red" if event["kind"] == "AgentErrorEvent" else None
-        row = (str(event["seq"]), event["kind"], _action_id(event), _summary(event))
+    for item in items:
+        kind = item["event"]["kind"]
+        style = "red" if kind == "AgentErrorEvent" else None
+        row = (str(item["seq"]), kind, _action_id(item), _summary(item))
         table.add_row(*row, style=style)
     console.print(table)
 
 
 def _agent_facts(conversation: dict[str, Any]) -> str:
     """What a conversation's agent is doing, for `show` and `list`: '' for a
-    conversation without an agent (a field an older API lacks counts as 0)."""
+    conversation without an agent (``agent`` null; a field an older API lacks
+    counts as 0)."""
     if not conversation.get("agent"):
         return ""
     facts = f"agent, iteration {conversation.get('iteration', 0)}"
@@ -115,7 +159,7 @@ def _agent_facts(conversation: dict[str, Any]) -> str:
 def _confirmation_hint(conversation: dict[str, Any]) -> str:
     """What to do about calls that wait for the user, or ''."""
     waiting = conversation.get("pending_confirmation", 0)
-    if not waiting or conversation["status"] != "waiting_for_confirmation":
+    if not waiting or conversation["execution_status"] != "waiting_for_confirmation":
         return ""
     cid = conversation["id"]
     calls = "1 call waits" if waiting == 1 else f"{waiting} calls wait"
@@ -126,7 +170,7 @@ def _confirmation_hint(conversation: dict[str, Any]) -> str:
 
 
 def _echo_status(conversation: dict[str, Any]) -> None:
-    click.echo(f"{conversation['id']} {conversation['status']}")
+    click.echo(f"{conversation['id']} {conversation['execution_status']}")
     hint = _confirmation_hint(conversation)
     if hint:
         click.echo(hint)
@@ -197,26 +241,70 @@ def conversations() -> None:
     """Conversations, through the HTTP API (`actionq up` prints where it is)."""
 
 
+STATUSES = click.Choice([status.value for status in ConversationStatus])
+
+
 @conversations.command("list")
-@click.option("--limit", default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="At most this many (read 100 at a time).",
+)
+@click.option("--status", type=STATUSES, default=None, help="Only conversations in this status.")
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
+@click.option(
+    "--page-id",
+    default=None,
+    metavar="ID",
+    help="Go on where a list stopped (it prints the --page-id to use).",
+)
 @json_option
 @with_client
-def list_(client: ApiClient, limit: int, as_json: bool) -> None:
-    """List conversations."""
-    page = client.list_conversations(limit=limit)
+def list_(
+    client: ApiClient,
+    limit: int,
+    status: str | None,
+    oldest_first: bool,
+    page_id: str | None,
+    as_json: bool,
+) -> None:
+    """List conversations, newest first."""
+    page = _conversation_pages(client, limit, status, not oldest_first, page_id)
 
     def human() -> None:
         table = Table()
         table.add_column("id", overflow="fold")  # folded, never cut: only useful whole
-        for column in ("status", "events", "agent", "updated"):
+        for column in ("status", "events", "agent", "created", "updated"):
             table.add_column(column)
         for c in page["items"]:
-            style = "red" if c["status"] == "error" else None
-            row = (c["id"], c["status"], str(c["last_seq"]), _agent_facts(c) or "-")
+            shown = c["execution_status"]
+            style = "red" if shown == "error" else None
+            row = (c["id"], shown, str(c["last_seq"]), _agent_facts(c) or "-", c["created_at"])
             table.add_row(*row, c["updated_at"], style=style)
         console.print(table)
+        if page["next_page_id"] is not None:
+            # On stderr: stdout stays the table, for a pipe.
+            click.echo(f"more: add --page-id {page['next_page_id']}", err=True)
 
     _emit(page, as_json, human)
+
+
+def _conversation_pages(
+    client: ApiClient, limit: int, status: str | None, newest_first: bool, page_id: str | None
+) -> dict[str, Any]:
+    """Up to ``limit`` conversations from ``page_id`` on, as one page
+    ``{items, next_page_id}`` (the API gives at most 100 a request)."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client.search_conversations(
+            page_id, min(100, limit - len(items)), status=status, newest_first=newest_first
+        )
+        items += page["items"]
+        page_id = page["next_page_id"]
+        if page_id is None or len(items) >= limit:
+            return {"items": items, "next_page_id": page_id}
 
 
 CONFIRM_POLICIES: dict[str, dict[str, Any]] = {
@@ -304,6 +392,13 @@ def agent_spec(
 @click.option(
     "--message", default=None, metavar="TEXT", help="A first message; the agent runs on it."
 )
+@click.option(
+    "--id",
+    "conversation_id",
+    default=None,
+    metavar="ID",
+    help="Its id (default: a new UUID); an existing id is shown as it is, unchanged.",
+)
 @json_option
 @with_client
 def create(
@@ -313,6 +408,7 @@ def create(
     confirm: str | None,
     max_iterations: int | None,
     message: str | None,
+    conversation_id: str | None,
     as_json: bool,
 ) -> None:
     """Create a conversation; prints its id.
@@ -323,6 +419,8 @@ def create(
     if message is not None and spec is None:
         raise click.UsageError("--message needs an agent (--agent-script or --model-profile)")
     body: dict[str, Any] = {}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
     if spec is not None:
         body["agent"] = spec
     if message is not None:
@@ -368,7 +466,7 @@ def show(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     def human() -> None:
         facts = _agent_facts(conversation)
         console.print(
-            f"[bold]{conversation['id']}[/]  status [bold]{conversation['status']}[/]"
+            f"[bold]{conversation['id']}[/]  status [bold]{conversation['execution_status']}[/]"
             + (f"  ({facts})" if facts else ""),
             highlight=False,
         )
@@ -403,10 +501,11 @@ def tail(
     try:
         while True:
             try:
-                for event in client.stream(conversation_id, last_seq):
+                for streamed in client.stream(conversation_id, last_seq):
                     lost_since = None
-                    last_seq = event["seq"]
-                    _print_tailed(event, as_json)
+                    item = _as_envelope(client, conversation_id, streamed)
+                    last_seq = item["seq"]
+                    _print_tailed(item, as_json)
                 reason = "the server ended the stream"
             except ApiError as e:
                 if e.status != 0:
@@ -421,11 +520,21 @@ def tail(
         pass
 
 
-def _print_tailed(event: dict[str, Any], as_json: bool) -> None:
+def _as_envelope(client: ApiClient, conversation_id: str, streamed: dict[str, Any]) -> Any:
+    """What `tail` shows of a streamed event: its envelope, as `show` has it.
+    A stream that sends the stored event itself (with its seq) rather than
+    an envelope: the envelope is read from /events/page."""
+    if "event" in streamed:
+        return streamed
+    (item,) = client.events(conversation_id, streamed["seq"] - 1, 1)["items"]
+    return item
+
+
+def _print_tailed(item: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(event))
+        click.echo(json.dumps(item))
     else:
-        console.print(f"{event['seq']:>5}  {event['kind']:<28} {_summary(event)}")
+        console.print(f"{item['seq']:>5}  {item['event']['kind']:<28} {_summary(item)}")
 
 
 @conversations.command()
@@ -445,8 +554,8 @@ def resume(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 def pause(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     """Pause between steps: the tool call or model step in flight finishes,
     nothing new starts until `run` (`interrupt` stops it now)."""
-    conversation = client.pause(conversation_id)
-    _emit(conversation, as_json, lambda: _echo_status(conversation))
+    client.pause(conversation_id)
+    _show_status(client, conversation_id, as_json)
 
 
 @conversations.command()
@@ -456,8 +565,8 @@ def pause(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 def interrupt(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     """Stop now: a running tool call is killed (recorded as cancelled), a model
     step in flight is dropped; `run` goes on."""
-    conversation = client.interrupt(conversation_id)
-    _emit(conversation, as_json, lambda: _echo_status(conversation))
+    client.interrupt(conversation_id)
+    _show_status(client, conversation_id, as_json)
 
 
 @conversations.command()
@@ -467,8 +576,8 @@ def interrupt(client: ApiClient, conversation_id: str, as_json: bool) -> None:
 def run(client: ApiClient, conversation_id: str, as_json: bool) -> None:
     """Run a conversation (from idle, paused, error, stuck; nothing that
     crashed runs again). Waiting for confirmation: use `confirm` or `reject`."""
-    conversation = client.run(conversation_id)
-    _emit(conversation, as_json, lambda: _echo_status(conversation))
+    client.run(conversation_id)
+    _show_status(client, conversation_id, as_json)
 
 
 @conversations.command()
@@ -526,9 +635,22 @@ def policy(client: ApiClient, conversation_id: str, policy: str, as_json: bool) 
 
 
 def _show_status(client: ApiClient, conversation_id: str, as_json: bool) -> None:
-    """After a route that answers only ``{"success": true}``: the conversation."""
+    """After a route that answers only ``{"success": true}``: the
+    conversation's info (its status, and what waits for confirmation)."""
     conversation = client.get_conversation(conversation_id)
     _emit(conversation, as_json, lambda: _echo_status(conversation))
+
+
+@conversations.command()
+@click.argument("conversation_id")
+@json_option
+@with_client
+def delete(client: ApiClient, conversation_id: str, as_json: bool) -> None:
+    """Delete a conversation and its history. Refused while it runs or waits
+    for confirmation (`pause` or `interrupt` it first); its workspace folder
+    is kept."""
+    client.delete_conversation(conversation_id)
+    _emit({"success": True}, as_json, lambda: click.echo(f"{conversation_id} deleted"))
 
 
 @conversations.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.events import count_lines
+from tests.events import count_lines, text_of
 from tests.helpers import ROOT, wait_for
 from tests.up_process import UpProcess, is_running, recorded_pid, start_up, stop_up
 
@@ -76,7 +77,12 @@ def test_crash_end_to_end_through_the_api(stack: UpProcess) -> None:
     assert error["action_id"] == action["id"]
     assert error["detail"]["cause"] == "worker_lost" and error["detail"]["signal"] == 9
     assert [e["seq"] for e in streamed] == list(range(1, len(streamed) + 1))
-    assert client.get_conversation(cid)["status"] == "error"
+    assert client.get_conversation(cid)["execution_status"] == "error"
+    # The same crash paged: OpenHands' event, actionq's facts in the envelope.
+    (paged,) = [e for e in client.all_events(cid) if e["event"]["kind"] == "AgentErrorEvent"]
+    assert paged["action_id"] == action["id"] and paged["event"]["parent_id"] == action["id"]
+    assert paged["detail"]["cause"] == "worker_lost" and paged["detail"]["signal"] == 9
+    assert paged["event"]["classification"]["error_id"] == "actionq.worker_lost"
     assert count_lines(marker) == 1
     client.close()
 
@@ -86,7 +92,9 @@ def test_sse_resume_with_last_event_id_has_no_gaps_or_duplicates(stack: UpProces
     cid = client.create_conversation()["id"]
     for i in range(5):
         client.submit_action(cid, {"tool": "terminal", "arguments": {"command": f"echo {i}"}})
-    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 30, what="all 5 to run")
+    wait_for(
+        lambda: client.get_conversation(cid)["execution_status"] == "idle", 30, what="all 5 to run"
+    )
     everything = client.all_events(cid)
     assert len(everything) >= 12
 
@@ -98,14 +106,18 @@ def test_sse_resume_with_last_event_id_has_no_gaps_or_duplicates(stack: UpProces
         stack, cid, lambda ev: ev[-1]["seq"] == everything[-1]["seq"], after_seq=first[-1]["seq"]
     )
     resumed_thread.join(10)
-    assert first + rest == everything
+    streamed = [(e["seq"], e["id"]) for e in first + rest]
+    assert streamed == [(e["seq"], e["event"]["id"]) for e in everything]
     client.close()
 
 
 PROTECTED = [
     ("GET", "/api/conversations"),
     ("POST", "/api/conversations"),
+    ("GET", "/api/conversations/search"),
+    ("GET", "/api/conversations/count"),
     ("GET", "/api/conversations/x"),
+    ("DELETE", "/api/conversations/x"),
     ("POST", "/api/conversations/x/actions"),
     ("POST", "/api/conversations/x/resume"),
     ("POST", "/api/conversations/x/pause"),
@@ -114,6 +126,10 @@ PROTECTED = [
     ("POST", "/api/conversations/x/confirmation_policy"),
     ("GET", "/api/conversations/x/events"),
     ("POST", "/api/conversations/x/events"),
+    ("GET", "/api/conversations/x/events/page"),
+    ("GET", "/api/conversations/x/events/search"),
+    ("GET", "/api/conversations/x/events/count"),
+    ("GET", "/api/conversations/x/events/x"),
     ("POST", "/api/conversations/x/events/respond_to_confirmation"),
     ("GET", "/api/conversations/x/events/stream"),
     ("GET", "/api/actions/x"),
@@ -125,7 +141,7 @@ PROTECTED = [
 def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) -> None:
     schema = httpx.get(stack.url + "/openapi.json").json()
     documented = {
-        (method.upper(), path.replace("{conversation_id}", "x").replace("{action_id}", "x"))
+        (method.upper(), re.sub(r"\{[a-z_]+\}", "x", path))
         for path, ops in schema["paths"].items()
         for method in ops
     }
@@ -140,12 +156,12 @@ def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) 
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
 
-    listed = httpx.get(stack.url + "/api/conversations?limit=500", headers=stack.headers()).json()
+    listed = all_conversations(stack)
     after = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
     conversations_gauge = [
         ln for ln in after.splitlines() if ln.startswith("actionq_conversations ")
     ]
-    assert conversations_gauge and float(conversations_gauge[0].split()[1]) == len(listed["items"])
+    assert conversations_gauge and float(conversations_gauge[0].split()[1]) == len(listed)
     assert "actionq_actions_submitted_total" in before
     submitted = [
         ln for ln in after.splitlines() if ln.startswith("actionq_actions_submitted_total")
@@ -155,9 +171,26 @@ def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) 
     ]
     assert submitted == submitted_before  # nothing was created by the refused requests
     # Both header styles work with the right key.
-    assert httpx.get(stack.url + "/api/conversations", headers=stack.headers()).status_code == 200
+    search = stack.url + "/api/conversations/search"
+    assert httpx.get(search, headers=stack.headers()).status_code == 200
     bearer = {"Authorization": f"Bearer {stack.key}"}
-    assert httpx.get(stack.url + "/api/conversations", headers=bearer).status_code == 200
+    assert httpx.get(search, headers=bearer).status_code == 200
+
+
+def all_conversations(up: UpProcess) -> list[dict[str, Any]]:
+    """Every conversation, through OpenHands' search (100 a page)."""
+    client = up.client()
+    found: list[dict[str, Any]] = []
+    page_id = None
+    try:
+        while True:
+            page = client.search_conversations(page_id)
+            found += page["items"]
+            page_id = page["next_page_id"]
+            if page_id is None:
+                return found
+    finally:
+        client.close()
 
 
 def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(stack: UpProcess) -> None:
@@ -209,7 +242,8 @@ def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(stack: UpProce
     assert conflict.status_code == 409 and "idle" in conflict.json()["error"]["message"]
 
     # Nothing above created an action, and the server still serves.
-    assert httpx.get(f"{stack.url}/api/conversations/{cid}/events", headers=h).json()["items"] == []
+    events = httpx.get(f"{stack.url}/api/conversations/{cid}/events/page", headers=h).json()
+    assert events["items"] == []
     ok = post(json.dumps({"tool": "terminal", "arguments": {"command": "echo fine"}}))
     assert ok.status_code == 201
     assert httpx.get(stack.url + "/health").status_code == 200
@@ -239,8 +273,8 @@ def test_idempotent_post_returns_the_same_action(stack: UpProcess) -> None:
         assert conflict.status_code == 409, conflict.text
         assert conflict.json()["error"]["code"] == "idempotency_conflict"
         assert first.json()["id"] in conflict.json()["error"]["message"]
-    events = httpx.get(f"{url.rsplit('/', 1)[0]}/events", headers=h).json()["items"]
-    assert [e["kind"] for e in events].count("ActionEvent") == 1
+    events = httpx.get(f"{url.rsplit('/', 1)[0]}/events/page", headers=h).json()["items"]
+    assert [e["event"]["kind"] for e in events].count("ActionEvent") == 1
     assert httpx.post(url, headers=h, json=body).status_code == 200
 
 
@@ -284,7 +318,10 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     client = up.client()
     done_cid = client.create_conversation()["id"]
     client.submit_action(done_cid, {"tool": "terminal", "arguments": {"command": "echo kept"}})
-    wait_for(lambda: client.get_conversation(done_cid)["status"] == "idle", 30, what="the first")
+    wait_for(
+        lambda: client.get_conversation(done_cid)["execution_status"] == "idle", 30,
+        what="the first",
+    )  # fmt: skip
     running_cid = client.create_conversation()["id"]
     marker = tmp_path / "running.log"
     action = client.submit_action(
@@ -310,10 +347,10 @@ def _restart_scenario(tmp_path: Path, started: list[UpProcess]) -> None:
     client = again.client()
     assert client.all_events(done_cid) == before
     wait_for(
-        lambda: client.get_conversation(running_cid)["status"] == "error", 30,
+        lambda: client.get_conversation(running_cid)["execution_status"] == "error", 30,
         what="the interrupted action to be errored",
     )  # fmt: skip
-    errors = [e for e in client.all_events(running_cid) if e["kind"] == "AgentErrorEvent"]
+    errors = [e for e in client.all_events(running_cid) if e["event"]["kind"] == "AgentErrorEvent"]
     assert [e["action_id"] for e in errors] == [action["id"]]
     # Whichever noticed first: the restarted worker's recovery or sweep, the
     # old worker's cold shutdown, or the redelivered message.
@@ -345,13 +382,15 @@ def test_cli_client_commands(stack: UpProcess) -> None:
     assert submitted.returncode == 0, submitted.stderr
     action_id = json.loads(submitted.stdout)["id"]
     client = stack.client()
-    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 30, what="the action")
+    wait_for(
+        lambda: client.get_conversation(cid)["execution_status"] == "idle", 30, what="the action"
+    )
     client.close()
 
     shown = json.loads(actionq("show", cid, "--json").stdout)
     assert shown["conversation"]["id"] == cid
-    observations = [e for e in shown["events"] if e["kind"] == "ObservationEvent"]
-    assert observations[0]["observation"]["output"] == "from-cli\n"
+    observations = [e["event"] for e in shown["events"] if e["event"]["kind"] == "ObservationEvent"]
+    assert text_of(observations[0]["observation"]["content"]) == "from-cli\n"
     listed = json.loads(actionq("list", "--json").stdout)
     assert cid in [c["id"] for c in listed["items"]]
     human = actionq("show", cid)

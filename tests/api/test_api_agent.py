@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.events import text_of, tool_result
 from tests.helpers import wait_for
 from tests.up_process import UpProcess, start_up, stop_up
 
@@ -48,22 +49,43 @@ class Api:
         return conversation
 
     def events(self, cid: str) -> list[dict[str, Any]]:
-        page = self.request("GET", f"/api/conversations/{cid}/events?limit=1000")
+        """Every event in OpenHands' JSON, by OpenHands' search."""
+        events: list[dict[str, Any]] = []
+        query = "limit=100"
+        while True:
+            page = self.request("GET", f"/api/conversations/{cid}/events/search?{query}")
+            events += page["items"]
+            if page["next_page_id"] is None:
+                return events
+            query = f"limit=100&page_id={page['next_page_id']}"
+
+    def envelopes(self, cid: str) -> list[dict[str, Any]]:
+        """Every event in actionq's envelope (seq, a crash's detail)."""
+        page = self.request("GET", f"/api/conversations/{cid}/events/page?limit=1000")
         assert page["next_after_seq"] is None
         items: list[dict[str, Any]] = page["items"]
         return items
 
+    def status(self, cid: str) -> str:
+        return str(self.get(cid)["execution_status"])
+
     def wait_status(self, cid: str, status: str, timeout: float = 30) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             conversation = self.get(cid)
-            return conversation if conversation["status"] == status else None
+            return conversation if conversation["execution_status"] == status else None
 
         return wait_for(reached, timeout, 0.1, f"conversation {cid} to be {status}")
 
     def conversation_ids(self) -> list[str]:
-        listed = self.request("GET", "/api/conversations?limit=500")
-        assert listed["next_offset"] is None
-        return [c["id"] for c in listed["items"]]
+        """Every conversation's id, oldest first."""
+        ids: list[str] = []
+        query = "sort_order=CREATED_AT"
+        while True:
+            page = self.request("GET", f"/api/conversations/search?{query}")
+            ids += [c["id"] for c in page["items"]]
+            if page["next_page_id"] is None:
+                return ids
+            query = f"sort_order=CREATED_AT&page_id={page['next_page_id']}"
 
 
 def scripted(*turns: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -91,47 +113,59 @@ def test_an_initial_message_runs_a_scripted_agent_to_finished(stack: UpProcess) 
     )
     message = {"role": "user", "content": [{"type": "text", "text": "say"}, {"text": "it"}]}
     created = api.create({"agent": agent, "initial_message": message})
-    assert created["agent"] is True
-    assert created["status"] in ("running", "finished"), created  # sent with run, as OpenHands
+    assert created["agent"]["kind"] == "scripted"
+    # sent with run, as OpenHands does
+    assert created["execution_status"] in ("running", "finished"), created
 
     finished = api.wait_status(created["id"], "finished")
     assert finished["iteration"] >= 2 and finished["pending_confirmation"] == 0
     events = api.events(created["id"])
     first = events[0]
     assert first["kind"] == "MessageEvent" and first["source"] == "user"
-    assert first["llm_message"] == {"role": "user", "content": "say\nit"}
+    assert first["llm_message"] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "say\nit"}],
+    }
     (observation,) = [e for e in events if e["kind"] == "ObservationEvent"]
-    assert observation["observation"]["output"] == "from-the-agent\n"
+    assert observation["observation"]["kind"] == "TerminalObservation"
+    assert text_of(observation["observation"]["content"]) == "from-the-agent\n"
+    assert observation["observation"]["exit_code"] == 0
     answer = events[-2] if events[-1]["kind"] == "ConversationStateUpdateEvent" else events[-1]
     assert answer["kind"] == "MessageEvent" and answer["source"] == "agent"
-    assert "from-the-agent" in answer["llm_message"]["content"]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert "from-the-agent" in text_of(answer["llm_message"]["content"])
+    envelopes = api.envelopes(created["id"])
+    assert [e["seq"] for e in envelopes] == list(range(1, len(events) + 1))
+    assert [e["event"] for e in envelopes] == events
 
 
 def test_a_message_without_run_waits_for_run(stack: UpProcess) -> None:
     api = Api(stack)
     cid = api.create({"agent": scripted({"text": "hello"})})["id"]
-    assert api.get(cid)["status"] == "idle"
+    assert api.status(cid) == "idle"
 
     assert api.post(cid, "events", {"role": "user", "content": "hi"}) == {"success": True}
-    assert api.get(cid)["status"] == "idle"
+    assert api.status(cid) == "idle"
     assert kinds(api.events(cid)) == ["MessageEvent"]
 
-    ran = api.post(cid, "run")
-    assert ran["id"] == cid and ran["status"] in ("running", "finished")
+    assert api.post(cid, "run") == {"success": True}  # OpenHands' answer
+    assert api.status(cid) in ("running", "finished")
     api.wait_status(cid, "finished")
     answers = [e for e in api.events(cid) if e["kind"] == "MessageEvent"]
-    assert [(a["source"], a["llm_message"]["content"]) for a in answers] == [
+    assert [(a["source"], text_of(a["llm_message"]["content"])) for a in answers] == [
         ("user", "hi"),
         ("agent", "hello"),
     ]
     # A finished conversation's run is a no-op (as OpenHands): send a message first.
-    assert api.post(cid, "run")["status"] == "finished"
+    assert api.post(cid, "run") == {"success": True}
+    assert api.status(cid) == "finished"
+    assert kinds(api.events(cid)).count("MessageEvent") == 2
     # A message brings it back to idle; with run the agent answers again
     # ("done": the script is over).
     assert api.post(cid, "events", {"content": "again", "run": True}) == {"success": True}
     api.wait_status(cid, "finished")
-    said = [e["llm_message"]["content"] for e in api.events(cid) if e["kind"] == "MessageEvent"]
+    said = [
+        text_of(e["llm_message"]["content"]) for e in api.events(cid) if e["kind"] == "MessageEvent"
+    ]
     assert said == ["hi", "hello", "again", "done"]
 
 
@@ -146,7 +180,7 @@ def test_only_user_messages_with_text_are_accepted(stack: UpProcess) -> None:
         {"content": [{"type": "image", "image_urls": ["http://x/y.png"]}]},
         {"content": [{"type": "text", "text": "hi", "extra": 1}]},
         {"content": "hi", "run": "soon"},
-        {"content": "hi", "sender": "me"},
+        {"content": "hi", "sender": "x" * 257},
         {},
     ):
         refused = httpx.post(
@@ -155,8 +189,14 @@ def test_only_user_messages_with_text_are_accepted(stack: UpProcess) -> None:
         assert refused.status_code == 422, (body, refused.text)
         assert refused.json()["error"]["code"] == "invalid_request"
     assert api.events(cid) == []
-    assert api.get(cid)["status"] == "idle"
+    assert api.status(cid) == "idle"
     api.post("nope", "events", {"content": "hi"}, expect=404)
+    # OpenHands' `sender` and `cache_prompt` are accepted, and change nothing.
+    sent = {"content": [{"type": "text", "text": "hi", "cache_prompt": True}], "sender": "me"}
+    assert api.post(cid, "events", sent) == {"success": True}
+    (message,) = api.events(cid)
+    assert message["llm_message"]["content"] == [{"type": "text", "text": "hi"}]
+    assert "sender" not in message
 
 
 def test_confirmation_reject_then_accept(stack: UpProcess, tmp_path: Path) -> None:
@@ -179,7 +219,7 @@ def test_confirmation_reject_then_accept(stack: UpProcess, tmp_path: Path) -> No
     )
     assert rejected == {"success": True}
     idle = api.get(cid)
-    assert (idle["status"], idle["pending_confirmation"]) == ("idle", 0)
+    assert (idle["execution_status"], idle["pending_confirmation"]) == ("idle", 0)
     (rejection,) = [e for e in api.events(cid) if e["kind"] == "UserRejectObservation"]
     assert rejection["rejection_reason"] == "not that one"
     refused = api.post(cid, "events/respond_to_confirmation", {"accept": True}, expect=409)
@@ -188,7 +228,7 @@ def test_confirmation_reject_then_accept(stack: UpProcess, tmp_path: Path) -> No
     api.post(cid, "run")
     api.wait_status(cid, "waiting_for_confirmation")
     second = [e for e in api.events(cid) if e["kind"] == "ActionEvent"][-1]
-    assert "rejected: Action rejected: not that one" in second["thought"]
+    assert "rejected: Action rejected: not that one" in text_of(second["thought"])
     assert lines(marker) == []
     assert api.post(cid, "events/respond_to_confirmation", {"accept": True}) == {"success": True}
     api.wait_status(cid, "finished")
@@ -236,15 +276,16 @@ def test_run_while_running_is_409_and_interrupt_stops_the_call(
     assert conflict["error"]["code"] == "invalid_transition"
     assert "running" in conflict["error"]["message"]
 
-    interrupted = api.post(cid, "interrupt")
-    assert interrupted["status"] == "paused"
+    assert api.post(cid, "interrupt") == {"success": True}
+    assert api.status(cid) == "paused"
 
     def cancelled() -> list[dict[str, Any]]:
-        return [e for e in api.events(cid) if e["kind"] == "AgentErrorEvent"]
+        return [e for e in api.envelopes(cid) if e["event"]["kind"] == "AgentErrorEvent"]
 
     (error,) = wait_for(cancelled, 30, what="the running call to be cancelled")
     assert error["detail"]["cause"] == "cancelled"
-    assert api.get(cid)["status"] == "paused"
+    assert error["event"]["classification"]["error_id"] == "actionq.cancelled"
+    assert api.status(cid) == "paused"
     api.post(cid, "run")
     api.wait_status(cid, "finished")
     assert lines(marker) == ["long"]  # the interrupted call was not run again
@@ -258,16 +299,16 @@ def test_pause_lets_the_call_in_flight_finish_and_starts_nothing_new(
     agent = scripted(mark(marker, "a", seconds=1.5), mark(marker, "b"))
     cid = api.create({"agent": agent, "initial_message": {"content": "go"}})["id"]
     wait_for(lambda: lines(marker) == ["a"], 30, what="the first call to start")
-    paused = api.post(cid, "pause")
-    assert paused["status"] == "paused"
+    assert api.post(cid, "pause") == {"success": True}
+    assert api.status(cid) == "paused"
 
     def observed() -> list[dict[str, Any]]:
         return [e for e in api.events(cid) if e["kind"] == "ObservationEvent"]
 
     (observation,) = wait_for(observed, 30, what="the call in flight to finish")
-    assert observation["observation"]["line"] == "a"  # finished, not killed
+    assert tool_result(observation["observation"])["line"] == "a"  # finished, not killed
     time.sleep(0.5)  # room for a next step that should not come
-    assert api.get(cid)["status"] == "paused"
+    assert api.status(cid) == "paused"
     assert kinds(api.events(cid)).count("ActionEvent") == 1 and lines(marker) == ["a"]
 
     api.post(cid, "run")
@@ -283,7 +324,11 @@ def test_an_llm_agent_with_an_unknown_profile_is_400_and_stores_nothing(
     agent = {"kind": "llm", "model_profile": "no-such-profile"}
     for body in (
         {"agent": agent},
-        {"id": "llm-unknown-profile", "agent": agent, "initial_message": {"content": "hi"}},
+        {
+            "conversation_id": "llm-unknown-profile",
+            "agent": agent,
+            "initial_message": {"content": "hi"},
+        },
     ):
         refused = api.create(body, expect=400)
         assert refused["error"]["code"] == "bad_request"
@@ -292,20 +337,31 @@ def test_an_llm_agent_with_an_unknown_profile_is_400_and_stores_nothing(
     api.request("GET", "/api/conversations/llm-unknown-profile", expect=404)
 
 
-def test_unknown_fields_are_422_and_store_nothing(stack: UpProcess) -> None:
+def test_mistakes_in_what_actionq_reads_are_422_and_store_nothing(stack: UpProcess) -> None:
     api = Api(stack)
     before = api.conversation_ids()
     hello = scripted({"text": "hello"})
     for body in (
-        {"id": "typo-1", "agnet": hello},
-        {"id": "typo-2", "agent": hello | {"api_key": "sk-not-for-the-body"}},
-        {"id": "typo-3", "agent": {"kind": "llm", "llm": {"api_key": "sk-not-for-the-body"}}},
-        {"id": "typo-4", "agent": hello, "initial_message": {"content": "hi", "runs": True}},
-        {"id": "typo-5", "agent": hello, "initial_message": {"role": "agent", "content": "hi"}},
-        {"id": "typo-6", "agent": {"kind": "scripted", "turns": []}},
-        {"id": "typo-7", "agent": {"kind": "robot"}},
-        {"id": "typo-8", "agent": hello | {"max_iterations": 0}},
-        {"id": "typo-9", "workspace": {"kind": "LocalWorkspace", "working_dir": "/"}},
+        {"conversation_id": "typo-2", "agent": hello | {"api_key": "sk-not-for-the-body"}},
+        {
+            "conversation_id": "typo-3",
+            "agent": {"kind": "llm", "llm": {"api_key": "sk-not-for-the-body"}},
+        },
+        {
+            "conversation_id": "typo-4",
+            "agent": hello,
+            "initial_message": {"content": "hi", "runs": True},
+        },
+        {
+            "conversation_id": "typo-5",
+            "agent": hello,
+            "initial_message": {"role": "agent", "content": "hi"},
+        },
+        {"conversation_id": "typo-6", "agent": {"kind": "scripted", "turns": []}},
+        {"conversation_id": "typo-7", "agent": {"kind": "robot"}},
+        {"conversation_id": "typo-8", "agent": hello | {"max_iterations": 0}},
+        {"conversation_id": "typo-9", "agent": hello, "max_iterations": 0},
+        {"conversation_id": "typo-10", "confirmation_policy": {"kind": "SometimesConfirm"}},
     ):
         refused = api.create(body, expect=422)
         assert refused["error"]["code"] == "invalid_request", body
@@ -320,4 +376,40 @@ def test_unknown_fields_are_422_and_store_nothing(stack: UpProcess) -> None:
         api.post(cid, verb, body, expect=422)
     assert api.conversation_ids() == [*before, cid]
     assert api.events(cid) == []
-    assert api.get(cid)["status"] == "idle"
+    assert api.status(cid) == "idle"
+
+
+def test_unknown_fields_of_the_start_request_are_ignored_as_openhands_does(
+    stack: UpProcess,
+) -> None:
+    """OpenHands' SDK sends fields for features of its own server: a field
+    actionq does not know is ignored, as OpenHands' server ignores it."""
+    api = Api(stack)
+    created = api.create(
+        {
+            "conversation_id": "ignored-fields",
+            "agnet": scripted({"text": "hello"}),  # a typo is ignored too: no agent
+            "workspace": {"kind": "LocalWorkspace", "working_dir": "/"},
+            "autotitle": True,
+        }
+    )
+    assert created["id"] == "ignored-fields" and created["agent"] is None
+    assert created["workspace"]["working_dir"] != "/"  # its own folder, not the client's
+
+
+def test_features_actionq_lacks_are_400_and_store_nothing(stack: UpProcess) -> None:
+    api = Api(stack)
+    before = api.conversation_ids()
+    hello = scripted({"text": "hello"})
+    for field, value in (
+        ("secrets", {"TOKEN": "sk-not-for-the-body"}),
+        ("client_tools", [{"name": "browser"}]),
+        ("plugins", [{"source": "github:x/y"}]),
+        ("hook_config", {"stop": [{"command": "true"}]}),
+    ):
+        body = {"conversation_id": f"lacking-{field}", "agent": hello, field: value}
+        refused = api.create(body, expect=400)
+        assert refused["error"]["code"] == "bad_request"
+        assert field in refused["error"]["message"], refused
+        assert "sk-not-for-the-body" not in str(refused)
+    assert api.conversation_ids() == before

@@ -21,9 +21,7 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from actionq.api.openhands.events import sdk_event
 from actionq.api.openhands.info import ConversationInfo
-from actionq.models import event_adapter
 from tests.helpers import wait_for
 from tests.up_process import UpProcess, kill_up, start_up, stop_up
 
@@ -102,16 +100,18 @@ def run_over(frame: Frame) -> bool:
 
 
 def rest_events(up: UpProcess, cid: str) -> list[dict[str, Any]]:
+    """The REST history (actionq's envelopes), each event in the SDK's JSON."""
     client = up.client()
     try:
-        return client.all_events(cid)
+        return [envelope["event"] for envelope in client.all_events(cid)]
     finally:
         client.close()
 
 
 def as_sdk(stored: list[dict[str, Any]]) -> list[Frame]:
-    """The REST history as the lead's projection has it."""
-    return [sdk_event(event_adapter.validate_python(item)) for item in stored]
+    """The REST history, which is in the SDK's JSON already: the socket must
+    send exactly what REST has."""
+    return stored
 
 
 def wait_idle(up: UpProcess, cid: str) -> None:
@@ -119,7 +119,9 @@ def wait_idle(up: UpProcess, cid: str) -> None:
 
     def idle() -> bool:
         conversation = client.get_conversation(cid)
-        return conversation["status"] == "idle" and conversation["active_action_id"] is None
+        return (
+            conversation["execution_status"] == "idle" and conversation["active_action_id"] is None
+        )
 
     try:
         wait_for(idle, 30, 0.1, f"{cid} to be idle")
@@ -317,7 +319,9 @@ def test_a_message_frame_is_sent_and_runs_the_agent(stack: UpProcess) -> None:
         frames = recv_until(ws, run_over)
     stored = rest_events(stack, cid)
     said = [
-        (e["source"], e["llm_message"]["content"]) for e in stored if e["kind"] == "MessageEvent"
+        (e["source"], e["llm_message"]["content"][0]["text"])
+        for e in stored
+        if e["kind"] == "MessageEvent"
     ]
     assert said == [("user", "hi there"), ("agent", "hello back")]
     *live, snapshot = frames

@@ -113,7 +113,7 @@ def test_stream_and_tail_stay_open_through_silence(stack: UpProcess) -> None:
     assert json.loads(observed[1][len("data:") :])["action_id"] == action["id"]
 
     tailed_events = [json.loads(ln) for _, ln in tailed.lines]
-    assert "ObservationEvent" in [e["kind"] for e in tailed_events], tail_stderr
+    assert "ObservationEvent" in [e["event"]["kind"] for e in tailed_events], tail_stderr
     assert [e["seq"] for e in tailed_events] == list(range(1, len(tailed_events) + 1))
     assert "Traceback" not in stack.log.read_text()
     client.close()
@@ -162,7 +162,9 @@ def test_stream_until_seq_and_timeout_end_it(stack: UpProcess) -> None:
     client = stack.client()
     cid = client.create_conversation()["id"]
     client.submit_action(cid, {"tool": "terminal", "arguments": {"command": "echo hi"}})
-    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 30, what="the action")
+    wait_for(
+        lambda: client.get_conversation(cid)["execution_status"] == "idle", 30, what="the action"
+    )
     events = client.all_events(cid)
     assert [e["seq"] for e in client.stream(cid, until_seq=2)] == [1, 2]
     begun = time.monotonic()

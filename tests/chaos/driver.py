@@ -87,7 +87,7 @@ class Driver:
         conversation = self._call("GET", f"/api/conversations/{cid}")
         if conversation is None:
             return
-        if conversation["status"] in ("error", "paused"):
+        if conversation["execution_status"] in ("error", "paused"):
             if self._call("POST", f"/api/conversations/{cid}/resume") is None:
                 return
             script.resumes += 1

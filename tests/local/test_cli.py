@@ -199,7 +199,9 @@ def submit(stack: UpProcess, cid: str, tool: str, arguments: dict[str, Any]) -> 
 def wait_for_status(stack: UpProcess, cid: str, status: str) -> None:
     client = stack.client()
     try:
-        wait_for(lambda: client.get_conversation(cid)["status"] == status, 30, what=status)
+        wait_for(
+            lambda: client.get_conversation(cid)["execution_status"] == status, 30, what=status
+        )
     finally:
         client.close()
 
@@ -364,7 +366,8 @@ def test_an_agent_conversation_driven_from_the_command_line(
     assert marker.read_text().splitlines() == ["y"]  # the rejected call never ran
 
     events = json.loads(client_command(stack, *conversations, "show", cid, "--json").stdout)
-    (rejection,) = [e for e in events["events"] if e["kind"] == "UserRejectObservation"]
+    shown = [e["event"] for e in events["events"]]
+    (rejection,) = [e for e in shown if e["kind"] == "UserRejectObservation"]
     assert rejection["rejection_reason"] == "not that one"
     human = client_command(stack, *conversations, "show", cid).stdout
     assert rows_with(human, "agent: all done") and "to confirm" not in human

@@ -13,13 +13,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from actionq.local.data_folder import process_start_time
-from tests.events import count_lines
+from tests.events import count_lines, sdk_events, text_of, tool_result
 from tests.helpers import ROOT, free_port, wait_for
 from tests.up_process import (
     UpProcess,
@@ -53,15 +54,17 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
     stop_up(up)
 
 
-def _run_action(up: UpProcess, tool: str, arguments: dict[str, object]) -> dict[str, object]:
+def _run_action(up: UpProcess, tool: str, arguments: dict[str, object]) -> dict[str, Any]:
+    """The observation (OpenHands' JSON) of one call in a new conversation."""
     client = up.client()
     try:
         cid = client.create_conversation()["id"]
         action = client.submit_action(cid, {"tool": tool, "arguments": arguments})
         wait_for(
-            lambda: client.get_conversation(cid)["status"] == "idle", 60, 0.1, f"{tool} to run"
-        )
-        events = client.all_events(cid)
+            lambda: client.get_conversation(cid)["execution_status"] == "idle", 60, 0.1,
+            f"{tool} to run",
+        )  # fmt: skip
+        events = sdk_events(client.all_events(cid))
         [observation] = [e for e in events if e["kind"] == "ObservationEvent"]
         assert observation["action_id"] == action["id"]
         return dict(observation["observation"])
@@ -138,10 +141,10 @@ def test_sigterm_is_a_warm_shutdown_running_actions_finish(
     # The secret key outlives a restart: what it sealed still opens.
     assert (data_dir / "secret-key").read_bytes() == secret_key
     client = again.client()
-    kinds = [(e["kind"], e.get("action_id")) for e in client.all_events(cid)]
+    kinds = [(e["kind"], e.get("action_id")) for e in sdk_events(client.all_events(cid))]
     assert ("ObservationEvent", action["id"]) in kinds, kinds
     assert "AgentErrorEvent" not in [kind for kind, _ in kinds]
-    assert client.get_conversation(cid)["status"] == "idle"
+    assert client.get_conversation(cid)["execution_status"] == "idle"
     client.close()
     assert count_lines(marker) == 1
 
@@ -232,7 +235,9 @@ def test_a_killed_worker_is_restarted_and_new_actions_run_once(
     client.submit_action(
         cid, {"tool": "sleep_after_mark", "arguments": {"marker_file": str(marker), "seconds": 0}}
     )
-    wait_for(lambda: client.get_conversation(cid)["status"] == "idle", 60, 0.2, "the action")
+    wait_for(
+        lambda: client.get_conversation(cid)["execution_status"] == "idle", 60, 0.2, "the action"
+    )
     client.close()
     assert count_lines(marker) == 1
     assert f"the worker (pid {worker_pid}) died (killed by SIGKILL)" in up.output()
@@ -268,7 +273,7 @@ def test_a_killed_server_is_restarted_on_its_port_with_its_data(
         {"tool": "sleep_after_mark", "arguments": {"marker_file": str(marker), "seconds": 0}},
     )
     wait_for(lambda: count_lines(marker) >= 1, 60, 0.2, "an action after the restart")
-    wait_for(lambda: client.get_conversation(before)["status"] == "idle", 30, 0.2, "idle")
+    wait_for(lambda: client.get_conversation(before)["execution_status"] == "idle", 30, 0.2, "idle")
     client.close()
     assert count_lines(marker) == 1
     assert stop_up(up) == 0
@@ -355,7 +360,7 @@ def test_a_stale_pidfile_never_kills_an_unrelated_process(
 
 def test_tools_run_in_the_workspace_not_in_the_checkout(local: UpProcess) -> None:
     observation = _run_action(local, "terminal", {"command": "pwd; ls -a"})
-    lines = str(observation["output"]).split()
+    lines = text_of(observation["content"]).split()
     # The conversation's own folder in `<data>/workspace`, made 0700.
     folder = Path(lines[0])
     assert folder.parent == local.data_dir / "workspace"
@@ -381,9 +386,9 @@ def test_only_the_agent_worker_gets_the_secret_key_file(local: UpProcess) -> Non
     assert agent_worker["ACTIONQ_SECRET_KEY_FILE"] == str(key_file)
     assert "ACTIONQ_DATA_DIR" in tool_worker  # the same kind of listing, without the key
     assert not [name for name in tool_worker if name.startswith("ACTIONQ_SECRET")]
-    names = _run_action(local, "own_environ_names", {})["names"]
-    assert "ACTIONQ_DATA_DIR" in names  # type: ignore[operator]
-    assert "ACTIONQ_SECRET_KEY_FILE" not in names  # type: ignore[operator]
+    names = tool_result(_run_action(local, "own_environ_names", {}))["names"]
+    assert "ACTIONQ_DATA_DIR" in names
+    assert "ACTIONQ_SECRET_KEY_FILE" not in names
     assert f"  secrets: sealed with the key in {key_file}  (back it up)" in local.output()
 
 

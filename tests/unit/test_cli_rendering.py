@@ -1,7 +1,9 @@
 """How ``actionq conversations show`` and ``tail`` describe each event
 (actionq.cli.conversations): one readable detail per kind, cut after a whole
 word, and only the signal or exit code an error really has; what they say of
-a conversation's agent; how ``create`` reads its agent options."""
+a conversation's agent; how ``create`` reads its agent options. The events
+are built as the API sends them: the envelopes of ``/events/page``, made by
+the server's own code (``actionq.api.openhands.events``)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ import click
 import pytest
 
 from actionq.agent.spec import AgentSpec
+from actionq.api.openhands.events import envelope
+from actionq.api.openhands.info import conversation_info
 from actionq.cli.conversations import (
     DETAIL_LIMIT,
+    _action_id,
     _agent_facts,
     _confirmation_hint,
     _describe,
@@ -41,8 +46,8 @@ IDS = {"action_id": "a1", "tool_call_id": "call-1", "tool_name": "terminal"}
 
 
 def as_sent(event: Any) -> dict[str, Any]:
-    """The event as the API sends it to the CLI (JSON)."""
-    data: dict[str, Any] = event.model_dump(mode="json")
+    """The event as the API sends it to the CLI: its envelope, as JSON."""
+    data: dict[str, Any] = json.loads(json.dumps(envelope(event)))
     return data
 
 
@@ -63,6 +68,15 @@ def error_event(cause: ErrorCause, error: str, **detail: Any) -> dict[str, Any]:
 def test_an_action_shows_its_tool_and_arguments() -> None:
     event = as_sent(ActionEvent(tool_name="terminal", tool_call_id="c", action={"command": "ls"}))
     assert _describe(event) == 'terminal {"command": "ls"}'
+    other = as_sent(ActionEvent(tool_name="my_tool", tool_call_id="c", action={"n": 1}))
+    assert other["event"]["action"]["kind"] == "MCPToolAction"
+    assert _describe(other) == 'my_tool {"n": 1}'
+
+
+def test_a_call_whose_arguments_the_tool_refused_still_shows_them() -> None:
+    refused = as_sent(ActionEvent(tool_name="terminal", tool_call_id="c", action={"cmd": "ls"}))
+    assert "action" not in refused["event"]  # OpenHands has no action for it
+    assert _describe(refused) == 'terminal {"cmd": "ls"}'
 
 
 def test_an_observation_shows_exit_code_and_output_trimmed() -> None:
@@ -72,16 +86,34 @@ def test_an_observation_shows_exit_code_and_output_trimmed() -> None:
     assert _describe(failed) == "exit 2: "
 
 
+def test_a_timed_out_command_says_so() -> None:
+    observed = {"exit_code": -1, "output": "partial", "timed_out": True}
+    event = as_sent(ObservationEvent(**IDS, observation=observed))
+    assert _describe(event) == "exit -1 (timed out): partial"
+
+
 def test_an_observation_with_an_output_text_shows_it_and_whether_it_is_an_error() -> None:
+    editor = IDS | {"tool_name": "file_editor"}
     edited = {"command": "view", "path": "/w/a", "old_content": None, "output": "Here's\n  a"}
-    event = as_sent(ObservationEvent(**IDS, observation=edited))
+    event = as_sent(ObservationEvent(**editor, observation=edited))
+    assert event["event"]["observation"]["kind"] == "FileEditorObservation"
     assert _describe(event) == "Here's a"
-    failed = as_sent(ObservationEvent(**IDS, observation={"output": "No edit", "is_error": True}))
+    failed = as_sent(
+        ObservationEvent(**editor, observation={"output": "No edit", "is_error": True})
+    )
     assert _describe(failed) == "error: No edit"
+    # Another tool's output text reads the same, from its JSON.
+    mine = IDS | {"tool_name": "my_tool"}
+    said = as_sent(ObservationEvent(**mine, observation={"output": "HI\n there", "n": 2}))
+    assert said["event"]["observation"]["kind"] == "MCPToolObservation"
+    assert _describe(said) == "HI there"
+    ran = as_sent(ObservationEvent(**mine, observation={"exit_code": 3, "output": " x "}))
+    assert _describe(ran) == "exit 3: x"
 
 
-def test_an_observation_without_exit_code_shows_its_json() -> None:
-    event = as_sent(ObservationEvent(**IDS, observation={"content": "text", "size": 4}))
+def test_an_observation_without_exit_code_or_output_text_shows_its_json() -> None:
+    mine = IDS | {"tool_name": "my_tool"}
+    event = as_sent(ObservationEvent(**mine, observation={"content": "text", "size": 4}))
     assert _describe(event) == '{"content": "text", "size": 4}'
 
 
@@ -102,6 +134,22 @@ def test_an_error_shows_only_the_signal_or_code_it_has(detail: dict[str, Any], s
     assert "None" not in summary
 
 
+def test_an_error_shows_its_facts_once_from_the_detail() -> None:
+    event = error_event(ErrorCause.WORKER_LOST, "lost", signal=9, attempt=1)
+    assert event["event"]["error"] == "lost [cause: worker_lost, signal 9, attempt 1]"
+    assert event["detail"]["signal"] == 9
+    assert _summary(event) == "worker_lost (signal 9): lost"
+
+
+def test_an_error_names_its_action() -> None:
+    event = error_event(ErrorCause.WORKER_LOST, "lost")
+    assert "action_id" not in event["event"]  # OpenHands' AgentErrorEvent has none
+    assert _action_id(event) == "a1"
+    assert _action_id({"seq": 1, "event": event["event"]}) == "a1"  # its parent_id
+    call = as_sent(ActionEvent(id="a1", tool_name="terminal", tool_call_id="c", action={}))
+    assert _action_id(call) == "a1"
+
+
 def test_a_tool_error_says_its_cause_and_message_with_no_signal() -> None:
     event = error_event(ErrorCause.TOOL_EXCEPTION, "tool 'raise_error' raised RuntimeError: boom")
     summary = _summary(event)
@@ -120,7 +168,7 @@ def test_a_rejection_shows_its_reason() -> None:
 
 
 def test_a_kind_this_client_does_not_know_shows_nothing() -> None:
-    assert _summary({"kind": "SomethingNewEvent", "seq": 3}) == ""
+    assert _summary({"seq": 3, "event": {"kind": "SomethingNewEvent"}}) == ""
 
 
 # --- cutting long details -----------------------------------------------------------
@@ -180,34 +228,41 @@ def test_a_run_error_shows_its_code_and_detail() -> None:
     assert _describe(event) == "MaxIterationsReached: 2 steps"
 
 
-def conversation(**fields: Any) -> dict[str, Any]:
-    """A conversation as the API sends it."""
+SCRIPT = AgentSpec(kind="scripted", turns=[{"text": "hi"}])
+
+
+def conversation(agent: AgentSpec | None = None, **fields: Any) -> dict[str, Any]:
+    """A conversation's info as the API sends it (``ConversationInfo``)."""
     base = Conversation(id="c1", status=ConversationStatus.IDLE, created_at="t", updated_at="t")
-    shown: dict[str, Any] = base.model_copy(update=fields).model_dump(mode="json")
+    state = base.model_copy(update={"agent": agent is not None, **fields})
+    info = conversation_info(state, agent, None, "/w/c1", 500)
+    shown: dict[str, Any] = info.model_dump(mode="json")
     return shown
 
 
 def test_agent_facts_say_iteration_and_calls_to_confirm() -> None:
+    assert conversation()["agent"] is None
     assert _agent_facts(conversation()) == ""  # no agent: nothing to say
-    assert _agent_facts(conversation(agent=True)) == "agent, iteration 0"
-    waiting = conversation(agent=True, iteration=3, pending_confirmation=1)
+    assert _agent_facts(conversation(SCRIPT)) == "agent, iteration 0"
+    waiting = conversation(SCRIPT, iteration=3, pending_confirmation=1)
     assert _agent_facts(waiting) == "agent, iteration 3, 1 call to confirm"
-    several = conversation(agent=True, iteration=1, pending_confirmation=2)
+    several = conversation(SCRIPT, iteration=1, pending_confirmation=2)
     assert _agent_facts(several) == "agent, iteration 1, 2 calls to confirm"
-    assert _agent_facts({"id": "c1", "status": "idle", "agent": True}) == "agent, iteration 0"
+    bare = {"id": "c1", "execution_status": "idle", "agent": {"kind": "scripted"}}
+    assert _agent_facts(bare) == "agent, iteration 0"
 
 
 def test_calls_waiting_for_confirmation_say_what_to_run() -> None:
     waiting = ConversationStatus.WAITING_FOR_CONFIRMATION
-    one = _confirmation_hint(conversation(agent=True, status=waiting, pending_confirmation=1))
+    one = _confirmation_hint(conversation(SCRIPT, status=waiting, pending_confirmation=1))
     assert one.startswith("1 call waits for confirmation: ")
     assert "`actionq conversations confirm c1` runs it" in one
     assert "`actionq conversations reject c1`" in one
-    two = _confirmation_hint(conversation(agent=True, status=waiting, pending_confirmation=2))
+    two = _confirmation_hint(conversation(SCRIPT, status=waiting, pending_confirmation=2))
     assert two.startswith("2 calls wait") and "runs them" in two
-    assert _confirmation_hint(conversation(agent=True)) == ""
+    assert _confirmation_hint(conversation(SCRIPT)) == ""
     # A count without the status (a moment between two reads): no hint.
-    assert _confirmation_hint(conversation(agent=True, pending_confirmation=1)) == ""
+    assert _confirmation_hint(conversation(SCRIPT, pending_confirmation=1)) == ""
 
 
 # --- `create`'s agent options ------------------------------------------------------------
