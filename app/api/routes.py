@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from actionq.api.auth import require_api_key
 from actionq.api.openhands.events import envelope, sdk_event
-from actionq.api.openhands.info import ConversationInfo, conversation_info, load_info
+from actionq.api.openhands.info import ConversationInfo, info_of, load_info
 from actionq.api.openhands.start import StartConversationRequest, agent_spec_of
 from actionq.api.schemas import (
     ActionResponse,
@@ -28,7 +28,7 @@ from actionq.api.schemas import (
 )
 from actionq.api.stream import MAX_SEQ
 from actionq.errors import BadRequestError, ConfigurationError, ConversationNotFound, NotFoundError
-from actionq.models import Conversation, ConversationStatus, Event, MessageEvent
+from actionq.models import ConversationStatus, Event, MessageEvent
 from actionq.service import ActionQ
 
 __all__ = ["protected", "public"]
@@ -118,7 +118,7 @@ def search_conversations(
         newest_first=sort_order == "CREATED_AT_DESC",
         scan_limit=_STATUS_SCAN_LIMIT,
     )
-    items = [_info_of(aq, conversation) for conversation in found]
+    items = [info_of(aq, conversation) for conversation in found]
     return ConversationPage(
         items=items, next_page_id=None if next_position is None else str(next_position)
     )
@@ -408,18 +408,6 @@ def get_event(conversation_id: str, event_id: str, aq: AQ) -> dict[str, Any]:
     if event is None:
         raise NotFoundError(f"conversation {conversation_id} has no event {event_id!r}")
     return sdk_event(event)
-
-
-def _info_of(aq: ActionQ, conversation: Conversation) -> ConversationInfo:
-    agent = aq.agent_spec(conversation.id) if conversation.agent else None
-    spec, policy = agent if agent is not None else (None, None)
-    return conversation_info(
-        conversation,
-        spec,
-        policy,
-        aq.workspace_dir(conversation.id),
-        aq.settings.agent_max_iterations,
-    )
 
 
 # A filtered page reads at most this many conversations or events.

@@ -20,6 +20,7 @@ __all__ = [
     "ConversationInfo",
     "LocalWorkspace",
     "conversation_info",
+    "info_of",
     "load_info",
 ]
 
@@ -72,7 +73,14 @@ def conversation_info(
     agent: dict[str, Any] | None = None
     if spec is not None:
         agent = spec.client_agent or spec.model_dump(
-            mode="json", exclude={"client_agent", "confirmation_policy"}, exclude_none=True
+            mode="json",
+            # Never the sealed key either: a sealed token is still a secret.
+            exclude={
+                "client_agent": True,
+                "confirmation_policy": True,
+                "model": {"api_key_sealed"},
+            },
+            exclude_none=True,
         )
     if policy is None:
         policy = (spec.confirmation_policy if spec else NeverConfirm()).model_dump(mode="json")
@@ -96,13 +104,17 @@ def conversation_info(
 
 def load_info(aq: ActionQ, conversation_id: str) -> ConversationInfo:
     """The conversation's info as it is now (``NotFoundError`` if unknown)."""
-    conversation = aq.get_conversation_live(conversation_id)
-    agent = aq.agent_spec(conversation_id)
+    return info_of(aq, aq.get_conversation_live(conversation_id))
+
+
+def info_of(aq: ActionQ, conversation: Conversation) -> ConversationInfo:
+    """The info of a conversation already read (its agent read here)."""
+    agent = aq.agent_spec(conversation.id) if conversation.agent else None
     spec, policy = agent if agent is not None else (None, None)
     return conversation_info(
         conversation,
         spec,
         policy,
-        aq.workspace_dir(conversation_id),
+        aq.workspace_dir(conversation.id),
         aq.settings.agent_max_iterations,
     )
