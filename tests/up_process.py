@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -112,3 +113,54 @@ def kill_up(up: UpProcess) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(up.process.pid, signal.SIGKILL)
     up.process.wait(10)
+
+
+@dataclass
+class ApiProcess:
+    """A second HTTP API on a running ``up``: ``actionq api`` started from a
+    shell that ran ``eval "$(actionq env)"``, on a port of its own, so a test
+    can kill it (and start it again on the same port) while ``up``'s workers
+    and its own API go on."""
+
+    up: UpProcess
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+        env["PYTHONPATH"] = str(ROOT)
+        python = shlex.quote(sys.executable)
+        script = (
+            f'eval "$({python} -m actionq env --data-dir {shlex.quote(str(self.up.data_dir))})"'
+            ' && export ACTIONQ_API_KEYS="$ACTIONQ_API_KEY"'
+            f" && exec {python} -m actionq api --host 127.0.0.1 --port {self.port}"
+        )
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                ["bash", "-c", script], cwd=ROOT, env=env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        process = self.process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"actionq api exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                return httpx.get(self.url + "/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 60, 0.1, "actionq api to be healthy")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, open sockets just drop (as when its node dies)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)

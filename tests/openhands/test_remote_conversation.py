@@ -11,15 +11,18 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from actionq.local.processes import free_port
 from tests.fake_model import FakeModel
+from tests.helpers import wait_for
 from tests.openhands.harness import RunClient
-from tests.up_process import UpProcess, start_up, stop_up
+from tests.up_process import ApiProcess, UpProcess, start_up, stop_up
 
 pytestmark = pytest.mark.openhands
 
@@ -71,6 +74,11 @@ def envelopes(stack: UpProcess, cid: str) -> list[dict[str, Any]]:
         if page["next_after_seq"] is None:
             return items
         after = page["next_after_seq"]
+
+
+def gated(command: str, gate: Path) -> str:
+    """`command` once `gate` exists (the test opens it); bounded at 120 s."""
+    return f"for i in $(seq 1200); do [ -e {gate} ] && break; sleep 0.1; done; {command}"
 
 
 def test_a_task_runs_to_finished(
@@ -208,3 +216,85 @@ def test_the_llm_key_never_comes_back_out(
     assert any(name.endswith(".log") for name in searched)
     leaked = [name for name, text in searched.items() if MODEL_KEY in text]
     assert leaked == []
+
+
+def test_the_api_process_killed_and_restarted_mid_run(
+    run_client: RunClient, stack: UpProcess, fake: FakeModel, tmp_path: Path
+) -> None:
+    """The client talks to a second API process, which the test SIGKILLs
+    while a tool runs; the run goes on on the workers (two more calls are
+    made) while no API serves the client; then the API starts again on the
+    same port. The client's socket reconnects, reconciles over REST, and the
+    run ends `finished` with every stored event in the client's list once."""
+    api = ApiProcess(stack, free_port(), tmp_path / "api.log")
+    api.start()
+    ran, started = tmp_path / "ran", tmp_path / "started"
+    gate, last_gate = tmp_path / "gate", tmp_path / "last-gate"
+    id_file, reconnected = tmp_path / "id", tmp_path / "reconnected"
+    message = task("three steps")
+    fake.script(
+        message,
+        [
+            {"tool_calls": [{"name": "terminal", "arguments": {
+                "command": f"touch {started}; " + gated(f"echo one >> {ran}", gate)}}]},
+            {"tool_calls": [{"name": "terminal", "arguments": {"command": f"echo two >> {ran}"}}]},
+            {"tool_calls": [{"name": "terminal", "arguments": {
+                "command": gated(f"echo three >> {ran}", last_gate)}}]},
+            {"content": "All three ran."},
+        ],
+    )  # fmt: skip
+    env = client_env(
+        stack, fake, OH_CLIENT_MESSAGE=message, OH_CLIENT_API_URL=api.url,
+        OH_CLIENT_ID_FILE=str(id_file), OH_CLIENT_RECONNECTED_FILE=str(reconnected),
+    )  # fmt: skip
+
+    def stored_kinds() -> list[str]:
+        return [e["event"]["kind"] for e in envelopes(stack, id_file.read_text())]
+
+    with ThreadPoolExecutor(1) as pool:
+        client = pool.submit(run_client, "reconnect", env, CLIENT_TIMEOUT)
+        try:
+            wait_for(lambda: started.exists() or client.done(), 120, 0.1, "the first call to run")
+            assert not client.done(), client.result()
+            api.kill()
+            assert not reconnected.exists()  # the client's socket is still its first
+            gate.touch()
+            # The run goes on without the API the client uses: the first call
+            # ends, the second runs, the third is made (up's own API reads it).
+            wait_for(
+                lambda: stored_kinds().count("ActionEvent") == 3,
+                90,
+                0.2,
+                "the run to go on while the client's API is down",
+            )
+            api.start()
+            wait_for(
+                lambda: reconnected.exists() or client.done(),
+                90,
+                0.1,
+                "the client's socket to reconnect",
+            )
+            last_gate.touch()
+            result = client.result(timeout=CLIENT_TIMEOUT).result
+        finally:
+            gate.touch()
+            last_gate.touch()
+            api.kill()
+    assert result["status"] == "finished"
+    assert ran.read_text() == "one\ntwo\nthree\n"  # each call ran once
+    assert result["expected_errors_logged"] > 0  # the client did find its server gone
+    assert result["snapshots"] >= 2  # a snapshot on connecting, one on reconnecting
+    stored = [e["event"] for e in envelopes(stack, result["id"])]
+    assert [e["kind"] for e in stored if e["kind"] != "ConversationStateUpdateEvent"] == [
+        "MessageEvent", *["ActionEvent", "ObservationEvent"] * 3, "MessageEvent",
+    ]  # fmt: skip
+    stored_ids = [e["id"] for e in stored]
+    # Nothing missing, nothing doubled, in the server's order: the events made
+    # while the client's API was down came in by the reconcile.
+    assert result["list_ids"] == stored_ids
+    # Each event reached the client's callbacks once, the missed ones replayed.
+    assert sorted(result["callback_ids"]) == sorted(set(result["callback_ids"]))
+    outage = stored_ids[
+        stored_ids.index(next(e["id"] for e in stored if e["kind"] == "ObservationEvent")) :
+    ]
+    assert set(outage) <= set(result["callback_ids"])

@@ -55,13 +55,14 @@ class ErrorLog(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
-        self.records: list[str] = []
+        self.records: list[tuple[str, str]] = []  # (message, what to report)
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = f"{record.name}: {record.getMessage()}"
+        message = record.getMessage()
+        text = f"{record.name}: {message}"
         if record.exc_info and record.exc_info[1] is not None:
             text += f": {record.exc_info[1]!r}"
-        self.records.append(text)
+        self.records.append((message, text))
 
 
 # Installed at import, before any conversation exists: SDK loggers propagate
@@ -142,11 +143,17 @@ def fail(message: str) -> NoReturn:
     os._exit(1)
 
 
-def finish(result: dict[str, Any], conversation: BaseConversation | str | None = None) -> NoReturn:
+def finish(
+    result: dict[str, Any],
+    conversation: BaseConversation | str | None = None,
+    expected_errors: tuple[str, ...] = (),
+) -> NoReturn:
     """Validate the conversation's events over REST, close it (a conversation
     given by id is only read), then print `result` plus ``events_validated``
-    as the last stdout line and exit 0; or exit 1 naming every validation
-    error and every ERROR logged."""
+    and ``expected_errors_logged`` as the last stdout line and exit 0; or exit
+    1 naming every validation error and every ERROR logged whose message does
+    not start with one of `expected_errors` (a script that takes the server
+    away expects the client to log its failed requests)."""
     problems: list[str] = []
     if conversation is not None:
         cid = conversation if isinstance(conversation, str) else str(conversation.id)
@@ -158,7 +165,13 @@ def finish(result: dict[str, Any], conversation: BaseConversation | str | None =
             problems.append(f"reading the events back failed: {exc!r}")
         if not isinstance(conversation, str):
             conversation.close()
-    problems += [f"ERROR logged: {record}" for record in ERRORS.records]
+    expected = 0
+    for message, text in ERRORS.records:
+        if expected_errors and message.startswith(expected_errors):
+            expected += 1
+        else:
+            problems.append(f"ERROR logged: {text}")
+    result = result | {"expected_errors_logged": expected}
     if problems:
         fail("\n".join(["the client saw problems:", *problems]))
     print(json.dumps(result, default=str), flush=True)
