@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from actionq.api.auth import presented_key, require_api_key
+from actionq.api.openhands.events import envelope_json
 from actionq.api.schemas import ErrorResponse
 from actionq.errors import (
     BadRequestError,
@@ -138,7 +139,9 @@ async def stream_events(
     """Server-Sent Events: every event with seq > ``after_seq`` (or > the
     ``Last-Event-ID`` header, which wins), then new ones as they happen,
     until ``until_seq`` or ``timeout`` if given, else until the client leaves.
-    Each SSE ``id`` is the event's seq, so a reconnecting client misses nothing."""
+    Each message is the event's envelope, as ``/events/page`` has it (the
+    OpenHands event, its seq, a crash's detail); its SSE ``event`` is the
+    event's kind and its ``id`` the seq, so a reconnecting client misses nothing."""
     follower: EventFollower = request.app.state.follower
     gauge = request.app.state.metrics.sse_clients
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -152,7 +155,10 @@ async def stream_events(
             if event is None:
                 yield ServerSentEvent(comment="keep-alive")
                 continue
-            yield ServerSentEvent(raw_data=event.json, event=event.kind, id=str(event.seq))
+            # The stored kinds are OpenHands' kinds: the SSE `event` is the kind.
+            yield ServerSentEvent(
+                raw_data=envelope_json(event.event()), event=event.kind, id=str(event.seq)
+            )
             if until_seq is not None and event.seq >= until_seq:
                 return
     except StoreUnavailableError as e:

@@ -217,7 +217,8 @@ class ApiClient:
         until_seq: int | None = None,
         timeout: float | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Follow the SSE stream; yields event dicts until the server ends it
+        """Follow the SSE stream; yields envelopes (``{"seq", "event", ...}``,
+        as ``events`` pages have them) until the server ends it
         (``until_seq``, ``timeout``). A connection that breaks raises
         ``ApiError`` with status 0."""
         path = f"/api/conversations/{conversation_id}/events/stream"

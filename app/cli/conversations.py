@@ -501,9 +501,8 @@ def tail(
     try:
         while True:
             try:
-                for streamed in client.stream(conversation_id, last_seq):
+                for item in client.stream(conversation_id, last_seq):
                     lost_since = None
-                    item = _as_envelope(client, conversation_id, streamed)
                     last_seq = item["seq"]
                     _print_tailed(item, as_json)
                 reason = "the server ended the stream"
@@ -518,16 +517,6 @@ def tail(
             time.sleep(min(1.0, reconnect_for))
     except KeyboardInterrupt:
         pass
-
-
-def _as_envelope(client: ApiClient, conversation_id: str, streamed: dict[str, Any]) -> Any:
-    """What `tail` shows of a streamed event: its envelope, as `show` has it.
-    A stream that sends the stored event itself (with its seq) rather than
-    an envelope: the envelope is read from /events/page."""
-    if "event" in streamed:
-        return streamed
-    (item,) = client.events(conversation_id, streamed["seq"] - 1, 1)["items"]
-    return item
 
 
 def _print_tailed(item: dict[str, Any], as_json: bool) -> None:

@@ -42,13 +42,6 @@ class StreamedEvent:
     kind: str
     stored: str
 
-    @property
-    def json(self) -> str:
-        """The stored JSON with its ``seq`` added, without a round trip
-        through the pydantic models (a replay of a long history is CPU-bound
-        otherwise): what actionq's SSE stream sends."""
-        return f'{{"seq":{self.seq},{self.stored[1:]}'
-
     def event(self) -> Event:
         """The event as the store's readers return it."""
         return event_from_stored(self.stored, self.seq)

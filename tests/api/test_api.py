@@ -57,7 +57,7 @@ def test_crash_end_to_end_through_the_api(stack: UpProcess) -> None:
     marker = stack.data_dir.parent / "api-side-effect.log"
 
     def saw_error_status(events: list[dict[str, Any]]) -> bool:
-        return any(e.get("value") == "error" for e in events)
+        return any(e["event"].get("value") == "error" for e in events)
 
     thread, streamed = collect_stream(stack, cid, saw_error_status)
     wait_for(lambda: thread.is_alive(), 5, what="the stream to open")
@@ -68,21 +68,21 @@ def test_crash_end_to_end_through_the_api(stack: UpProcess) -> None:
     thread.join(30)
     assert not thread.is_alive(), f"stream did not deliver the error: {streamed}"
 
-    kinds = [(e["kind"], e.get("value")) for e in streamed]
+    # Each message is the envelope /events/page has: the OpenHands event and,
+    # beside it, its seq and a crash's detail.
+    kinds = [(e["event"]["kind"], e["event"].get("value")) for e in streamed]
     action_at = kinds.index(("ActionEvent", None))
     error_at = kinds.index(("AgentErrorEvent", None))
     status_at = kinds.index(("ConversationStateUpdateEvent", "error"))
     assert action_at < error_at < status_at
     error = streamed[error_at]
-    assert error["action_id"] == action["id"]
+    assert error["action_id"] == action["id"] and error["event"]["parent_id"] == action["id"]
     assert error["detail"]["cause"] == "worker_lost" and error["detail"]["signal"] == 9
+    assert error["event"]["classification"]["error_id"] == "actionq.worker_lost"
     assert [e["seq"] for e in streamed] == list(range(1, len(streamed) + 1))
     assert client.get_conversation(cid)["execution_status"] == "error"
-    # The same crash paged: OpenHands' event, actionq's facts in the envelope.
-    (paged,) = [e for e in client.all_events(cid) if e["event"]["kind"] == "AgentErrorEvent"]
-    assert paged["action_id"] == action["id"] and paged["event"]["parent_id"] == action["id"]
-    assert paged["detail"]["cause"] == "worker_lost" and paged["detail"]["signal"] == 9
-    assert paged["event"]["classification"]["error_id"] == "actionq.worker_lost"
+    # Streamed and paged, the events are the same envelopes.
+    assert streamed == client.all_events(cid)[: len(streamed)]
     assert count_lines(marker) == 1
     client.close()
 
@@ -106,8 +106,7 @@ def test_sse_resume_with_last_event_id_has_no_gaps_or_duplicates(stack: UpProces
         stack, cid, lambda ev: ev[-1]["seq"] == everything[-1]["seq"], after_seq=first[-1]["seq"]
     )
     resumed_thread.join(10)
-    streamed = [(e["seq"], e["id"]) for e in first + rest]
-    assert streamed == [(e["seq"], e["event"]["id"]) for e in everything]
+    assert first + rest == everything
     client.close()
 
 

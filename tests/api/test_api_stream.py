@@ -110,7 +110,7 @@ def test_stream_and_tail_stay_open_through_silence(stack: UpProcess) -> None:
     assert started and keepalive and observed, sse.lines
     assert started[0] < keepalive[0] < observed[0]
     assert observed[0] - started[0] >= silence - 1  # silence, not a reconnect
-    assert json.loads(observed[1][len("data:") :])["action_id"] == action["id"]
+    assert json.loads(observed[1][len("data:") :])["event"]["action_id"] == action["id"]
 
     tailed_events = [json.loads(ln) for _, ln in tailed.lines]
     assert "ObservationEvent" in [e["event"]["kind"] for e in tailed_events], tail_stderr

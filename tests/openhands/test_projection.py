@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actionq.api.openhands.events import envelope, sdk_event
+from actionq.api.schemas import EventEnvelope
 from actionq.crashes.causes import CAUSES, agent_error_event
 from actionq.models import (
     ActionEvent,
@@ -135,3 +136,15 @@ def test_the_envelope_carries_what_openhands_has_no_field_for() -> None:
     assert wrapped["action_id"] == crash.action_id
     assert wrapped["detail"]["signal"] == 9
     assert "seq" not in wrapped["event"] and "detail" not in wrapped["event"]
+
+
+def test_the_envelope_is_exactly_what_the_documented_model_gives() -> None:
+    """/events/page and the SSE stream send envelope() as it is, not through
+    EventEnvelope (the page's documented model): the two must not drift."""
+    events = stored_events()
+    kinds = {e.kind for e in events}
+    assert {"ActionEvent", "AgentErrorEvent", "MessageEvent"} <= kinds
+    for seq, event in enumerate(events, 1):
+        event.seq = seq
+        wrapped = envelope(event)
+        assert EventEnvelope.model_validate(wrapped).model_dump(mode="json") == wrapped
