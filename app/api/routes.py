@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -321,14 +324,74 @@ def list_events(
     )
 
 
-def _matches(event: Event, kind: str | None, source: str | None, body: str | None) -> bool:
-    if kind is not None and event.kind != kind:
-        return False
-    if source is not None and event.source != source:
-        return False
-    return body is None or (
-        isinstance(event, MessageEvent) and body.lower() in event.llm_message.content.lower()
-    )
+@dataclass(frozen=True)
+class _EventFilter:
+    """OpenHands' event search filters (all optional, all must hold)."""
+
+    kind: str | None = None
+    source: str | None = None
+    body: str | None = None
+    timestamp_gte: datetime | None = None
+    timestamp_lt: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in astuple(self))
+
+    def matches(self, event: Event) -> bool:
+        if self.kind is not None and event.kind != self.kind:
+            return False
+        if self.source is not None and event.source != self.source:
+            return False
+        if self.timestamp_gte is not None or self.timestamp_lt is not None:
+            at = _aware(datetime.fromisoformat(event.timestamp))
+            if self.timestamp_gte is not None and at < _aware(self.timestamp_gte):
+                return False
+            if self.timestamp_lt is not None and at >= _aware(self.timestamp_lt):
+                return False
+        return self.body is None or (
+            isinstance(event, MessageEvent)
+            and self.body.lower() in event.llm_message.content.lower()
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time without a zone is UTC (actionq's events are stamped in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _event_filter(
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    source: Literal["agent", "user", "environment"] | None = None,
+    body: Annotated[str | None, Query(max_length=1000)] = None,
+    timestamp__gte: datetime | None = None,
+    timestamp__lt: datetime | None = None,
+) -> _EventFilter:
+    return _EventFilter(kind, source, body, timestamp__gte, timestamp__lt)
+
+
+EventFilter = Annotated[_EventFilter, Depends(_event_filter)]
+
+
+def _walk(
+    aq: ActionQ, conversation_id: str, first: int, last_seq: int, descending: bool
+) -> Iterator[Event]:
+    """The events from seq ``first`` on, up to ``last_seq`` (or down to 1),
+    read 1,000 at a time."""
+    if not descending:
+        after = first - 1
+        while after < last_seq:
+            page = aq.list_events(conversation_id, after, min(1000, last_seq - after))
+            if not page.items:
+                return
+            yield from page.items
+            after = page.items[-1].seq
+        return
+    top = min(first, last_seq)
+    while top >= 1:
+        bottom = max(1, top - 999)
+        page = aq.list_events(conversation_id, bottom - 1, top - bottom + 1)
+        yield from reversed(page.items)
+        top = bottom - 1
 
 
 @protected.get(
@@ -339,51 +402,40 @@ def _matches(event: Event, kind: str | None, source: str | None, body: str | Non
 def search_events(
     conversation_id: str,
     aq: AQ,
+    where: EventFilter,
     page_id: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    kind: Annotated[str | None, Query(max_length=100)] = None,
-    source: Literal["agent", "user", "environment"] | None = None,
-    body: Annotated[str | None, Query(max_length=1000)] = None,
+    sort_order: Literal["TIMESTAMP", "TIMESTAMP_DESC"] = "TIMESTAMP",
 ) -> EventSearchPage:
-    """OpenHands' event search, oldest first: events in the SDK's JSON.
-    ``next_page_id`` is opaque (actionq: the seq to start from). With
-    filters, a page looks at no more than 10,000 events and may hold fewer
-    than ``limit``."""
-    filtered = kind is not None or source is not None or body is not None
-    budget = _EVENT_SCAN_LIMIT if filtered else limit
+    """OpenHands' event search: events in the SDK's JSON, oldest first
+    (``TIMESTAMP_DESC``: newest first). ``next_page_id`` is opaque (actionq:
+    the seq to go on from). With filters, a page looks at no more than
+    10,000 events and may hold fewer than ``limit``."""
+    descending = sort_order == "TIMESTAMP_DESC"
+    budget = _EVENT_SCAN_LIMIT if where else limit
     last_seq = aq.get_conversation(conversation_id).last_seq
+    first = int(page_id) if page_id else (last_seq if descending else 1)
     items: list[dict[str, Any]] = []
-    after = int(page_id or 1) - 1  # page_id is inclusive
-    scanned = 0
-    while len(items) < limit and scanned < budget and after < last_seq:
-        page = aq.list_events(conversation_id, after, min(1000, budget - scanned))
-        if not page.items:
+    next_seq: int | None = None
+    for scanned, event in enumerate(_walk(aq, conversation_id, first, last_seq, descending), 1):
+        if where.matches(event):
+            items.append(sdk_event(event))
+        if len(items) == limit or scanned == budget:
+            # seqs are contiguous: the page goes on from the next one.
+            next_seq = event.seq - 1 if descending else event.seq + 1
             break
-        for event in page.items:
-            after = event.seq
-            scanned += 1
-            if _matches(event, kind, source, body):
-                items.append(sdk_event(event))
-                if len(items) == limit:
-                    break
-    # seqs are contiguous: anything after the last one looked at is the next page.
-    next_seq = after + 1 if after < last_seq else None
+    if next_seq is not None and not 1 <= next_seq <= last_seq:
+        next_seq = None
     return EventSearchPage(items=items, next_page_id=None if next_seq is None else str(next_seq))
 
 
 @protected.get(
     "/api/conversations/{conversation_id}/events/count", response_model=int, tags=["events"]
 )
-def count_events(
-    conversation_id: str,
-    aq: AQ,
-    kind: Annotated[str | None, Query(max_length=100)] = None,
-    source: Literal["agent", "user", "environment"] | None = None,
-    body: Annotated[str | None, Query(max_length=1000)] = None,
-) -> int:
-    if kind is None and source is None and body is None:
+def count_events(conversation_id: str, aq: AQ, where: EventFilter) -> int:
+    if not where:
         return aq.get_conversation(conversation_id).last_seq
-    return sum(1 for e in aq.all_events(conversation_id) if _matches(e, kind, source, body))
+    return sum(1 for e in aq.all_events(conversation_id) if where.matches(e))
 
 
 @protected.get(

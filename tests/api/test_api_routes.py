@@ -243,6 +243,33 @@ def test_event_search_filters_by_kind_and_source(
     assert counted == len(expected)
 
 
+def test_event_search_newest_first_and_in_a_time_window(stack: UpProcess, tmp_path: Path) -> None:
+    api = Api(stack)
+    cid = history(api, tmp_path, 3)
+    everything = [e["event"] for e in api.envelopes(cid)]
+    path = f"/api/conversations/{cid}/events/search"
+
+    newest_first = api.pages(path, limit=3, sort_order="TIMESTAMP_DESC")
+    assert [e for page in newest_first for e in page] == everything[::-1]
+    observations = [e for e in everything if e["kind"] == "ObservationEvent"]
+    filtered = api.pages(path, limit=1, sort_order="TIMESTAMP_DESC", kind="ObservationEvent")
+    assert [e for page in filtered for e in page] == observations[::-1]
+
+    # [gte, lt): from the second observation up to, not including, the last event.
+    window = {
+        "timestamp__gte": observations[1]["timestamp"],
+        "timestamp__lt": everything[-1]["timestamp"],
+    }
+    start = everything.index(observations[1])
+    expected = [e for e in everything[start:-1] if e["timestamp"] < everything[-1]["timestamp"]]
+    assert expected and [e for page in api.pages(path, limit=2, **window) for e in page] == expected
+    assert api.request("GET", f"/api/conversations/{cid}/events/count", params=window) == len(
+        expected
+    )
+    refused = api.request("GET", path, 422, params={"sort_order": "NEWEST"})
+    assert "sort_order" in str(refused)
+
+
 def test_one_event_by_id_and_several_at_once(stack: UpProcess, tmp_path: Path) -> None:
     api = Api(stack)
     cid = history(api, tmp_path, 1)
