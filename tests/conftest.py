@@ -31,7 +31,7 @@ from tests.helpers import ROOT, ValkeyServer, WorkerProcess
 _db_numbers = itertools.count(1)
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("unit", "store", "worker", "agent", "api", "local", "openhands")
+LAYERS = ("unit", "store", "worker", "agent", "api", "local", "openhands", "console")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from actionq.api.body_limit import BodySizeLimit
+from actionq.api.console.page import console_router
 from actionq.api.errors import install_error_handlers
 from actionq.api.gate import RequestGate
 from actionq.api.metrics import ApiMetrics
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     install_error_handlers(app)
     app.include_router(public)
+    app.include_router(console_router)
     # Before `protected`: its /events/{event_id} would take /events/stream.
     app.include_router(stream_router, responses=protected.responses)
     app.include_router(protected)

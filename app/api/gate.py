@@ -19,8 +19,11 @@ __all__ = ["PUBLIC_PATHS", "RequestGate"]
 
 # Everything else needs a key, unknown paths included (a 401 tells an
 # unauthenticated client nothing about which routes exist).
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-PUBLIC_PREFIXES = ("/static-offline-docs/",)
+# The console's page and assets hold no data (it reads the API with a session).
+PUBLIC_PATHS = frozenset(
+    {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/console"}
+)
+PUBLIC_PREFIXES = ("/static-offline-docs/", "/console/")
 
 
 def is_public(path: str) -> bool:

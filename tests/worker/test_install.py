@@ -305,6 +305,8 @@ def test_wheel_installs_only_actionq_and_works_in_a_users_project(
     # Every module of app/ and tasks/ once, under actionq/, and nothing else.
     assert {f for f in files if f.endswith(".py")} == expected_modules()
     assert any(f.startswith("actionq/store/lua/") and f.endswith(".lua") for f in files)
+    console = {f.rsplit("/", 1)[1] for f in files if f.startswith("actionq/api/console/static/")}
+    assert console == {"index.html", "console.js", "console.css"}
 
     project = write_user_project(tmp_path / "user-project")
     env = clean_env(

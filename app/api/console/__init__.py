@@ -1,0 +1,1 @@
+"""The conversation console in the browser (docs/console.md)."""
