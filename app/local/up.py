@@ -167,6 +167,7 @@ def run_up(data_dir: Path, host: str, port: int, workers: int) -> None:
         key_file_path = stack.actionq_env["ACTIONQ_SECRET_KEY_FILE"]
         console.print(f"  secrets: sealed with the key in {key_file_path}  (back it up)")
         console.print(f"  API:     {api_url}  (OpenAPI at {api_url}/docs)")
+        console.print(f"  console: {api_url}/console/  (log in with the API key)")
         where_key = key_file or "ACTIONQ_API_KEYS"
         console.print(f"  API key: in {where_key}  (header X-Session-API-Key)")
         attach = f"actionq env --data-dir {shlex.quote(str(folder.path))}"
