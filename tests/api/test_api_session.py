@@ -226,3 +226,15 @@ def test_sessions_outlive_a_restart_but_not_their_key_nor_their_ttl(tmp_path: Pa
         assert time.time() >= ends - 0.5  # not before its time
     finally:
         stop_up(up)
+
+
+def test_the_openapi_spec_declares_the_cookie(stack: UpProcess) -> None:
+    schema = httpx.get(stack.url + "/openapi.json").json()
+    cookie = schema["components"]["securitySchemes"]["APIKeyCookie"]
+    assert cookie | {"type": "apiKey", "in": "cookie", "name": "actionq_session"} == cookie
+    listed = schema["paths"]["/api/conversations"]["post"]["security"]
+    assert {"APIKeyCookie": []} in listed and {"APIKeyHeader": []} in listed
+    # Logging in takes the key header only; logging out nothing.
+    login = schema["paths"]["/api/session"]["post"]["security"]
+    assert {"APIKeyCookie": []} not in login and {"APIKeyHeader": []} in login
+    assert "security" not in schema["paths"]["/api/session"]["delete"]
