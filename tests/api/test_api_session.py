@@ -154,7 +154,26 @@ def test_a_cookie_change_from_another_origin_is_refused(stack: UpProcess) -> Non
         )
         assert response.status_code == 403, (headers, response.text)
         assert response.json()["error"]["code"] == "cross_site_request"
-    assert conversation_count(stack) == before
+    # Refused before the body is read: malformed JSON is not even judged.
+    malformed = httpx.post(
+        stack.url + "/api/conversations",
+        headers=with_cookie(
+            token, Origin="http://evil.example", **{"Content-Type": "application/json"}
+        ),
+        content=b"{not json",
+    )
+    assert malformed.status_code == 403, malformed.text
+    # DELETE is a change too: the conversation stays.
+    cid = httpx.post(stack.url + "/api/conversations", headers=stack.headers(), json={}).json()[
+        "id"
+    ]
+    deleted = httpx.delete(
+        f"{stack.url}/api/conversations/{cid}",
+        headers=with_cookie(token, Origin="http://evil.example"),
+    )
+    assert deleted.status_code == 403, deleted.text
+    assert httpx.get(f"{stack.url}/api/conversations/{cid}", headers=stack.headers()).is_success
+    assert conversation_count(stack) == before + 1
 
     # From the page's own origin it works: Origin, or Referer alone.
     for headers in (
@@ -165,7 +184,7 @@ def test_a_cookie_change_from_another_origin_is_refused(stack: UpProcess) -> Non
             stack.url + "/api/conversations", headers=with_cookie(token, **headers), json={}
         )
         assert made.status_code == 201, (headers, made.text)
-    assert conversation_count(stack) == before + 2
+    assert conversation_count(stack) == before + 3
 
 
 def test_a_key_header_works_from_any_origin(stack: UpProcess) -> None:
