@@ -22,7 +22,8 @@ ActionqError                    ``code``: a stable machine-readable name
 ├── CommandOutOfMemory          a tool's command was killed for memory (its cap, or the OOM killer)
 ├── InvalidArgumentsError       arguments too large, too deep, or refused by the tool;
 │                               a malformed conversation id (422)
-├── AuthenticationError         HTTP API: missing or wrong API key (401)
+├── AuthenticationError         HTTP API: missing or wrong API key or session (401)
+├── CrossSiteRequestError       HTTP API: a cookie-authenticated change from another origin (403)
 ├── BadRequestError             HTTP API: a request it understood and refuses (400)
 ├── TooManyStreamsError         HTTP API: this key has all its event streams open (429)
 ├── StreamCapacityError         HTTP API: the server has all its event streams open (503)
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ConversationNotFound",
+    "CrossSiteRequestError",
     "DuplicateToolCallId",
     "IdempotencyConflict",
     "InvalidArgumentsError",
@@ -189,6 +191,13 @@ class InvalidArgumentsError(ActionqError):
 
 class AuthenticationError(ActionqError):
     code = "unauthorized"
+
+
+class CrossSiteRequestError(ActionqError):
+    """A request authenticated by the session cookie alone, with a method
+    that may change something, that did not come from the API's own origin."""
+
+    code = "cross_site_request"
 
 
 class BadRequestError(ActionqError):

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         description="Most event streams open at once per API key (over: 429; a WebSocket "
         "is closed with 1013).",
     )
+    session_ttl_seconds: int = Field(
+        3600,
+        gt=0,
+        le=30 * 86_400,
+        description="How long a browser session (the cookie POST /api/session sets) "
+        "lasts; it also ends when its key leaves ACTIONQ_API_KEYS.",
+    )
     api_url: str | None = Field(
         None,
         description="Client commands: the API to talk to (default: the one `actionq up` "

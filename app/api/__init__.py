@@ -16,6 +16,8 @@ from actionq.api.gate import RequestGate
 from actionq.api.metrics import ApiMetrics
 from actionq.api.openhands.sockets import sockets_router
 from actionq.api.routes import protected, public
+from actionq.api.session_routes import session_router
+from actionq.api.session_token import session_secret
 from actionq.api.stream import StreamSlots, stream_router
 from actionq.errors import ConfigurationError
 from actionq.secrets import SecretBox
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(set ACTIONQ_API_KEYS=<key>[,<key>...]; `actionq up` makes one for you)"
         )
     load_tool_modules(settings.tool_modules)
+    for key in settings.api_keys:
+        session_secret(key)  # derived once now, not in the first request
     aq = ActionQ(settings)
     follower = aq.event_follower()
 
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(console_router)
+    app.include_router(session_router)
     # Before `protected`: its /events/{event_id} would take /events/stream.
     app.include_router(stream_router, responses=protected.responses)
     app.include_router(protected)

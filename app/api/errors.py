@@ -16,6 +16,7 @@ from actionq.errors import (
     BadRequestError,
     ConfigurationError,
     ConflictError,
+    CrossSiteRequestError,
     InvalidArgumentsError,
     NotFoundError,
     StreamCapacityError,
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
     (AuthenticationError, 401),
+    (CrossSiteRequestError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
     (UnknownToolError, 400),
@@ -43,6 +45,7 @@ _STATUS_BY_ERROR: list[tuple[type[ActionqError], int]] = [
 _CODE_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",

@@ -1,5 +1,6 @@
 """The API's front door (pure ASGI, outermost of ours): it refuses a request
-without a valid key before anything reads its body (FastAPI parses a JSON
+without a valid key or session cookie (401), or a cookie-authenticated change
+from another origin (403), before anything reads its body (FastAPI parses a JSON
 body before it runs any dependency), and counts every request by route and
 status, including those that fail."""
 
@@ -8,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actionq.api.auth import authenticate
 from actionq.api.errors import error_response
 from actionq.api.metrics import ApiMetrics
-from actionq.errors import AuthenticationError
+from actionq.errors import AuthenticationError, CrossSiteRequestError
 
 __all__ = ["PUBLIC_PATHS", "RequestGate"]
 
@@ -24,10 +26,14 @@ PUBLIC_PATHS = frozenset(
     {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/console"}
 )
 PUBLIC_PREFIXES = ("/static-offline-docs/", "/console/")
+# Logging out clears the cookie whether or not the session is still valid.
+PUBLIC_ROUTES = frozenset({("DELETE", "/api/session")})
 
 
-def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+def is_public(method: str, path: str) -> bool:
+    return (
+        path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or (method, path) in PUBLIC_ROUTES
+    )
 
 
 class RequestGate:
@@ -51,12 +57,18 @@ class RequestGate:
 
         label = "unmatched"
         try:
-            if not is_public(scope["path"]):
+            if not is_public(scope["method"], scope["path"]):
+                headers = Headers(scope=scope)
+                cookies = cookie_parser(headers.get("cookie", ""))
                 try:
-                    authenticate(Headers(scope=scope), self.keys)
+                    authenticate(scope["method"], scope["scheme"], headers, cookies, self.keys)
                 except AuthenticationError as e:
                     label = "unauthenticated"
                     await error_response(401, e.code, str(e))(scope, receive, tracking_send)
+                    return
+                except CrossSiteRequestError as e:
+                    label = "cross_site"
+                    await error_response(403, e.code, str(e))(scope, receive, tracking_send)
                     return
             await self.app(scope, receive, tracking_send)
         except BaseException:

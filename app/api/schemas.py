@@ -29,6 +29,7 @@ __all__ = [
     "InitialMessage",
     "RetryRequest",
     "SendMessageRequest",
+    "SessionResponse",
     "SubmitActionRequest",
     "Success",
     "TextContent",
@@ -206,6 +207,13 @@ class EventEnvelope(_Body):
 class EventEnvelopePage(_Body):
     items: list[EventEnvelope]
     next_after_seq: int | None
+
+
+class SessionResponse(_Body):
+    """A browser session: when it ends (UTC). None: the request sent a key
+    header, which does not end."""
+
+    expires_at: datetime | None
 
 
 class HealthResponse(_Body):

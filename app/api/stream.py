@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from actionq.api.auth import presented_key, require_api_key
+from actionq.api.auth import Credential, require_api_key
 from actionq.api.openhands.events import envelope_json
 from actionq.api.schemas import ErrorResponse
 from actionq.errors import (
@@ -106,11 +106,14 @@ class StreamSlots:
 
 
 async def _stream_slot(
-    request: Request, start: Annotated[StreamStart, Depends(_stream_start)]
+    request: Request,
+    start: Annotated[StreamStart, Depends(_stream_start)],
+    credential: Annotated[Credential, Depends(require_api_key)],
 ) -> AsyncIterator[StreamStart]:
-    """A slot for the whole life of the stream (429/503 before it starts)."""
+    """A slot for the whole life of the stream (429/503 before it starts),
+    counted against the key it sent or whose session it holds."""
     slots: StreamSlots = request.app.state.stream_slots
-    key = slot_key(presented_key(request.headers) or "")
+    key = slot_key(credential.key)
     slots.acquire(key)
     try:
         yield start

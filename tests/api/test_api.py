@@ -134,7 +134,11 @@ PROTECTED = [
     ("GET", "/api/actions/x"),
     ("POST", "/api/actions/x/retry"),
     ("GET", "/metrics"),
+    ("GET", "/api/session"),
+    ("POST", "/api/session"),
 ]
+# Logging out needs no key (it only clears the cookie).
+PUBLIC = {("GET", "/health"), ("DELETE", "/api/session")}
 
 
 def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) -> None:
@@ -144,7 +148,7 @@ def test_every_protected_route_refuses_missing_and_wrong_keys(stack: UpProcess) 
         for path, ops in schema["paths"].items()
         for method in ops
     }
-    assert documented - {("GET", "/health")} == set(PROTECTED)
+    assert documented - PUBLIC == set(PROTECTED)
     before = httpx.get(stack.url + "/metrics", headers=stack.headers()).text
 
     body = {"tool": "terminal", "arguments": {"command": "echo should-not-run"}}
