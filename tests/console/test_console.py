@@ -237,8 +237,8 @@ def posted_status(page: Page, url: str) -> int:
 def test_without_the_key_nothing_shows_and_cross_site_posts_are_refused(
     context: BrowserContext, stack: UpProcess, attacker: _Attacker
 ) -> None:
-    count = stack.client().count_conversations
-    before = count()
+    client = stack.client()
+    before = client.count_conversations()
     page = context.new_page()
     page.goto("/console/")
     expect(page.locator("#login")).to_be_visible()
@@ -257,7 +257,8 @@ def test_without_the_key_nothing_shows_and_cross_site_posts_are_refused(
     # ... and a same-site page of another origin (another port), which the
     # browser does send the cookie from, is refused by its Origin.
     assert posted_status(page, f"http://127.0.0.1:{attacker.port}/") == 403
-    assert count() == before  # nothing was created
+    assert client.count_conversations() == before  # nothing was created
+    client.close()
 
     # Logging out ends the session: the page asks for the key again.
     page.goto("/console/")

@@ -296,8 +296,16 @@ class ConversationView {
       }));
       return b;
     };
+    // Resume goes on: a conversation with an agent also runs it (as
+    // `actionq conversations resume ID` then `run ID`).
+    const resume = h("button", { id: "resume", type: "button", title: info.agent ? "Resume, then run the agent" : "Resume" }, "Resume");
+    resume.addEventListener("click", () => control(resume, async () => {
+      const answer = await api("POST", `${this.path}/resume`);
+      this.setStatus(answer.execution_status);
+      if (info.agent) await api("POST", `${this.path}/run`);
+    }));
     const controls = h("div", { class: "controls" }, message, send,
-      button("Run", "run", "run"), button("Pause", "pause", "pause"), button("Resume", "resume", "resume"));
+      button("Run", "run", "run"), button("Pause", "pause", "pause"), resume);
     document.getElementById("app").replaceChildren(
       h("div", { class: "conv-head" }, h("a", { href: "#/" }, "← Conversations"),
         h("h1", { class: "mono" }, this.id), this.badge),
