@@ -10,13 +10,17 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from actionq.cli.api_client import ApiClient
+from actionq.local.attach import _secret_files, running_up
 from actionq.local.processes import free_port, stop_process
+from actionq.service import ActionQ
+from actionq.settings import Settings
 from tests.helpers import ROOT, wait_for
 
 
@@ -164,3 +168,18 @@ class ApiProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+@contextlib.contextmanager
+def client_of(up: UpProcess) -> Iterator[ActionQ]:
+    """A Python client of a running `up`, as `eval "$(actionq env)"` gives one."""
+    folder, info = running_up(up.data_dir)
+    values = dict(info.settings)
+    values |= {name: path.read_text().strip() for name, path in _secret_files(folder).items()}
+    fields = {
+        name.removeprefix("ACTIONQ_").lower(): value
+        for name, value in values.items()
+        if name.removeprefix("ACTIONQ_").lower() in Settings.model_fields
+    }
+    with ActionQ(Settings(**fields)) as aq:
+        yield aq

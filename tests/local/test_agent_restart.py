@@ -5,32 +5,13 @@ waits, a rejection reaches the agent, an accepted call runs once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from actionq.agent.spec import AgentSpec, AlwaysConfirm, ScriptedCall, ScriptedTurn
-from actionq.local.attach import _secret_files, running_up
 from actionq.models import ActionEvent, ConversationStatus, UserRejectObservation
 from actionq.service import ActionQ
-from actionq.settings import Settings
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, kill_up, start_up, stop_up
-
-
-@contextmanager
-def client_of(up: UpProcess) -> Iterator[ActionQ]:
-    """A Python client of a running `up`, as `eval "$(actionq env)"` gives one."""
-    folder, info = running_up(up.data_dir)
-    values = dict(info.settings)
-    values |= {name: path.read_text().strip() for name, path in _secret_files(folder).items()}
-    fields = {
-        name.removeprefix("ACTIONQ_").lower(): value
-        for name, value in values.items()
-        if name.removeprefix("ACTIONQ_").lower() in Settings.model_fields
-    }
-    with ActionQ(Settings(**fields)) as aq:
-        yield aq
+from tests.up_process import client_of, kill_up, start_up, stop_up
 
 
 def _wait(aq: ActionQ, cid: str, status: ConversationStatus) -> None:
