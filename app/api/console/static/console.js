@@ -232,7 +232,7 @@ async function listView(query) {
   if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No conversations.")));
   const first = pages.length * PAGE_SIZE + 1;
   summary.textContent = page.items.length
-    ? `${first}–${first + page.items.length - 1} of ${page.total}`
+    ? `${first}-${first + page.items.length - 1} of ${page.total}`
     : `${page.total} in all`;
   const base = status ? `#/?status=${status}&` : "#/?";
   if (pages.length) pager.append(h("a", { href: pages.length > 1 ? `${base}pages=${pages.slice(0, -1).join(",")}` : base.slice(0, -1) }, "← Newer"));
