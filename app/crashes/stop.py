@@ -234,6 +234,7 @@ def cancel_action(
     )
     if ended is not None:
         kill_leftover_processes(ended)
+        discard_output_tail(store, ended)  # if the tool process went with it
         log.warning(
             "action %s of conversation %s cancelled; conversation -> paused",
             action_id,
