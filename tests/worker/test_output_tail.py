@@ -90,31 +90,31 @@ def test_a_normal_command_leaves_no_spool_and_its_output_is_unchanged(
     assert aq.store.output_tail(cid, action.id) is None
 
 
-@pytest.fixture
-def sweeper_elsewhere(
-    settings_env: dict[str, str], tmp_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A standalone ``actionq sweeper`` that stands for one on another host:
-    its spool folder is not the dead worker's, so only Redis has the tail."""
+@pytest.fixture(params=["same_host", "other_host"])
+def sweeper(
+    request: pytest.FixtureRequest, settings_env: dict[str, str], tmp_path: Path, spool: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A standalone ``actionq sweeper``: on the dead worker's host (it reads the
+    spool), or standing for one on another host (its spool folder is not the
+    dead worker's, so only the Redis copy has the tail)."""
+    where = str(request.param)
+    folder = spool if where == "same_host" else tmp_path / "other-host-spool"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
-    env |= settings_env | {
-        "PYTHONPATH": str(ROOT),
-        "ACTIONQ_OUTPUT_SPOOL_DIR": str(tmp_path / "other-host-spool"),
-    }
+    env |= settings_env | {"PYTHONPATH": str(ROOT), "ACTIONQ_OUTPUT_SPOOL_DIR": str(folder)}
     with (tmp_path / "sweeper.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "actionq", "sweeper"], cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    yield process
+    yield where, process
     process.terminate()
     process.wait(10)
 
 
-def test_a_sweeper_elsewhere_reports_the_tail_of_a_whole_dead_worker(
+def test_the_sweeper_reports_the_tail_of_a_whole_dead_worker(
     aq: ActionQ,
     start_worker: WorkerFactory,
-    sweeper_elsewhere: subprocess.Popen[bytes],
+    sweeper: tuple[str, subprocess.Popen[bytes]],
     spool: Path,
 ) -> None:
     worker = start_worker("doomed", ACTIONQ_OUTPUT_SPOOL_DIR=str(spool))
@@ -134,3 +134,8 @@ def test_a_sweeper_elsewhere_reports_the_tail_of_a_whole_dead_worker(
     assert "marker-before-death" in result_text(error)
     assert "marker-before-death" in sdk_event(error)["error"]
     assert aq.store.output_tail(cid, action.id) is None  # the copy goes with the crash
+    if sweeper[0] == "same_host":
+        # Read, then deleted once the event is written.
+        wait_for(lambda: not spooled.exists(), 10, what="the spool to be deleted")
+    else:
+        assert spooled.exists()  # out of reach from "another host"
