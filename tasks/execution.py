@@ -188,9 +188,7 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         publish_output_tail=lambda tail: store.publish_output_tail(
             claim.conversation_id, claim.action_id, decode_tail(tail), tail_ttl
         ),
-        forget_output_tail=lambda: store.forget_output_tail(
-            claim.conversation_id, claim.action_id
-        ),
+        forget_output_tail=lambda: store.forget_output_tail(claim.conversation_id, claim.action_id),
     )
     try:
         observation = tool.run(args, context)

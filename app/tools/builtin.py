@@ -220,8 +220,9 @@ def _spool_holders(pgid: int, groups: _CommandGroups, spool: OutputSpool) -> Cal
     target = os.fstat(spool.write_fd)
 
     def alive() -> bool:
-        members = groups.cgroup.pids() if groups.cgroup is not None else []
-        members = members or process_group_members(pgid)
+        # The cgroup holds all it started, setsid or not; else its process group.
+        cgroup = groups.cgroup
+        members = cgroup.pids() if cgroup is not None else process_group_members(pgid)
         return any(holds_file(pid, target) for pid in members if pid != pgid)
 
     return alive
