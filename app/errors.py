@@ -158,8 +158,10 @@ class CommandOutOfMemory(ActionqError):
         peak_bytes: int | None,
         signal: int | None = None,
         exitcode: int | None = None,
+        output_tail: bytes | None = None,
     ) -> None:
         self.command = command
+        self.output_tail = output_tail  # the command's last output, for the crash event
         self.killed_by = killed_by
         self.limit_bytes = limit_bytes
         self.peak_bytes = peak_bytes

@@ -150,6 +150,10 @@ class ErrorDetail(_Model):
     # What ended it, where that is known: its memory cap, or the kernel's OOM
     # killer (the machine, or an outer cgroup such as a container's, ran out).
     killed_by: Literal["memory_limit", "oom_killer"] | None = None
+    # The last bytes (ACTIONQ_OUTPUT_TAIL_BYTES) a crashed `terminal` command
+    # wrote, stdout and stderr as they interleaved, decoded utf-8 with
+    # replacement; None: none was written, or none is known.
+    output_tail: str | None = None
 
 
 class _EventBase(_Model):

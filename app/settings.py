@@ -149,6 +149,19 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(
         64 * 1024, gt=0, description="Tool output beyond this is cut, with a visible marker."
     )
+    output_tail_bytes: int = Field(
+        2048,
+        ge=0,
+        description="A crashed `terminal` command's last output (bytes, stdout and stderr as "
+        "they interleaved) kept in its AgentErrorEvent (`detail.output_tail`, and in the "
+        "error text the model reads); 0 = none.",
+    )
+    output_spool_dir: str | None = Field(
+        None,
+        description="Folder (0700) of the files `terminal` commands write their output to "
+        "while they run (one per action, deleted when it ends), so a crash still finds the "
+        "last output. Unset: <temp folder>/actionq-output-<uid>.",
+    )
     action_memory_limit_mb: int = Field(
         2048,
         ge=0,

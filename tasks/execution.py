@@ -43,6 +43,7 @@ from actionq.settings import Settings
 from actionq.store import ActionStore, Claim, ClaimRefused, WorkerIdentity
 from actionq.tools import ToolContext, conversation_workspace, get_tool
 from actionq.tools.sandbox import tool_environment
+from actionq.tools.spool import decode_tail
 
 __all__ = ["execute_action", "tool_env"]
 
@@ -56,6 +57,9 @@ T = TypeVar("T")
 # Past that, the worker's claim audit errors the action (``abandoned``) once
 # Redis is back.
 _RETRY_DELAYS = (0.1, 0.3, 1.0, 2.0, 5.0, 10.0, 15.0)
+# How long the Redis copy of a command's output tail lives past the action's
+# hard time limit: long enough for a lease sweep to find it.
+_TAIL_TTL_MARGIN_SECONDS = 3600
 
 
 def _with_retries(operation: Callable[[], T], what: str, give_up_after: float) -> T:
@@ -164,6 +168,8 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         return agent_error_event(
             _claim_record(claim), ErrorCause.TOOL_EXCEPTION, message, attempt=claim.attempt
         ), False
+    # The copy outlives the action's longest run, and goes with it.
+    tail_ttl = int(settings.action_time_limit) + _TAIL_TTL_MARGIN_SECONDS
     context = ToolContext(
         conversation_id=claim.conversation_id,
         action_id=claim.action_id,
@@ -177,6 +183,12 @@ def _run_tool(claim: Claim, settings: Settings, store: ActionStore) -> tuple[Eve
         protected_paths=(Path(settings.data_dir),) if settings.data_dir else (),
         use_cgroups=settings.tool_cgroups,
         file_timeout=settings.file_tool_timeout,
+        output_spool_dir=Path(settings.output_spool_dir) if settings.output_spool_dir else None,
+        output_tail_bytes=settings.output_tail_bytes,
+        publish_output_tail=lambda tail: store.publish_output_tail(
+            claim.conversation_id, claim.action_id, decode_tail(tail), tail_ttl
+        ),
+        forget_output_tail=lambda: store.forget_output_tail(claim.conversation_id, claim.action_id),
     )
     try:
         observation = tool.run(args, context)
@@ -223,6 +235,7 @@ def _record_memory_crash(
             killed_by=killed.killed_by,
             max_rss_bytes=killed.peak_bytes,
             memory_limit_bytes=killed.limit_bytes,
+            output_tail=decode_tail(killed.output_tail) if killed.output_tail else None,
         )
 
     crashed = _with_retries(record, "record the crash", settings.outcome_retry_seconds)

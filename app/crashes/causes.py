@@ -21,7 +21,7 @@ from actionq.models import (
     ErrorDetail,
 )
 
-__all__ = ["CAUSES", "Cause", "agent_error_event"]
+__all__ = ["CAUSES", "OUTPUT_TAIL_HEADING", "Cause", "agent_error_event", "with_output_tail"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,17 @@ CAUSES: dict[ErrorCause, Cause] = {
 }
 
 
+OUTPUT_TAIL_HEADING = "Last output before the crash:"
+OUTPUT_TAIL_FENCE = "-----"
+
+
+def with_output_tail(tail: str) -> str:
+    """What follows the error text when the command wrote something: the
+    model (and a person) reads what it was doing when it died."""
+    body = tail if tail.endswith("\n") else tail + "\n"
+    return f"\n\n{OUTPUT_TAIL_HEADING}\n{OUTPUT_TAIL_FENCE}\n{body}{OUTPUT_TAIL_FENCE}"
+
+
 def agent_error_event(
     action: ActionRecord, cause: ErrorCause, error: str | None = None, **detail: object
 ) -> AgentErrorEvent:
@@ -116,6 +127,9 @@ def agent_error_event(
         if rule.message is None:
             raise ValueError(f"cause {cause.value} needs the writer's own error text")
         error = rule.message.format(how=how)
+    tail = detail.get("output_tail")
+    if isinstance(tail, str) and tail:
+        error += with_output_tail(tail)
     return AgentErrorEvent(
         error=error,
         tool_name=action.tool,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actionq.crashes.causes import CAUSES, agent_error_event
+from actionq.crashes.output_tail import crash_output_tail, discard_output_tail
 from actionq.errors import ActionNotFound, StoreUnavailableError
 from actionq.models import (
     ActionRecord,
@@ -122,6 +123,7 @@ def crash_action(
     killed_by: str | None = None,
     max_rss_bytes: int | None = None,
     memory_limit_bytes: int | None = None,
+    output_tail: str | None = None,
 ) -> bool:
     """The action (as read by the caller) crashed, or may have: AgentErrorEvent,
     conversation ``error``, actions queued behind it not run. Returns False if
@@ -129,7 +131,9 @@ def crash_action(
 
     ``killed_by``, ``max_rss_bytes`` and ``memory_limit_bytes`` are what the
     caller knows; where it gives no peak, the command's memory cgroup is read
-    (if it is still on this host) before what is left of it is killed."""
+    (if it is still on this host) before what is left of it is killed. Where
+    it gives no ``output_tail``, the command's spool (this host) or its copy
+    in Redis gives it."""
 
     now = store.server_time()
     rule = CAUSES[cause]
@@ -138,6 +142,9 @@ def crash_action(
         if counted is not None:
             max_rss_bytes = counted.peak_bytes
             memory_limit_bytes = memory_limit_bytes or counted.limit_bytes
+
+    if output_tail is None:
+        output_tail = crash_output_tail(store, action)
 
     def event_for(record: ActionRecord) -> Event:
         runtime = round(now - record.claimed_at, 3) if record.claimed_at else None
@@ -154,6 +161,7 @@ def crash_action(
             max_rss_bytes=max_rss_bytes,
             memory_limit_bytes=memory_limit_bytes,
             killed_by=killed_by,
+            output_tail=output_tail,
         )
 
     if not rule.crash or rule.conversation_status is None:
@@ -170,6 +178,7 @@ def crash_action(
     )
     if ended is not None:
         kill_leftover_processes(ended)
+        discard_output_tail(store, ended)
         log.error(
             "action %s of conversation %s crashed (%s%s); conversation -> error, not re-run",
             action.id,
@@ -225,6 +234,7 @@ def cancel_action(
     )
     if ended is not None:
         kill_leftover_processes(ended)
+        discard_output_tail(store, ended)  # if the tool process went with it
         log.warning(
             "action %s of conversation %s cancelled; conversation -> paused",
             action_id,

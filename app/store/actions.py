@@ -154,6 +154,22 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
             )
         )
 
+    def publish_output_tail(
+        self, conversation_id: str, action_id: str, tail: str, ttl_seconds: int
+    ) -> None:
+        """The running command's last output (best effort, for a sweeper elsewhere)."""
+        key = self.keys.output_tail(conversation_id, action_id)
+        self._call(lambda: self.redis.set(key, tail, ex=ttl_seconds))
+
+    def output_tail(self, conversation_id: str, action_id: str) -> str | None:
+        key = self.keys.output_tail(conversation_id, action_id)
+        raw = self._call(lambda: self.redis.get(key))
+        return None if raw is None else str(raw)
+
+    def forget_output_tail(self, conversation_id: str, action_id: str) -> None:
+        key = self.keys.output_tail(conversation_id, action_id)
+        self._call(lambda: self.redis.delete(key))
+
     def finish_action(
         self,
         claim: Claim,

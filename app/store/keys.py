@@ -67,6 +67,12 @@ class Keys:
         """Hash: the action's state (see ``ActionRecord``)."""
         return self._conv(conversation_id) + f":action:{action_id}"
 
+    def output_tail(self, conversation_id: str, action_id: str) -> str:
+        """String (with a TTL): the last output of the action's running command,
+        copied by its tool process at most every 0.5 s, for a sweeper on
+        another host if the whole worker dies."""
+        return self._conv(conversation_id) + f":output-tail:{action_id}"
+
     # --- global indexes ---
     def conversation_index(self) -> str:
         """Sorted set: conversation id scored by creation time."""

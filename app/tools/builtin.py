@@ -4,6 +4,7 @@ actionq.tools.file_editor). Names, arguments and observation keys are OpenHands'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -18,7 +19,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from actionq.errors import CommandOutOfMemory
-from actionq.tools.output import read_until_exit
 from actionq.tools.registry import ToolContext, tool
 from actionq.tools.sandbox import (
     CommandCgroup,
@@ -28,7 +28,15 @@ from actionq.tools.sandbox import (
     boot_id,
     die_with_parent_hook,
     kill_process_group,
+    process_group_members,
     process_start_ticks,
+)
+from actionq.tools.spool import (
+    OutputSpool,
+    follow_until_exit,
+    holds_file,
+    spool_folder,
+    spool_path,
 )
 
 __all__ = ["THINK_OUTPUT", "FinishArgs", "TerminalArgs", "ThinkArgs"]
@@ -56,8 +64,10 @@ class ThinkArgs(_Args):
 
 
 # After the shell exits, how long its output is still read: a background child
-# that holds the pipe open must not keep the action (and the worker) waiting.
+# that holds the spool open must not keep the action (and the worker) waiting.
 _OUTPUT_LINGER_SECONDS = 0.5
+# The copy of the output tail in Redis is written at most this often.
+TAIL_PUBLISH_SECONDS = 0.5
 
 
 def _prepare_subprocess(
@@ -141,7 +151,7 @@ class _CommandGroups:
 
 
 def _start(
-    args: TerminalArgs, ctx: ToolContext, shell: str, groups: _CommandGroups
+    args: TerminalArgs, ctx: ToolContext, shell: str, groups: _CommandGroups, output_fd: int
 ) -> tuple[subprocess.Popen[bytes], _CommandGroups]:
     def start(groups: _CommandGroups) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -149,7 +159,9 @@ def _start(
             cwd=ctx.workdir,
             env=dict(ctx.env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            # Straight to the spool file: on disk once written, whatever
+            # becomes of this process.
+            stdout=output_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: pgid == pid
             preexec_fn=_prepare_subprocess(ctx.memory_limit_mb, groups.cgroup, groups.memory),
@@ -170,34 +182,95 @@ def _start(
         raise
 
 
+class _TailPublisher:
+    """Keeps the last ``size`` bytes of the output and copies them to Redis
+    at most every ``TAIL_PUBLISH_SECONDS`` (for a sweeper on another host)."""
+
+    def __init__(self, size: int, publish: Callable[[bytes], None]) -> None:
+        self.size = size
+        self.publish = publish
+        self.tail = bytearray()
+        self.published_at = float("-inf")
+        self.published = False
+        self.dirty = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.tail += chunk[-self.size :]
+        del self.tail[: -self.size]
+        self.dirty = True
+        now = time.monotonic()
+        if now - self.published_at >= TAIL_PUBLISH_SECONDS:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if not self.dirty:
+            return
+        self.published_at = time.monotonic() if now is None else now
+        self.dirty = False
+        try:
+            self.publish(bytes(self.tail))
+            self.published = True
+        except Exception as e:  # best effort: the local spool is the record
+            log.debug("could not publish the output tail: %s", e)
+
+
+def _spool_holders(pgid: int, groups: _CommandGroups, spool: OutputSpool) -> Callable[[], bool]:
+    """Whether a live process of the command still has its spool open (what
+    EOF on a pipe told: a background child writing to it)."""
+    target = os.fstat(spool.write_fd)
+
+    def alive() -> bool:
+        # The cgroup holds all it started, setsid or not; else its process group.
+        cgroup = groups.cgroup
+        members = cgroup.pids() if cgroup is not None else process_group_members(pgid)
+        return any(holds_file(pid, target) for pid in members if pid != pgid)
+
+    return alive
+
+
 @tool("terminal", TerminalArgs, risk="HIGH")
 def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
     """Run a bash command; returns its exit code and (capped) combined output."""
     shell = shutil.which("bash", path=ctx.env.get("PATH")) or "/bin/sh"
     started = time.monotonic()
-    groups = _CommandGroups.create(ctx)
-    if groups.cgroup is not None or groups.memory is not None:
-        # Recorded before the command can start anything: a crash right after
-        # the start still finds all of it.
-        ctx.register_process_group(groups.record())
-    proc, groups = _start(args, ctx, shell, groups)
-    assert proc.stdout is not None
+    folder = spool_folder(str(ctx.output_spool_dir) if ctx.output_spool_dir else None, create=True)
+    spool = OutputSpool(spool_path(folder, ctx.action_id), ctx.output_tail_bytes)
+    publisher = (
+        _TailPublisher(ctx.output_tail_bytes, ctx.publish_output_tail)
+        if ctx.output_tail_bytes
+        else None
+    )
+    try:
+        groups = _CommandGroups.create(ctx)
+        if groups.cgroup is not None or groups.memory is not None:
+            # Recorded before the command can start anything: a crash right after
+            # the start still finds all of it.
+            ctx.register_process_group(groups.record())
+        proc, groups = _start(args, ctx, shell, groups, spool.write_fd)
+    except BaseException:
+        spool.close_and_remove()
+        raise
     usage: MemoryUsage | None = None
     try:
         ctx.register_process_group(groups.record(proc.pid))
-        output, timed_out = read_until_exit(
-            proc.stdout,
+        output, timed_out = follow_until_exit(
+            spool,
             ctx.max_output_bytes,
             started + args.timeout,
             proc.pid,
             _OUTPUT_LINGER_SECONDS,
+            _spool_holders(proc.pid, groups, spool),
+            publisher.feed if publisher is not None else None,
         )
     finally:
         # Nothing it started outlives it. The shell is not reaped yet, so its
         # pid (= the group id) cannot have been reused.
         groups.kill()
         kill_process_group(proc.pid)
-        proc.stdout.close()
+        spool.close_and_remove()
+        if publisher is not None and publisher.published:
+            with contextlib.suppress(Exception):
+                ctx.forget_output_tail()
         exit_code, max_rss = _reap(proc)
         if groups.memory is not None:
             usage = groups.memory.usage()  # before the cgroup and its counters are gone
@@ -212,6 +285,7 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
             peak_bytes=usage.peak_bytes if usage.peak_bytes is not None else max_rss,
             signal=-exit_code if exit_code < 0 else None,
             exitcode=exit_code if exit_code >= 0 else None,
+            output_tail=bytes(publisher.tail) if publisher is not None else None,
         )
     if timed_out:
         exit_code = TIMEOUT_EXIT_CODE

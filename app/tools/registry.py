@@ -63,6 +63,14 @@ class ToolContext:
     protected_paths: tuple[Path, ...] = ()
     use_cgroups: bool = True  # a cgroup v2 per command where the machine allows
     file_timeout: float = 30.0  # seconds a file tool may take
+    # Where `terminal` spools its command's output (``actionq.tools.spool``);
+    # None: the default folder.
+    output_spool_dir: Path | None = None
+    output_tail_bytes: int = 2048  # the tail a crash reports; 0: none
+    # Best-effort copy of that tail where a sweeper on another host finds it
+    # (the action's output-tail key in Redis), and its removal.
+    publish_output_tail: Callable[[bytes], None] = lambda tail: None
+    forget_output_tail: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)

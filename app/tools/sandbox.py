@@ -42,6 +42,7 @@ __all__ = [
     "kill_process_group",
     "parse_flat_keyed",
     "parse_memory_value",
+    "process_group_members",
     "process_start_ticks",
     "scrub_worker_environ",
     "tool_environment",
@@ -230,6 +231,11 @@ def _pids() -> list[int]:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
         return []
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """The processes whose process group is ``pgid`` (a scan of /proc)."""
+    return [pid for pid in _pids() if _process_group_of(pid) == pgid]
 
 
 def kill_process_group(pgid: int) -> None:

@@ -32,6 +32,8 @@ def conversation_keys(keys: Keys, cid: str) -> list[str]:
     return [getattr(keys, name)(cid) for name in PER_CONVERSATION] + [
         keys.action(cid, "a1"),
         keys.action(cid, "a2"),
+        keys.output_tail(cid, "a1"),
+        keys.output_tail(cid, "a2"),
     ]
 
 
@@ -50,7 +52,9 @@ def test_these_lists_name_every_key_method() -> None:
         for name, member in inspect.getmembers(Keys, inspect.isfunction)
         if not name.startswith("_")
     }
-    assert methods == {*PER_CONVERSATION, "action", *GLOBAL, *PER_WORKER, *WORKERS}
+    assert methods == {
+        *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("cid", ["c1", "0b9f0c3e-5d5e-4e1c-9a53-8a1b6b1b2a11", "conv.v2_x-1"])

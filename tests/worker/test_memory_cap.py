@@ -99,7 +99,7 @@ def test_a_command_over_its_cap_dies_alone_as_a_memory_limit_crash(
 
     cid = aq.create_conversation().id
     leak = aq.submit_action(
-        cid, "terminal", {"command": f"echo $PPID > {workdir}/pid-leak; {LEAK}"}
+        cid, "terminal", {"command": f"echo $PPID > {workdir}/pid-leak; echo leaking; {LEAK}"}
     )
     queued = aq.submit_action(cid, "terminal", {"command": "echo never"})
     wait_for(
@@ -121,6 +121,9 @@ def test_a_command_over_its_cap_dies_alone_as_a_memory_limit_crash(
     assert detail.host and detail.pid == worker.pid and detail.runtime_s is not None
     assert "memory cap of 64 MiB" in error.error and "python3 -c" in error.error
     assert "not re-run" in error.error
+    # What it printed before it was killed (the follower's copy: this pool child
+    # records the crash itself).
+    assert detail.output_tail is not None and detail.output_tail.startswith("leaking\n")
     assert aq.get_action(leak.id).state == ActionState.ERRORED
     assert only_error(aq, cid, queued.id).detail.cause == ErrorCause.NOT_RUN
     assert_log_consistent(aq, cid)
