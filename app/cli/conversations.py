@@ -17,6 +17,7 @@ from rich.table import Table
 
 from actionq.agent.spec import AgentSpec
 from actionq.cli.api_client import ApiClient, resolve_api_target
+from actionq.crashes.causes import OUTPUT_TAIL_HEADING
 from actionq.errors import ActionqError, ApiError
 from actionq.models import ConversationStatus, validation_error_text
 from actionq.settings import get_settings
@@ -84,7 +85,10 @@ def _without_facts(error: str) -> str:
     for OpenHands' clients (`` [cause: worker_lost, signal 9, ...]``): the
     CLI shows them from the envelope's ``detail``."""
     facts_at = error.rfind(" [cause: ")
-    return error[:facts_at] if facts_at != -1 and error.endswith("]") else error
+    error = error[:facts_at] if facts_at != -1 and error.endswith("]") else error
+    # The command's last output (shown from ``detail``, on one line) too.
+    tail_at = error.find(f"\n\n{OUTPUT_TAIL_HEADING}")
+    return error[:tail_at] if tail_at != -1 else error
 
 
 def _describe(item: dict[str, Any]) -> Any:
@@ -105,7 +109,9 @@ def _describe(item: dict[str, Any]) -> Any:
             how.append(f"exit code {d['exitcode']}")
         cause = d.get("cause", "error")
         cause = f"{cause} ({', '.join(how)})" if how else cause
-        return f"{cause}: {_without_facts(event['error'])}"
+        tail = [line for line in str(d.get("output_tail") or "").splitlines() if line.strip()]
+        last = f" (last output: {tail[-1].strip()})" if tail else ""
+        return f"{cause}: {_without_facts(event['error'])}{last}"
     if kind == "ConversationStateUpdateEvent":
         return f"{event['key']} -> {event['value']}"
     if kind == "UserRejectObservation":

@@ -26,6 +26,7 @@ from actionq.cli.conversations import (
     _summary,
     agent_spec,
 )
+from actionq.crashes.causes import with_output_tail
 from actionq.models import (
     ActionEvent,
     AgentErrorEvent,
@@ -139,6 +140,14 @@ def test_an_error_shows_its_facts_once_from_the_detail() -> None:
     assert event["event"]["error"] == "lost [cause: worker_lost, signal 9, attempt 1]"
     assert event["detail"]["signal"] == 9
     assert _summary(event) == "worker_lost (signal 9): lost"
+
+
+def test_a_crash_shows_the_last_line_of_its_output_tail_on_one_line() -> None:
+    tail = "line-1\nbefore-crash\n\n"
+    error = "the process running this action died (killed by signal 9); it was not re-run"
+    event = error_event(ErrorCause.WORKER_LOST, error + with_output_tail(tail), signal=9,
+                        output_tail=tail)  # fmt: skip
+    assert _describe(event) == f"worker_lost (signal 9): {error} (last output: before-crash)"
 
 
 def test_an_error_names_its_action() -> None:
