@@ -30,6 +30,7 @@ __all__ = [
     "ActionState",
     "AgentErrorEvent",
     "Conversation",
+    "ConversationError",
     "ConversationErrorEvent",
     "ConversationStateUpdateEvent",
     "ConversationStatus",
@@ -267,6 +268,19 @@ class EventPage(_Model):
     next_after_seq: int | None
 
 
+class ConversationError(_Model):
+    """What put a conversation in ``error``, kept on it until it leaves error:
+    the crash's cause, signal and exit code (its AgentErrorEvent's detail; for
+    a failed agent run, the ConversationErrorEvent's ``code`` and no action),
+    the action id and the event's timestamp."""
+
+    cause: str | None = None
+    signal: int | None = None
+    exitcode: int | None = None
+    action_id: str | None = None
+    at: str | None = None
+
+
 class Conversation(_Model):
     id: str
     status: ConversationStatus
@@ -280,6 +294,8 @@ class Conversation(_Model):
     agent: bool = False
     iteration: int = 0
     pending_confirmation: int = 0
+    # Set while the status is error (ConversationError).
+    error: ConversationError | None = None
 
 
 class ActionRecord(_Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from actionq.api.body_limit import BodySizeLimit
+from actionq.api.console.listing import listing_router
 from actionq.api.console.page import console_router
 from actionq.api.errors import install_error_handlers
 from actionq.api.gate import RequestGate
@@ -19,13 +21,15 @@ from actionq.api.routes import protected, public
 from actionq.api.session_routes import session_router
 from actionq.api.session_token import session_secret
 from actionq.api.stream import StreamSlots, stream_router
-from actionq.errors import ConfigurationError
+from actionq.errors import ConfigurationError, StoreUnavailableError
 from actionq.secrets import SecretBox
 from actionq.service import ActionQ
 from actionq.settings import Settings, get_settings
 from actionq.tools import load_tool_modules
 
 __all__ = ["SHUTDOWN_GRACE_SECONDS", "create_app", "server_options"]
+
+log = logging.getLogger(__name__)
 
 # uvicorn's timeout_graceful_shutdown: on shutdown it waits for every open
 # connection to end, and an event stream never does; after this it cancels
@@ -61,6 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Conversations older than the per-status index join it (once; the
+        # worker's start-up recovery does it too).
+        try:
+            aq.store.backfill_status_index()
+        except StoreUnavailableError as e:
+            log.warning("per-status index not backfilled (Redis unavailable): %s", e)
         yield
         await follower.close()
 
@@ -87,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Before `protected`: its /events/{event_id} would take /events/stream.
     app.include_router(stream_router, responses=protected.responses)
     app.include_router(protected)
+    app.include_router(listing_router)
     # Checks its key itself (the gate lets WebSockets through: the key may
     # come in the first frame).
     app.include_router(sockets_router)

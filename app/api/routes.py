@@ -112,14 +112,13 @@ def search_conversations(
     sort_order: Literal["CREATED_AT", "CREATED_AT_DESC"] = "CREATED_AT_DESC",
 ) -> ConversationPage:
     """A page of conversations, newest first by default; follow
-    ``next_page_id``. With ``status``, a page looks at no more than
-    10,000 conversations and may hold fewer than ``limit``."""
+    ``next_page_id``. With ``status``, only those (read from the per-status
+    index: a page costs the same whatever the number of conversations)."""
     found, next_position = aq.store.search_conversations(
         int(page_id or 0),
         limit,
         status.value if status else None,
         newest_first=sort_order == "CREATED_AT_DESC",
-        scan_limit=_STATUS_SCAN_LIMIT,
     )
     items = [info_of(aq, conversation) for conversation in found]
     return ConversationPage(
@@ -465,5 +464,4 @@ def get_event(conversation_id: str, event_id: str, aq: AQ) -> dict[str, Any]:
 
 
 # A filtered page reads at most this many conversations or events.
-_STATUS_SCAN_LIMIT = 10_000
 _EVENT_SCAN_LIMIT = 10_000

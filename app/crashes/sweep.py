@@ -44,6 +44,8 @@ def sweep_expired_leases(
 
     Returns the ids of the actions it errored.
     """
+    # Conversations older than the per-status index join it (once).
+    store.backfill_status_index()
     now = store.server_time() if now is None else now
     errored: list[str] = []
     for worker_id in store.expired_worker_ids(now):
@@ -141,6 +143,8 @@ def recover_orphaned_actions(
 
     Returns the ids of the actions it errored.
     """
+    # Conversations older than the per-status index join it (once).
+    store.backfill_status_index()
     now = store.server_time() if now is None else now
     live = set(store.live_worker_ids(now))
     errored: list[str] = []

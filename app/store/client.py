@@ -15,6 +15,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from actionq.errors import StoreUnavailableError
+from actionq.models import ConversationStatus
 from actionq.store.keys import Keys
 
 if TYPE_CHECKING:
@@ -23,12 +24,29 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 
-def _load_scripts(client: redis.Redis) -> dict[str, Script]:
+def _constants(keys: Keys) -> str:
+    """The Lua constants ``_lib.lua`` starts from: the global keys the
+    status-changing scripts keep (keys.py spells them, not the scripts)."""
+
+    def long_string(text: str) -> str:
+        if "]==]" in text:
+            raise ValueError(f"key prefix {keys.prefix!r} may not contain ']==]'")
+        return f"[==[{text}]==]"
+
+    statuses = ", ".join(long_string(status.value) for status in ConversationStatus)
+    return (
+        f"local CONVERSATION_INDEX = {long_string(keys.conversation_index())}\n"
+        f"local STATUS_INDEX_PREFIX = {long_string(keys.status_index(''))}\n"
+        f"local STATUSES = {{{statuses}}}\n"
+    )
+
+
+def _load_scripts(client: redis.Redis, keys: Keys) -> dict[str, Script]:
     """Every script of the ``lua`` folder, by file name (a listing here once
     missed a new script: the folder is the list). ``_lib.lua`` is the shared
     prelude of each, not a script."""
     lua = resources.files("actionq.store") / "lua"
-    lib = (lua / "_lib.lua").read_text()
+    lib = _constants(keys) + (lua / "_lib.lua").read_text()
     return {
         file.name.removesuffix(".lua"): client.register_script(lib + "\n" + file.read_text())
         for file in lua.iterdir()
@@ -46,7 +64,7 @@ class RedisStore:
         self.keys = keys or Keys()
         # Set: transitions push Celery messages themselves (app/messaging/direct_enqueue.py).
         self.broker = broker
-        self._scripts = _load_scripts(client)
+        self._scripts = _load_scripts(client, self.keys)
         self._local = threading.local()
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
 from redis.client import Pipeline
@@ -25,7 +26,10 @@ from actionq.models import (
 from actionq.store.client import RedisStore
 from actionq.store.records import conversation_from_hash, event_from_entry
 
-__all__ = ["ConversationStore"]
+__all__ = ["STATUS_INDEX_VERSION", "ConversationListing", "ConversationStore"]
+
+# The per-status index's layout; a new one (another backfill) gets a new version.
+STATUS_INDEX_VERSION = "1"
 
 
 class ConversationStore(RedisStore):
@@ -86,47 +90,124 @@ class ConversationStore(RedisStore):
         return int(self._call(lambda: self.redis.zcard(self.keys.conversation_index())))
 
     def search_conversations(
-        self, start: int, limit: int, status: str | None, newest_first: bool, scan_limit: int
+        self, start: int, limit: int, status: str | None, newest_first: bool
     ) -> tuple[list[Conversation], int | None]:
         """A page of conversations in creation order (``newest_first``: the
-        other way), from position ``start`` of the index; with ``status``,
-        only those, looking at no more than ``scan_limit`` conversations (a
-        page may then hold fewer than ``limit``: follow the cursor). Returns
-        the page and the position to go on from (None: the end)."""
-        index = self.keys.conversation_index()
-        read = self.redis.zrevrange if newest_first else self.redis.zrange
-        found: list[Conversation] = []
-        position = start
-        budget = limit if status is None else scan_limit
-        scanned = 0
-        while len(found) < limit and scanned < budget:
-            chunk = limit if status is None else min(500, budget - scanned)
-            ids = self._call(partial(read, index, position, position + chunk - 1))
-            for cid in ids:
-                position += 1
-                scanned += 1
-                try:
-                    conversation = self.get_conversation(str(cid))
-                except ConversationNotFound:  # deleted since the index was read
-                    continue
-                if status is None or conversation.status.value == status:
-                    found.append(conversation)
-                    if len(found) == limit:
-                        break
-            if len(ids) < chunk and len(found) < limit:
-                return found, None  # the end of the index
-        return found, position if position < self.count_conversations() else None
+        other way), from position ``start`` of the index (with ``status``, of
+        that status's index). Returns the page and the position to go on from
+        (None: the end). Two round trips whatever the number of conversations:
+        the page's ids (with the index's size), then the page's hashes."""
+        index = self.keys.conversation_index() if status is None else self.keys.status_index(status)
+
+        def read_ids(pipe: Pipeline) -> None:
+            if newest_first:
+                pipe.zrevrange(index, start, start + limit - 1)
+            else:
+                pipe.zrange(index, start, start + limit - 1)
+            pipe.zcard(index)
+
+        ids, size = self._pipelined(read_ids)
+        found = self.get_conversations([str(i) for i in ids])
+        end = start + len(ids)
+        return [c for c in found if c is not None], end if end < int(size) else None
+
+    def get_conversations(self, conversation_ids: list[str]) -> list[Conversation | None]:
+        """Each conversation (None: there is none of that id), in one round trip."""
+        k = self.keys
+
+        def build(pipe: Pipeline) -> None:
+            for cid in conversation_ids:
+                pipe.hgetall(k.conversation(cid))
+                pipe.llen(k.queue(cid))
+                pipe.llen(k.confirmations(cid))
+
+        if not conversation_ids:
+            return []
+        replies = self._pipelined(build)
+        return [
+            conversation_from_hash(raw, int(queued), int(held)) if raw else None
+            for raw, queued, held in zip(replies[0::3], replies[1::3], replies[2::3], strict=True)
+        ]
+
+    def page_conversations(
+        self, status: str | None, after: str | None, limit: int
+    ) -> ConversationListing:
+        """Newest first, the conversations (with ``status``: of that status)
+        after the cursor ``after`` (a ``next_page_id`` of an earlier page;
+        None: from the newest), at most ``limit``, and how many there are.
+
+        O(limit + log n) and three round trips whatever the number of
+        conversations: the cursor's rank and the count, the page's ids, the
+        page's hashes. The cursor is the last row's score and id, so a
+        conversation created while a client pages does not shift the pages;
+        if that row has left the index (deleted, or its status changed) the
+        page goes on below its score."""
+        index = self.keys.conversation_index() if status is None else self.keys.status_index(status)
+        cursor = None if after is None else _parse_cursor(after)
+
+        def rank_and_total(pipe: Pipeline) -> None:
+            pipe.zcard(index)
+            if cursor is not None:
+                pipe.zrevrank(index, cursor[1])
+
+        total, *rank = self._pipelined(rank_and_total)
+        # One more than the page, to know whether another page follows.
+        if cursor is None:
+            read = partial(self.redis.zrevrange, index, 0, limit, withscores=True)
+        elif rank[0] is not None:
+            start = int(rank[0]) + 1
+            read = partial(self.redis.zrevrange, index, start, start + limit, withscores=True)
+        else:
+            read = partial(
+                self.redis.zrevrangebyscore,
+                index,
+                f"({cursor[0]!r}",
+                "-inf",
+                0,
+                limit + 1,
+                withscores=True,
+            )
+        entries = [(str(cid), float(score)) for cid, score in self._call(read)]
+        page, more = entries[:limit], len(entries) > limit
+        found = self.get_conversations([cid for cid, _ in page])
+        next_page_id = f"{page[-1][1]!r}:{page[-1][0]}" if more else None
+        return ConversationListing(
+            items=[c for c in found if c is not None], next_page_id=next_page_id, total=int(total)
+        )
 
     def count_conversations_with_status(self, status: str) -> int:
-        count = 0
-        for batch in _batched(self.iter_conversation_ids(), 500):
+        return int(self._call(lambda: self.redis.zcard(self.keys.status_index(status))))
 
-            def build(pipe: Pipeline, batch: list[str] = batch) -> None:
-                for cid in batch:
-                    pipe.hget(self.keys.conversation(cid), "status")
-
-            count += sum(1 for value in self._pipelined(build) if value == status)
-        return count
+    def backfill_status_index(self, batch: int = 500) -> int | None:
+        """Put every conversation created before the per-status index in it
+        (once: a version marker says it was done). Idempotent and safe while
+        conversations change (each batch is one step; docs/design.md).
+        Returns how many were indexed, or None if the marker was there."""
+        marker = self.keys.status_index_version()
+        if self._call(lambda: self.redis.get(marker)) == STATUS_INDEX_VERSION:
+            return None
+        indexed = 0
+        index = self.keys.conversation_index()
+        # Paged by score, not position: a conversation deleted meanwhile
+        # would shift positions and make a page skip one. `skip` counts the
+        # entries at `low` already done (scores are creation times, rarely equal).
+        low, skip = float("-inf"), 0
+        while True:
+            page = self._call(
+                partial(self.redis.zrangebyscore, index, low, "+inf", skip, batch, withscores=True)
+            )
+            if not page:
+                break
+            keys = [self.keys.conversation(str(cid)) for cid, _ in page]
+            args = [part for cid, score in page for part in (str(cid), repr(float(score)))]
+            indexed += int(self._script("index_statuses", keys, args))
+            last = float(page[-1][1])
+            at_last = sum(1 for _, score in page if float(score) == last)
+            low, skip = (low, skip + len(page)) if last == low else (last, at_last)
+            if len(page) < batch:
+                break
+        self._call(lambda: self.redis.set(marker, STATUS_INDEX_VERSION))
+        return indexed
 
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete the conversation and all that is stored with it
@@ -252,12 +333,23 @@ class ConversationStore(RedisStore):
             after = page.next_after_seq
 
 
-def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass(frozen=True)
+class ConversationListing:
+    """A page of ``page_conversations``: the rows, the cursor of the next page
+    (None: the last page) and the number of conversations listed by it."""
+
+    items: list[Conversation]
+    next_page_id: str | None
+    total: int
+
+
+def _parse_cursor(page_id: str) -> tuple[float, str]:
+    """``<score>:<conversation id>`` (InvalidArgumentsError if not)."""
+    score, _, conversation_id = page_id.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = float("nan")
+    if value != value or not conversation_id:  # NaN: not a score
+        raise InvalidArgumentsError(f"page_id {page_id!r} is not a page id this API gave")
+    return value, conversation_id

@@ -5,7 +5,9 @@ the queue list and event channel the store's scripts push to).
 Per-conversation keys carry the conversation id as a hash tag (``{id}``), so
 one conversation's keys live on one Redis Cluster slot and each transition
 (one Lua script) touches a single slot. The few global keys are indexes that
-are updated with separate commands and are safe to be briefly stale.
+are updated with separate commands and are safe to be briefly stale; the
+exception is the per-status index, which the status-changing scripts keep
+exact themselves (docs/design.md, "The per-status index").
 """
 
 from __future__ import annotations
@@ -77,6 +79,17 @@ class Keys:
     def conversation_index(self) -> str:
         """Sorted set: conversation id scored by creation time."""
         return f"{self.prefix}:conversations"
+
+    def status_index(self, status: str) -> str:
+        """Sorted set: the conversations whose status is ``status``, scored as
+        in ``conversation_index`` (``status_index("")`` is the prefix the Lua
+        scripts append a status to)."""
+        return f"{self.prefix}:conversations:status:{status}"
+
+    def status_index_version(self) -> str:
+        """String: the version of the per-status index the backfill last
+        completed (absent: conversations older than the index may be missing)."""
+        return f"{self.prefix}:conversations:status-index-version"
 
     def action_index(self) -> str:
         """Hash: action id -> conversation id."""

@@ -12,6 +12,7 @@ from actionq.models import (
     ActionRecord,
     ActionState,
     Conversation,
+    ConversationError,
     ConversationStatus,
     Event,
     event_adapter,
@@ -177,6 +178,7 @@ def conversation_from_hash(
         agent=raw.get("agent") == "1",
         iteration=int(raw.get("iteration") or 0),
         pending_confirmation=pending_confirmation,
+        error=ConversationError.model_validate_json(raw["error"]) if raw.get("error") else None,
     )
 
 

@@ -1,1 +1,2 @@
-"""The conversation console in the browser (docs/console.md)."""
+"""The conversation console in the browser (docs/console.md): the page
+(``page``) and the listing routes it reads (``listing``)."""

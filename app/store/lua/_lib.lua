@@ -8,6 +8,27 @@ local function append_event(conv_key, events_key, event_json)
   return seq
 end
 
+-- CONVERSATION_INDEX, STATUS_INDEX_PREFIX and STATUSES come first, written
+-- by app/store/client.py from app/store/keys.py and the status enum.
+
+-- Move a conversation from the per-status index of `old` (false: none) to
+-- that of `new` (false: none, it is deleted), with the main index's score.
+-- These are global keys (docs/design.md, "The per-status index"): written
+-- here, in the step that changes the status, so the index is never stale.
+local function reindex_status(conversation_id, old, new)
+  if old then
+    redis.call('ZREM', STATUS_INDEX_PREFIX .. old, conversation_id)
+  end
+  if new then
+    local score = redis.call('ZSCORE', CONVERSATION_INDEX, conversation_id)
+    if not score then
+      -- Never expected (the main index is written first); keep it listed.
+      score = redis.call('TIME')[1]
+    end
+    redis.call('ZADD', STATUS_INDEX_PREFIX .. new, score, conversation_id)
+  end
+end
+
 -- Change the conversation status; appends a ConversationStateUpdateEvent
 -- when it actually changes. Returns the event's seq or 0.
 local function set_status(conv_key, events_key, new_status, event_id, now_iso)
@@ -16,6 +37,11 @@ local function set_status(conv_key, events_key, new_status, event_id, now_iso)
     return 0
   end
   redis.call('HSET', conv_key, 'status', new_status, 'updated_at', now_iso)
+  reindex_status(redis.call('HGET', conv_key, 'id'), old, new_status)
+  if new_status ~= 'error' then
+    -- The crash that put it in error (record_error) is over.
+    redis.call('HDEL', conv_key, 'error')
+  end
   -- An agent run goes on only while running (or waiting for the user's
   -- confirmation); any other status ends it, and only `run` starts another.
   if new_status ~= 'running' and new_status ~= 'waiting_for_confirmation' then
@@ -26,6 +52,26 @@ local function set_status(conv_key, events_key, new_status, event_id, now_iso)
     source = 'environment', key = 'execution_status', value = new_status,
   })
   return append_event(conv_key, events_key, event)
+end
+
+-- Keep on the conversation what put it in `error` (the console lists it):
+-- the cause, signal and exit code of the event's detail (an AgentErrorEvent's
+-- ErrorDetail; a ConversationErrorEvent has a `code` and no action), the
+-- action id and the event's time, as the JSON field `error`.
+local function record_error(conv_key, event_json)
+  local event = cjson.decode(event_json)
+  local detail = event.detail
+  local cause, signal, exitcode = event.code, cjson.null, cjson.null
+  if type(detail) == 'table' then
+    cause = detail.cause or cause
+    signal = detail.signal
+    exitcode = detail.exitcode
+  end
+  redis.call('HSET', conv_key, 'error', cjson.encode({
+    cause = cause or cjson.null, signal = signal or cjson.null,
+    exitcode = exitcode or cjson.null, action_id = event.action_id or cjson.null,
+    at = event.timestamp or cjson.null,
+  }))
 end
 
 -- Make the head of the queue the active action. Returns its id or false.

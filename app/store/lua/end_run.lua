@@ -14,6 +14,9 @@ if ARGV[5] ~= '' then
   append_event(KEYS[1], KEYS[2], ARGV[5])
 end
 redis.call('HSET', KEYS[3], 'step_state', 'done')
-set_status(KEYS[1], KEYS[2], ARGV[6], ARGV[4], ARGV[3])
+if set_status(KEYS[1], KEYS[2], ARGV[6], ARGV[4], ARGV[3]) ~= 0 and ARGV[6] == 'error'
+    and ARGV[5] ~= '' then
+  record_error(KEYS[1], ARGV[5])
+end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 return {'ok'}

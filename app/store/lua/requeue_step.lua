@@ -20,7 +20,9 @@ end
 if tonumber(f[3] or '0') >= tonumber(ARGV[2]) then
   append_event(KEYS[1], KEYS[2], ARGV[3])
   redis.call('HSET', KEYS[3], 'step_state', 'done')
-  set_status(KEYS[1], KEYS[2], 'error', ARGV[5], ARGV[4])
+  if set_status(KEYS[1], KEYS[2], 'error', ARGV[5], ARGV[4]) ~= 0 then
+    record_error(KEYS[1], ARGV[3])
+  end
   return {'errored'}
 end
 local task_id, pushed = queue_step(KEYS[1], KEYS[3], KEYS[4], true)

@@ -16,4 +16,5 @@ local event = cjson.encode({
   source = 'environment', key = 'confirmation_policy', value = cjson.decode(ARGV[1]),
 })
 append_event(KEYS[1], KEYS[2], event)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 return 'ok'

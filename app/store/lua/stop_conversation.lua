@@ -69,6 +69,9 @@ if ARGV[12] == '1' then
 end
 if set_status(KEYS[1], KEYS[2], ARGV[4], ARGV[3], ARGV[1]) ~= 0 then
   appended = appended + 1
+  if ARGV[4] == 'error' then
+    record_error(KEYS[1], ARGV[9])
+  end
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 return {'ok', appended}
