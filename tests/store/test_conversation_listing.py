@@ -13,11 +13,18 @@ from pathlib import Path
 import pytest
 import redis
 
+from actionq.agent.spec import AgentSpec, ScriptedTurn
 from actionq.crashes.stop import crash_action
 from actionq.errors import InvalidArgumentsError
-from actionq.models import ConversationStatus, ErrorCause, ObservationEvent
+from actionq.models import (
+    ConversationErrorEvent,
+    ConversationStatus,
+    ErrorCause,
+    ObservationEvent,
+)
 from actionq.service import ActionQ
 from actionq.store import ActionStore, Claim, WorkerIdentity
+from actionq.store.agent import StepClaim
 from tests.helpers import ValkeyServer
 
 WORKER = WorkerIdentity(id="w@host:2:bbbb", host="host", pid=2)
@@ -254,3 +261,29 @@ def test_a_page_of_10000_conversations_costs_a_bounded_number_of_commands(
         <= bound
     )
     assert commands_run(own_valkey, lambda: store.count_conversations_with_status("idle")) == 1
+
+
+def test_the_agent_loops_transitions_keep_the_index_and_the_error(store: ActionStore) -> None:
+    spec = AgentSpec(kind="scripted", turns=[ScriptedTurn(text="hi")]).model_dump_json()
+    cid = store.create_conversation_checked(agent_spec_json=spec)[0].id
+    started = store.run_conversation(cid)  # -> running, its first step queued
+    assert started.status == ConversationStatus.RUNNING and started.step_task_id
+    assert_index_exact(store)
+
+    claim = store.claim_step(cid, started.step_task_id, WORKER)
+    assert isinstance(claim, StepClaim), claim
+    failure = ConversationErrorEvent(code="RateLimitError", detail="the model refused")
+    assert store.end_run(claim, WORKER, failure, ConversationStatus.ERROR)
+    assert_index_exact(store)
+    assert index_by_status(store)["error"] == {cid}
+    error = store.get_conversation(cid).error
+    assert error is not None
+    assert (error.cause, error.signal, error.action_id) == ("RateLimitError", None, None)
+    assert error.at == failure.timestamp
+
+    assert store.run_conversation(cid).status == ConversationStatus.RUNNING  # run leaves error
+    assert store.get_conversation(cid).error is None
+    assert_index_exact(store)
+    store.pause_conversation(cid, interrupt=True)
+    assert_index_exact(store)
+    assert index_by_status(store)["paused"] == {cid}
