@@ -133,6 +133,8 @@ PROTECTED = [
     ("GET", "/api/conversations/x/events/stream"),
     ("GET", "/api/actions/x"),
     ("POST", "/api/actions/x/retry"),
+    ("GET", "/api/console/conversations"),
+    ("GET", "/api/console/conversations/x"),
     ("GET", "/metrics"),
     ("GET", "/api/session"),
     ("POST", "/api/session"),
