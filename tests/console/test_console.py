@@ -101,7 +101,6 @@ def test_a_crash_shows_live_with_its_cause_and_last_output(
     row = page.locator(f"#conversations tr[data-id='{cid}']")
     expect(row.locator(".status")).to_have_attribute("data-status", "error")
     expect(row.locator(".cause")).to_have_text("worker_lost, signal 9")
-    page.screenshot(path=screenshots / "console-list.png")
 
 
 def test_resume_from_the_page_runs_the_next_call_live(
@@ -157,7 +156,9 @@ def test_retry_from_the_page_until_quarantine_then_force(
     client.close()
 
 
-def test_reject_with_a_reason_then_approve(page: Page, stack: UpProcess, tmp_path: Path) -> None:
+def test_reject_with_a_reason_then_approve(
+    page: Page, stack: UpProcess, tmp_path: Path, screenshots: Path
+) -> None:
     login(page, stack)
     rejected, accepted = tmp_path / "rejected", tmp_path / "accepted"
     client = stack.client()
@@ -186,6 +187,10 @@ def test_reject_with_a_reason_then_approve(page: Page, stack: UpProcess, tmp_pat
     assert not rejected.exists()
     assert lines(accepted) == ["x"]  # approved: run once
     client.close()
+    # The list, with the conversations of this module's tests so far.
+    page.goto("/console/")
+    expect(page.locator(f"#conversations tr[data-id='{cid}'] .status")).to_be_visible()
+    page.screenshot(path=screenshots / "console-list.png")
 
 
 class _Attacker:

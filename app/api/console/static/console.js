@@ -104,6 +104,7 @@ function bytes(n) {
 
 function seconds(s) {
   if (s === null || s === undefined) return null;
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
   return s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
 }
 
