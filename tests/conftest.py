@@ -27,6 +27,7 @@ import redis
 from actionq.service import ActionQ
 from actionq.settings import Settings
 from tests.helpers import ROOT, ValkeyServer, WorkerProcess
+from tests.up_process import UpProcess, start_up, stop_up
 
 _db_numbers = itertools.count(1)
 
@@ -98,6 +99,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    """A real ``actionq up`` for the module's tests (a module that needs other
+    settings defines its own ``stack``)."""
+    base = tmp_path_factory.mktemp("up")
+    up = start_up(base / ".actionq", base / "up.log")
+    yield up
+    stop_up(up)
 
 
 @pytest.fixture(scope="session")

@@ -10,24 +10,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.events import count_lines, text_of
 from tests.helpers import ROOT, wait_for
 from tests.up_process import UpProcess, is_running, recorded_pid, start_up, stop_up
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 def collect_stream(

@@ -5,24 +5,14 @@ a real `actionq up` (its tool worker and its agent worker) as a subprocess."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.events import text_of, tool_result
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, start_up, stop_up
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
+from tests.up_process import UpProcess
 
 
 class Api:

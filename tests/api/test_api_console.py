@@ -6,25 +6,15 @@ is on the row; unknown ids are 404 and a request without a key is 401."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, start_up, stop_up
+from tests.up_process import UpProcess
 
 LIST = "/api/console/conversations"
 ROW_FIELDS = {"id", "execution_status", "created_at", "updated_at", "error"}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 class Console:

@@ -17,15 +17,7 @@ from actionq.models import validation_error_text
 from actionq.service import ActionQ
 from actionq.tools.builtin import TerminalArgs
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, start_up, stop_up
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
+from tests.up_process import UpProcess
 
 
 def test_python_api_refuses_an_idempotency_key_reused_for_another_call(aq: ActionQ) -> None:

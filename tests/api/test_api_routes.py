@@ -4,7 +4,6 @@ started as a subprocess: every page followed to its end, every event once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,7 @@ import pytest
 
 from tests.events import count_lines
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, start_up, stop_up
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
+from tests.up_process import UpProcess
 
 
 class Api:

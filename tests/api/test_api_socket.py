@@ -23,17 +23,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from actionq.api.openhands.info import ConversationInfo
 from tests.helpers import wait_for
-from tests.up_process import UpProcess, kill_up, start_up, stop_up
+from tests.up_process import UpProcess, kill_up, start_up
 
 Frame = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 def socket_url(up: UpProcess, cid: str, query: str = "") -> str:

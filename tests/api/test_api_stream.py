@@ -23,14 +23,6 @@ from tests.up_process import UpProcess, start_up, stop_up
 REDIS_PY_DEFAULT_TIMEOUT = 5.0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
-
-
 class LineReader:
     """Collect lines (with their arrival time) from a blocking line source in a thread."""
 

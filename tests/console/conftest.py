@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.openhands.harness import in_ci
-from tests.up_process import UpProcess, start_up, stop_up
+from tests.up_process import UpProcess
 
 CHROMIUM_VARIABLE = "ACTIONQ_TEST_CHROMIUM"
 # Where the tests leave their screenshots (default: the test's temp folder);
@@ -55,14 +55,6 @@ def chromium() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=path, headless=True, args=LAUNCH_ARGS)
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("console-up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 @pytest.fixture

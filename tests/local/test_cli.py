@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import WorkerFactory
 from tests.helpers import ROOT, free_port, wait_for
-from tests.up_process import UpProcess, start_up, stop_up
+from tests.up_process import UpProcess
 
 ACTIONQ = str(Path(sys.executable).parent / "actionq")
 
@@ -135,14 +134,6 @@ def test_missing_tool_module_is_one_line(tmp_path: Path) -> None:
 
 
 # --- client commands -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 def client_command(stack: UpProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from actionq.local.processes import free_port
 from tests.fake_model import FakeModel
 from tests.helpers import wait_for
 from tests.openhands.harness import RunClient
-from tests.up_process import ApiProcess, UpProcess, start_up, stop_up
+from tests.up_process import ApiProcess, UpProcess
 
 pytestmark = pytest.mark.openhands
 
@@ -35,14 +35,6 @@ CLIENT_TIMEOUT = 240
 def fake() -> Iterator[FakeModel]:
     with FakeModel(api_key=MODEL_KEY) as model:
         yield model
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    base = tmp_path_factory.mktemp("oh-up")
-    up = start_up(base / ".actionq", base / "up.log")
-    yield up
-    stop_up(up)
 
 
 def client_env(stack: UpProcess, fake: FakeModel, **more: str) -> dict[str, str]:
