@@ -119,6 +119,44 @@ def test_resume_from_the_page_runs_the_next_call_live(
     assert lines(marker) == ["ran"]  # the crashed call was not run again
 
 
+def test_a_call_behind_a_crash_is_greyed_and_a_message_from_the_page_goes_on(
+    page: Page, stack: UpProcess, tmp_path: Path
+) -> None:
+    login(page, stack)
+    never = tmp_path / "never"
+    client = stack.client()
+    crash_then_touch = {
+        "tool_calls": [
+            {"tool": "terminal", "arguments": {"command": "kill -9 $PPID"}},
+            {"tool": "terminal", "arguments": {"command": f"touch {never}"}},
+        ]
+    }
+    agent = scripted(crash_then_touch, call("echo next"), {"text": "done"})
+    cid = client.create_conversation({"agent": agent})["id"]
+    page.goto(f"/console/#/c/{cid}")
+    expect(status_of(page)).to_have_attribute("data-status", "idle")
+    # A control the API refuses shows the API's own message.
+    refused = httpx.post(f"{stack.url}/api/conversations/{cid}/resume", headers=stack.headers())
+    assert refused.status_code == 409
+    page.click("#resume")
+    expect(page.locator("#notice")).to_have_text(refused.json()["error"]["message"])
+
+    client.send_message(cid, "go", run=True)
+    expect(status_of(page)).to_have_attribute("data-status", "error", timeout=WAIT_MS)
+    expect(card(page, "kill -9")).to_have_class("call crashed")
+    behind = card(page, f"touch {never}")
+    expect(behind).to_have_class("call not-run")
+    expect(behind.locator(".result")).to_contain_text("Not run")
+
+    page.fill("#message", "try another way")
+    page.click("#send")
+    expect(page.locator(".msg.user").last).to_contain_text("try another way")
+    expect(card(page, "echo next").locator(".result pre")).to_have_text("next\n", timeout=WAIT_MS)
+    expect(status_of(page)).to_have_attribute("data-status", "finished", timeout=WAIT_MS)
+    assert not never.exists()  # not run, and not run later either
+    client.close()
+
+
 def test_retry_from_the_page_until_quarantine_then_force(
     page: Page, stack: UpProcess, tmp_path: Path
 ) -> None:
