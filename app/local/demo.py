@@ -158,11 +158,13 @@ def _run_demo(base: Path, console: Console) -> bool:
     console.print(
         f"[bold]actionq demo[/] - embedded server on 127.0.0.1:{server.port}, data in {base}"
     )
-    settings = Settings(redis_url=url, workdir=str(workdir))
+    spool = base / "output-spool"  # inside `base`: removed with it
+    settings = Settings(redis_url=url, workdir=str(workdir), output_spool_dir=str(spool))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
     env |= {
         "ACTIONQ_REDIS_URL": url,
         "ACTIONQ_WORKDIR": str(workdir),
+        "ACTIONQ_OUTPUT_SPOOL_DIR": str(spool),
         "ACTIONQ_ACTION_MEMORY_LIMIT_MB": str(MEMORY_CAP_MB),
         "ACTIONQ_TOOL_CGROUPS": "true" if settings.tool_cgroups else "false",
     }

@@ -264,6 +264,9 @@ class _LocalStack:
             "ACTIONQ_REDIS_URL": redis_url,
             "ACTIONQ_WORKDIR": str(self.workdir),
             "ACTIONQ_DATA_DIR": str(data_dir),
+            # Commands' output spools, in the private data folder (not /tmp).
+            "ACTIONQ_OUTPUT_SPOOL_DIR": actionq_env.get("ACTIONQ_OUTPUT_SPOOL_DIR")
+            or str(data_dir / "output-spool"),
             **secret_key_files,
         }
         for name in NOT_FOR_THE_WORKER:  # tools run in the worker: keep API keys out
