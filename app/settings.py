@@ -160,7 +160,8 @@ class Settings(BaseSettings):
         None,
         description="Folder (0700) of the files `terminal` commands write their output to "
         "while they run (one per action, deleted when it ends), so a crash still finds the "
-        "last output. Unset: <temp folder>/actionq-output-<uid>.",
+        "last output. Unset: <temp folder>/actionq-output-<uid>; `actionq up` sets "
+        "<data folder>/output-spool.",
     )
     action_memory_limit_mb: int = Field(
         2048,
