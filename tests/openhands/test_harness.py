@@ -104,6 +104,7 @@ def test_finish_pages_through_every_event_and_reports_the_result(
         "base_url": "http://127.0.0.1:9/v1",
         "tools": ["terminal", "file_editor"],
         "events_validated": len(DOCUMENTED),
+        "expected_errors_logged": 0,
     }
     assert len(events_server.requests) == 3  # pages of 2, 2 and 1
 
@@ -161,3 +162,20 @@ def test_the_interpreter_search(tmp_path: Path) -> None:
         find_base_python({PYTHON_VARIABLE: sys.executable} | env)
     with pytest.raises(SdkSetupError, match="does not run"):
         find_base_python({PYTHON_VARIABLE: str(empty / "python9")} | env)
+
+
+def test_an_error_the_script_expects_is_counted_and_any_other_still_fails(
+    run_client: RunClient, events_server: EventsServer
+) -> None:
+    """A script that takes the server away expects the SDK's "Request
+    failed:" errors; they are counted, not failures. Another message fails."""
+    expected = _env(
+        events_server,
+        OH_CLIENT_SELFTEST_LOG_ERROR="Request failed: [Errno 111] Connection refused",
+        OH_CLIENT_SELFTEST_EXPECTED_ERROR="Request failed:",
+    )
+    assert run_client("selftest", expected, timeout=120).result["expected_errors_logged"] == 1
+    other = expected | {"OH_CLIENT_SELFTEST_LOG_ERROR": "ws_event_processing_error"}
+    with pytest.raises(pytest.fail.Exception) as failed:
+        run_client("selftest", other, timeout=120)
+    assert "ERROR logged:" in str(failed.value) and "ws_event_processing_error" in str(failed.value)

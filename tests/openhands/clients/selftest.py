@@ -3,7 +3,8 @@
 OH_CLIENT_SELFTEST_CONVERSATION: validate this conversation's events
 (read from OH_CLIENT_API_URL); OH_CLIENT_SELFTEST_LOG_ERROR: log this text
 as an ERROR from an SDK logger, as RemoteConversation does with an event
-that fails validation on the WebSocket.
+that fails validation on the WebSocket; OH_CLIENT_SELFTEST_EXPECTED_ERROR: a
+message prefix the script expects to be logged (finish's ``expected_errors``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ def main() -> None:
         "base_url": agent.llm.base_url,
         "tools": [tool.name for tool in agent.tools],
     }
-    finish(result, os.environ.get("OH_CLIENT_SELFTEST_CONVERSATION") or None)
+    expected = os.environ.get("OH_CLIENT_SELFTEST_EXPECTED_ERROR")
+    finish(
+        result,
+        os.environ.get("OH_CLIENT_SELFTEST_CONVERSATION") or None,
+        expected_errors=(expected,) if expected else (),
+    )
 
 
 if __name__ == "__main__":
