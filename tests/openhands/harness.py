@@ -339,11 +339,21 @@ def validate_events_with(python: Path, events: list[dict[str, Any]]) -> list[str
     return [str(error) for error in errors]
 
 
+# Where pytest keeps the venv (tests/openhands/conftest.py: the cache folder
+# "openhands-sdk-venv" of the checkout's .pytest_cache).
+CHECKOUT_CACHE = Path(__file__).resolve().parents[2] / ".pytest_cache" / "d" / "openhands-sdk-venv"
+
+
 if __name__ == "__main__":
-    # `python tests/openhands/harness.py`: which interpreter the tests would use.
+    # `python tests/openhands/harness.py`: which interpreter the tests would
+    # use; with --build, also build the venv where the tests will look for it
+    # (.ci/run does this while it installs actionq, not inside the test run).
     try:
         found = find_base_python()
+        if isinstance(found, str):
+            sys.exit(found)
+        print(f"{found.path} {found.version} ({found.found_by})")
+        if sys.argv[1:] == ["--build"]:
+            print(ensure_sdk_venv(CHECKOUT_CACHE, found))
     except SdkSetupError as exc:
         sys.exit(str(exc))
-    print(found if isinstance(found, str) else f"{found.path} {found.version} ({found.found_by})")
-    sys.exit(0 if not isinstance(found, str) else 1)
