@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import threading
@@ -94,7 +93,7 @@ class FaultInjector(ScenarioFaults, threading.Thread):
         worker = self._pick_worker()
         if worker is None:
             return False
-        os.kill(worker.pid, signal.SIGTERM)  # type: ignore[attr-defined]
+        self.stack.retire(worker, signal.SIGTERM)  # type: ignore[arg-type]
         self.stack.add_worker()
         return True
 
@@ -102,7 +101,7 @@ class FaultInjector(ScenarioFaults, threading.Thread):
         worker = self._pick_worker()
         if worker is None:
             return False
-        os.kill(worker.pid, signal.SIGQUIT)  # type: ignore[attr-defined]
+        self.stack.retire(worker, signal.SIGQUIT)  # type: ignore[arg-type]
         self.stack.add_worker()
         return True
 

@@ -66,15 +66,16 @@ class ScenarioFaults:
                 stop.set()
                 creator.join(10)
         # It replaces an older one (warm shutdown), so the stack keeps its size.
-        older = [w for w in self.stack.live_workers() if w is not worker]
+        older = [w for w in self.stack.serving_workers() if w is not worker]
         if older:
-            older[0].process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            self.stack.retire(older[0], signal.SIGTERM)
         return True
 
     def redis_outage_workers_survive(self) -> bool:
         """Redis goes away for a few seconds; with nobody topping workers up,
-        every worker that was serving must serve again afterwards."""
-        serving = {w.pid: w for w in self.stack.live_workers()}
+        every worker that was serving must serve again afterwards (not those
+        an earlier fault told to shut down, which may still be finishing)."""
+        serving = {w.pid: w for w in self.stack.serving_workers()}
         self.stack.restart_server(down_for=self.rng.uniform(1.0, 4.0))
         with self._client() as aq:
 

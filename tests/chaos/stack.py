@@ -30,6 +30,8 @@ class ChaosStack:
         self.worker_count = workers
         self.concurrency = concurrency
         self.workers: list[WorkerProcess] = []
+        # Workers a fault told to shut down: alive a while yet, but on their way out.
+        self.retiring: list[WorkerProcess] = []
         self.api: subprocess.Popen[bytes] | None = None
         self.sweeper: subprocess.Popen[bytes] | None = None
         self._names = 0
@@ -81,6 +83,15 @@ class ChaosStack:
 
     def live_workers(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.is_alive()]
+
+    def serving_workers(self) -> list[WorkerProcess]:
+        """Alive and not told to stop (a warm shutdown may take a while)."""
+        return [w for w in self.live_workers() if not any(w is r for r in self.retiring)]
+
+    def retire(self, worker: WorkerProcess, sig: int) -> None:
+        """Tell ``worker`` to stop (SIGTERM: warm, SIGQUIT: cold)."""
+        self.retiring.append(worker)
+        os.kill(worker.pid, sig)
 
     def start_sweeper(self) -> None:
         self.sweeper = self._spawn(["sweeper"], "sweeper.log")
