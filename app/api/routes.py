@@ -372,14 +372,14 @@ EventFilter = Annotated[_EventFilter, Depends(_event_filter)]
 
 
 def _walk(
-    aq: ActionQ, conversation_id: str, first: int, last_seq: int, descending: bool
+    aq: ActionQ, conversation_id: str, first: int, last_seq: int, descending: bool, chunk: int
 ) -> Iterator[Event]:
     """The events from seq ``first`` on, up to ``last_seq`` (or down to 1),
-    read 1,000 at a time."""
+    read ``chunk`` at a time (what a page may look at: no more is parsed)."""
     if not descending:
         after = first - 1
         while after < last_seq:
-            page = aq.list_events(conversation_id, after, min(1000, last_seq - after))
+            page = aq.list_events(conversation_id, after, min(chunk, last_seq - after))
             if not page.items:
                 return
             yield from page.items
@@ -387,7 +387,7 @@ def _walk(
         return
     top = min(first, last_seq)
     while top >= 1:
-        bottom = max(1, top - 999)
+        bottom = max(1, top - chunk + 1)
         page = aq.list_events(conversation_id, bottom - 1, top - bottom + 1)
         yield from reversed(page.items)
         top = bottom - 1
@@ -416,7 +416,8 @@ def search_events(
     first = int(page_id) if page_id else (last_seq if descending else 1)
     items: list[dict[str, Any]] = []
     next_seq: int | None = None
-    for scanned, event in enumerate(_walk(aq, conversation_id, first, last_seq, descending), 1):
+    walk = _walk(aq, conversation_id, first, last_seq, descending, min(1000, budget))
+    for scanned, event in enumerate(walk, 1):
         if where.matches(event):
             items.append(sdk_event(event))
         if len(items) == limit or scanned == budget:
