@@ -57,7 +57,9 @@ def crash_output_tail(store: ActionStore, action: ActionRecord) -> str | None:
 
 
 def discard_output_tail(store: ActionStore, action: ActionRecord) -> None:
-    """Once the crash is recorded: the spool (if on this host) and the copy go."""
+    """Once the crash is recorded: the spool (if on this host) goes, and the
+    copy again (the recording script deleted it; a tool process that was
+    still running until its processes were killed may have written it since)."""
     _, folder = _tail_settings()
     spool = _local_spool(action, folder)
     if spool is not None:

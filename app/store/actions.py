@@ -276,6 +276,7 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
             k.queue(cid),
             k.crashes(cid),
             k.action(cid, target.id),
+            k.output_tail(cid, target.id),
         ]
         result = self._script("stop_conversation", keys, args)
         return StopOutcome(result[0])

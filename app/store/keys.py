@@ -71,7 +71,7 @@ class Keys:
 
     def output_tail(self, conversation_id: str, action_id: str) -> str:
         """String (with a TTL): the last output of the action's running command,
-        copied by its tool process at most every 0.5 s, for a sweeper on
+        copied by its tool process after 0.5 s, then at most every 0.5 s, for a sweeper on
         another host if the whole worker dies."""
         return self._conv(conversation_id) + f":output-tail:{action_id}"
 

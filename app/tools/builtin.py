@@ -184,13 +184,15 @@ def _start(
 
 class _TailPublisher:
     """Keeps the last ``size`` bytes of the output and copies them to Redis
-    at most every ``TAIL_PUBLISH_SECONDS`` (for a sweeper on another host)."""
+    (for a sweeper on another host) once the command has run
+    ``TAIL_PUBLISH_SECONDS``, then at most that often: a quick command costs
+    no round trip, and the copy lags the output by at most that long."""
 
     def __init__(self, size: int, publish: Callable[[bytes], None]) -> None:
         self.size = size
         self.publish = publish
         self.tail = bytearray()
-        self.published_at = float("-inf")
+        self.published_at = time.monotonic()  # the first copy waits one interval
         self.published = False
         self.dirty = False
 
@@ -198,14 +200,13 @@ class _TailPublisher:
         self.tail += chunk[-self.size :]
         del self.tail[: -self.size]
         self.dirty = True
-        now = time.monotonic()
-        if now - self.published_at >= TAIL_PUBLISH_SECONDS:
-            self.flush(now)
 
-    def flush(self, now: float | None = None) -> None:
-        if not self.dirty:
+    def tick(self) -> None:
+        """Called while the command runs: publish what is new, if it is time."""
+        now = time.monotonic()
+        if not self.dirty or now - self.published_at < TAIL_PUBLISH_SECONDS:
             return
-        self.published_at = time.monotonic() if now is None else now
+        self.published_at = now
         self.dirty = False
         try:
             self.publish(bytes(self.tail))
@@ -261,6 +262,7 @@ def run_terminal(args: TerminalArgs, ctx: ToolContext) -> dict[str, Any]:
             _OUTPUT_LINGER_SECONDS,
             _spool_holders(proc.pid, groups, spool),
             publisher.feed if publisher is not None else None,
+            publisher.tick if publisher is not None else None,
         )
     finally:
         # Nothing it started outlives it. The shell is not reaped yet, so its

@@ -182,6 +182,7 @@ def follow_until_exit(
     linger: float,
     holders_alive: Callable[[], bool],
     on_output: Callable[[bytes], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
     tick: float = 0.05,
 ) -> tuple[BoundedOutput, bool]:
     """Read a command's spool until it has exited and no process of it still
@@ -189,7 +190,8 @@ def follow_until_exit(
     exited (a background child may write for ever), or until ``deadline``.
     Returns the output and whether the deadline passed first; as
     ``read_until_exit`` did for a pipe. ``pid`` (a child of this process) is
-    not reaped. ``on_output`` gets every chunk read."""
+    not reaped. ``on_output`` gets every chunk read; ``on_tick`` is called
+    after each read while the command runs (at least every ``tick`` s)."""
     out = BoundedOutput(max_bytes)
 
     def feed(chunk: bytes) -> None:
@@ -206,6 +208,8 @@ def follow_until_exit(
                 sel.register(exit_fd, selectors.EVENT_READ)
             while True:
                 spool.drain(feed)
+                if on_tick is not None:
+                    on_tick()
                 if exited and not holders_alive():
                     spool.drain(feed)  # what the last holder wrote before it went
                     return out, False

@@ -4,6 +4,7 @@
 -- queue), set the status. Work is O(queue) inside Redis, O(1) for the caller.
 -- KEYS[1] conversation hash  KEYS[2] events stream  KEYS[3] queue list
 -- KEYS[4] crashes hash       KEYS[5] the target action's hash
+-- KEYS[6] the target's output-tail copy (it goes with the event that holds it)
 -- ARGV[1] now (ISO)  ARGV[2] now (epoch s)  ARGV[3] id for a status event
 -- ARGV[4] new status  ARGV[5] target action id
 -- ARGV[6] the target state the event was built for ('pending' | 'claimed')
@@ -43,6 +44,7 @@ end
 
 local appended = 1
 end_action(KEYS[5], ARGV[8], ARGV[9], ARGV[10])
+redis.call('DEL', KEYS[6])
 if ARGV[11] ~= '' then
   redis.call('HINCRBY', KEYS[4], ARGV[11], 1)
 end
