@@ -49,6 +49,9 @@ def _aq(request: Request) -> ActionQ:
 
 
 AQ = Annotated[ActionQ, Depends(_aq)]
+# An opaque cursor (a position or a seq). 18 digits: beyond them Redis would
+# refuse the number (a 500), and no real cursor comes near.
+PageId = Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")]
 
 
 @public.get("/health", response_model=HealthResponse, tags=["service"])
@@ -106,7 +109,7 @@ def create_conversation(
 @protected.get("/api/conversations/search", response_model=ConversationPage, tags=["conversations"])
 def search_conversations(
     aq: AQ,
-    page_id: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    page_id: PageId = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     status: ConversationStatus | None = None,
     sort_order: Literal["CREATED_AT", "CREATED_AT_DESC"] = "CREATED_AT_DESC",
@@ -402,7 +405,7 @@ def search_events(
     conversation_id: str,
     aq: AQ,
     where: EventFilter,
-    page_id: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    page_id: PageId = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     sort_order: Literal["TIMESTAMP", "TIMESTAMP_DESC"] = "TIMESTAMP",
 ) -> EventSearchPage:

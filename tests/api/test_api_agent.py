@@ -364,6 +364,13 @@ def test_mistakes_in_what_actionq_reads_are_422_and_store_nothing(stack: UpProce
         ("confirmation_policy", {"policy": {"kind": "NeverConfirm"}, "now": True}),
     ):
         api.post(cid, verb, body, expect=422)
+    # A cursor too long for Redis' integers (the fuzzer's find: it was a 500).
+    huge = "62162418219055921447"
+    for path in (
+        f"/api/conversations/search?status=idle&page_id={huge}",
+        f"/api/conversations/{cid}/events/search?page_id={huge}",
+    ):
+        assert api.request("GET", path, 422)["error"]["code"] == "invalid_request"
     assert api.conversation_ids() == [*before, cid]
     assert api.events(cid) == []
     assert api.status(cid) == "idle"
