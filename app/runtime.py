@@ -15,4 +15,4 @@ __all__ = ["get_store"]
 def get_store() -> ActionStore:
     """The store for this process (redis-py re-creates connections after fork)."""
     settings = get_settings()
-    return ActionStore.from_url(settings.redis_url, settings.key_prefix, broker_list_for(settings))
+    return ActionStore.from_settings(settings, broker_list_for(settings))

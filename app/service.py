@@ -62,8 +62,8 @@ class ActionQ:
 
     def __init__(self, settings: Settings | None = None, store: ActionStore | None = None) -> None:
         self.settings = settings or get_settings()
-        self.store = store or ActionStore.from_url(
-            self.settings.redis_url, self.settings.key_prefix, broker_list_for(self.settings)
+        self.store = store or ActionStore.from_settings(
+            self.settings, broker_list_for(self.settings)
         )
 
     def close(self) -> None:

@@ -36,7 +36,12 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        description="Redis URL of the state store; also the broker unless a broker URL is set.",
+        description=(
+            "URL of the state store: redis://, rediss:// or unix:// (one server), "
+            "redis+sentinel://host:port[,host:port...]/<primary name>[/<db>] (Sentinel) or "
+            "redis+cluster://host:port[,host:port...] (Redis Cluster). Also the broker "
+            "unless a broker URL is set (a Cluster store needs one)."
+        ),
     )
     broker_url: str | None = Field(None, description="Optional separate broker, e.g. amqp://.")
     broker_transport: str | None = Field(
@@ -54,7 +59,28 @@ class Settings(BaseSettings):
             "the same Lua call that makes it runnable (atomic, one round trip)."
         ),
     )
-    key_prefix: str = Field("actionq", description="Prefix of every Redis key actionq writes.")
+    key_prefix: str = Field(
+        "actionq",
+        pattern=r"^[^{}]+$",
+        description="Prefix of every Redis key actionq writes (no braces).",
+    )
+    replica_acks: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Replicas each write to the store waits for (WAIT) before it counts as done. "
+            "Unset: 1 where the primary has a replica, else 0. 0: no wait "
+            "(docs/reliability.md, 'Replica acks')."
+        ),
+    )
+    replica_ack_timeout_ms: int = Field(
+        1000,
+        gt=0,
+        description=(
+            "How long a write waits for its replica acks; past it the write stands on the "
+            "primary alone, with a warning in the log."
+        ),
+    )
     queue: str = Field("actionq", description="Celery queue that action tasks are sent to.")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -112,6 +138,16 @@ class Settings(BaseSettings):
     )
     sweep_interval: float = Field(
         1.0, gt=0, description="How often a worker looks for claims of dead workers."
+    )
+    turn_resend_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Without direct enqueue (another broker, or a Cluster store): a running "
+            "conversation whose turn (its pending action or queued agent step) waited this "
+            "long is sent again, then after twice as long, and so on (a duplicate cannot "
+            "run twice). 0: never."
+        ),
     )
     outcome_retry_seconds: float = Field(
         35.0,
@@ -324,9 +360,30 @@ class Settings(BaseSettings):
             return Path(self.workdir).expanduser().absolute()
         return default_workspace_root()
 
+    @model_validator(mode="after")
+    def _check_store_url(self) -> Settings:
+        from actionq.store_url import parse_store_url
+
+        address = parse_store_url(self.redis_url)
+        if address.topology == "cluster" and self.broker_url is None:
+            raise ValueError(
+                "ACTIONQ_REDIS_URL is a Redis Cluster, which kombu cannot use as a broker: "
+                "set ACTIONQ_BROKER_URL (amqp://... for RabbitMQ, or a separate redis://)"
+            )
+        return self
+
     @property
     def effective_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        """The broker: ``broker_url``, else the store's Redis (a Sentinel
+        store in kombu's form, ``sentinel://host:port;sentinel://...``)."""
+        if self.broker_url:
+            return self.broker_url
+        from actionq.store_url import kombu_sentinel_url, parse_store_url
+
+        address = parse_store_url(self.redis_url)
+        if address.topology == "sentinel":
+            return kombu_sentinel_url(address)
+        return self.redis_url
 
     @property
     def effective_broker_transport(self) -> str | None:

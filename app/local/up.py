@@ -95,7 +95,7 @@ def _bind_api_socket(host: str, port: int) -> socket.socket:
 def _wait_for_worker(settings: Settings, worker: SupervisedChild, log: Path) -> None:
     from actionq.store import ActionStore
 
-    store = ActionStore.from_url(settings.redis_url, settings.key_prefix)
+    store = ActionStore.from_settings(settings)
     deadline = time.monotonic() + 60
     while not store.live_worker_ids():
         process = worker.process

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 
 from actionq.settings import Settings, get_settings
+from actionq.store_url import parse_store_url
 
 __all__ = [
     "AGENT_STEP_TASK",
@@ -19,6 +20,15 @@ __all__ = [
 
 RUN_ACTION_TASK = "actionq.run_action"
 AGENT_STEP_TASK = "actionq.agent_step"
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """kombu's sentinel transport finds the primary by name: the store's, when
+    the broker is the store's Sentinel group (``effective_broker_url``)."""
+    if not settings.effective_broker_url.startswith("sentinel://"):
+        return {}
+    address = parse_store_url(settings.redis_url)
+    return {"master_name": address.primary_name} if address.topology == "sentinel" else {}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -53,6 +63,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Scan on every interval, not every 10th (kombu's default means a
             # dead worker's message comes back ~100 s late at best).
             "unacked_restore_throttle": 1,
+            **_sentinel_options(settings),
         },
         "worker_hijack_root_logger": True,
     }

@@ -17,6 +17,7 @@ from redis.client import Pipeline
 from actionq.errors import ConversationNotFound, InvalidArgumentsError, InvalidTransition
 from actionq.models import (
     Conversation,
+    ConversationStatus,
     Event,
     EventPage,
     conversation_id_problem,
@@ -29,7 +30,9 @@ from actionq.store.records import conversation_from_hash, event_from_entry
 __all__ = ["STATUS_INDEX_VERSION", "ConversationListing", "ConversationStore"]
 
 # The per-status index's layout; a new one (another backfill) gets a new version.
-STATUS_INDEX_VERSION = "1"
+STATUS_INDEX_VERSION = "2"
+# The revision of a move for a conversation that no longer exists: above any.
+_GONE = 2**53
 
 
 class ConversationStore(RedisStore):
@@ -179,13 +182,27 @@ class ConversationStore(RedisStore):
         return int(self._call(lambda: self.redis.zcard(self.keys.status_index(status))))
 
     def backfill_status_index(self, batch: int = 500) -> int | None:
-        """Put every conversation created before the per-status index in it
-        (once: a version marker says it was done). Idempotent and safe while
-        conversations change (each batch is one step; docs/design.md).
-        Returns how many were indexed, or None if the marker was there."""
+        """Build the per-status index from the conversations (once: a version
+        marker says it was done). Returns how many were indexed, or None if
+        the marker was there. The sweeper runs ``reconcile_status_index``
+        itself under Cluster (docs/design.md, "The per-status index")."""
         marker = self.keys.status_index_version()
         if self._call(lambda: self.redis.get(marker)) == STATUS_INDEX_VERSION:
             return None
+        indexed = self.reconcile_status_index(batch)
+        # Version 1 kept the sets under other names (not on the index's slot).
+        legacy = [self.keys.legacy_status_index(status.value) for status in ConversationStatus]
+        for key in legacy:  # one by one: under Cluster they are on different slots
+            self._call(partial(self.redis.delete, key))
+        self._call(lambda: self.redis.set(marker, STATUS_INDEX_VERSION))
+        return indexed
+
+    def reconcile_status_index(self, batch: int = 500) -> int:
+        """Put every conversation in the per-status set of its status, in
+        batches of ``batch``: read each one's status and its revision, then
+        apply them as moves (``apply_status_moves``), so a transition that
+        lands between the read and the write keeps its newer move. Idempotent;
+        two processes running it at once agree. Returns how many it read."""
         indexed = 0
         index = self.keys.conversation_index()
         # Paged by score, not position: a conversation deleted meanwhile
@@ -198,15 +215,23 @@ class ConversationStore(RedisStore):
             )
             if not page:
                 break
-            keys = [self.keys.conversation(str(cid)) for cid, _ in page]
-            args = [part for cid, score in page for part in (str(cid), repr(float(score)))]
-            indexed += int(self._script("index_statuses", keys, args))
+            ids = [str(cid) for cid, _ in page]
+
+            def read(pipe: Pipeline, ids: list[str] = ids) -> None:
+                for cid in ids:
+                    pipe.hmget(self.keys.conversation(cid), ["status", "status_rev"])
+
+            moves: list[str | int] = []
+            for cid, (status, revision) in zip(ids, self._pipelined(read), strict=True):
+                # Gone (deleted since it was listed): out of every set.
+                moves += [cid, int(revision or 0), status or ""] if status else [cid, _GONE, ""]
+            self.apply_status_moves(moves)
+            indexed += len(ids)
             last = float(page[-1][1])
             at_last = sum(1 for _, score in page if float(score) == last)
             low, skip = (low, skip + len(page)) if last == low else (last, at_last)
             if len(page) < batch:
                 break
-        self._call(lambda: self.redis.set(marker, STATUS_INDEX_VERSION))
         return indexed
 
     def delete_conversation(self, conversation_id: str) -> None:

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actionq.errors import StoreUnavailableError
 from actionq.models import Event
+from actionq.store.connect import async_client
 from actionq.store.keys import Keys
 from actionq.store.records import event_from_stored
 
@@ -67,9 +67,8 @@ class EventFollower:
         # included, and since redis-py 8 it defaults to 5 s: an XREAD
         # blocking longer than that failed with a TimeoutError. Allow the
         # block plus a margin, so a server that stops answering is still noticed.
-        self.redis = aioredis.Redis.from_url(
+        self.redis = async_client(
             redis_url,
-            decode_responses=True,
             socket_timeout=keepalive_seconds + _READ_MARGIN_SECONDS,
             socket_connect_timeout=5.0,
         )

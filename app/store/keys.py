@@ -5,9 +5,11 @@ the queue list and event channel the store's scripts push to).
 Per-conversation keys carry the conversation id as a hash tag (``{id}``), so
 one conversation's keys live on one Redis Cluster slot and each transition
 (one Lua script) touches a single slot. The few global keys are indexes that
-are updated with separate commands and are safe to be briefly stale; the
-exception is the per-status index, which the status-changing scripts keep
-exact themselves (docs/design.md, "The per-status index").
+are updated with separate commands and are safe to be briefly stale. The
+per-status index shares the main index's slot (its keys carry the main
+index's name as hash tag): on one Redis the status-changing scripts keep it
+exact themselves, under Cluster the caller applies each script's move
+(docs/design.md, "The per-status index").
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ __all__ = ["Keys"]
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "actionq"
+
+    def __post_init__(self) -> None:
+        # A brace would become the hash tag of every key (Redis Cluster).
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError(f"key prefix {self.prefix!r} may not contain '{{' or '}}'")
 
     def _conv(self, conversation_id: str) -> str:
         return f"{self.prefix}:{{{conversation_id}}}"
@@ -80,10 +87,24 @@ class Keys:
         """Sorted set: conversation id scored by creation time."""
         return f"{self.prefix}:conversations"
 
+    def _index_slot(self) -> str:
+        # The main index's own name as hash tag: these keys share its slot.
+        return f"{self.prefix}:{{{self.conversation_index()}}}"
+
     def status_index(self, status: str) -> str:
         """Sorted set: the conversations whose status is ``status``, scored as
         in ``conversation_index`` (``status_index("")`` is the prefix the Lua
         scripts append a status to)."""
+        return f"{self._index_slot()}:status:{status}"
+
+    def status_revisions(self) -> str:
+        """Hash: conversation id -> the revision of its status the per-status
+        index holds (a move of an older revision is ignored)."""
+        return f"{self._index_slot()}:status-revisions"
+
+    def legacy_status_index(self, status: str) -> str:
+        """Where version 1 of the per-status index kept ``status`` (removed
+        by the backfill that builds version 2)."""
         return f"{self.prefix}:conversations:status:{status}"
 
     def status_index_version(self) -> str:

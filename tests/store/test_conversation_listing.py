@@ -177,14 +177,20 @@ def test_a_page_id_that_is_not_one_is_refused(store: ActionStore) -> None:
 def test_backfill_indexes_conversations_older_than_the_index_once(store: ActionStore) -> None:
     cids = [store.create_conversation().id for _ in range(7)]
     store.submit_action(cids[0], "terminal", {"command": "a"})
-    # As a store written before the index: no status sets, no marker, and a
-    # stale entry that the backfill must drop.
+    # As a store written before the index: no status sets, no revisions, no
+    # marker, and a stale entry that the backfill must drop.
     for status in ConversationStatus:
         store.redis.delete(store.keys.status_index(status.value))
+    store.redis.delete(store.keys.status_revisions(), store.keys.status_index_version())
+    for cid in cids:
+        store.redis.hdel(store.keys.conversation(cid), "status_rev")
     store.redis.zadd(store.keys.status_index("error"), {cids[1]: 1.0})
+    # Version 1's sets, under their old names: the backfill removes them.
+    store.redis.zadd(store.keys.legacy_status_index("idle"), {cids[2]: 1.0})
 
     assert store.backfill_status_index(batch=3) == 7
     assert_index_exact(store)
+    assert not store.redis.exists(store.keys.legacy_status_index("idle"))
     assert store.backfill_status_index() is None  # the marker: done once
     assert_index_exact(store)
 

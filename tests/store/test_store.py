@@ -275,6 +275,7 @@ def test_only_known_keys_remain_after_a_run(store: ActionStore, redis_url: str) 
             k.action(cid, aid),
             k.conversation_index(),
             k.status_index("idle"),
+            k.status_revisions(),
             k.action_index(),
             k.worker_leases(),
             k.worker_info(ALIVE.id),

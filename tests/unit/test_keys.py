@@ -24,7 +24,8 @@ PER_CONVERSATION = [
     "confirmations",
 ]
 GLOBAL = ["conversation_index", "action_index", "status_index_version"]
-PER_STATUS = ["status_index"]
+PER_STATUS = ["status_index", "legacy_status_index"]
+INDEX_SLOT = ["status_revisions"]
 PER_WORKER = ["worker_info", "worker_claims"]
 WORKERS = ["worker_leases"]
 
@@ -41,7 +42,7 @@ def conversation_keys(keys: Keys, cid: str) -> list[str]:
 def every_key(keys: Keys) -> list[str]:
     return [
         *conversation_keys(keys, "c1"),
-        *[getattr(keys, name)() for name in GLOBAL + WORKERS],
+        *[getattr(keys, name)() for name in GLOBAL + WORKERS + INDEX_SLOT],
         *[getattr(keys, name)("w1") for name in PER_WORKER],
         *[getattr(keys, name)(status) for name in PER_STATUS for status in ("idle", "error")],
     ]
@@ -55,7 +56,8 @@ def test_these_lists_name_every_key_method() -> None:
         if not name.startswith("_")
     }
     assert methods == {
-        *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS, *PER_STATUS
+        *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS, *PER_STATUS,
+        *INDEX_SLOT,
     }  # fmt: skip
 
 
@@ -78,6 +80,20 @@ def test_a_workers_keys_share_one_slot_so_it_is_forgotten_at_once() -> None:
     worker += [keys.worker_info("w2"), keys.worker_claims("w2")]
     assert all("{workers}" in key for key in worker)
     assert len({key_slot(key.encode()) for key in worker}) == 1
+
+
+def test_the_per_status_index_shares_the_main_index_slot() -> None:
+    """So one script moves a conversation between statuses on Redis Cluster."""
+    keys = Keys()
+    index = [keys.conversation_index(), keys.status_revisions()]
+    index += [keys.status_index(status) for status in ("idle", "running", "error")]
+    assert len({key_slot(key.encode()) for key in index}) == 1
+
+
+@pytest.mark.parametrize("prefix", ["a{b", "a}b"])
+def test_a_prefix_with_a_brace_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="may not contain"):
+        Keys(prefix)
 
 
 @pytest.mark.parametrize("prefix", ["actionq", "tenant-a", "x"])

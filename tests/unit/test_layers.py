@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "actionq.models": 1,
     "actionq.settings": 1,
     "actionq.secrets": 1,
+    "actionq.store_url": 1,
     "actionq.tools": 2,
     "actionq.agent": 2,
     "actionq.store": 3,
@@ -35,6 +36,7 @@ SAME_RANK_ALLOWED = {
     ("actionq.runtime", "actionq.service"),
     ("actionq.agent", "actionq.tools"),
     ("actionq.secrets", "actionq.settings"),
+    ("actionq.settings", "actionq.store_url"),
 }
 
 

@@ -8,14 +8,28 @@ local function append_event(conv_key, events_key, event_json)
   return seq
 end
 
--- CONVERSATION_INDEX, STATUS_INDEX_PREFIX and STATUSES come first, written
--- by app/store/client.py from app/store/keys.py and the status enum.
+-- CONVERSATION_INDEX, STATUS_INDEX_PREFIX, STATUS_REVISIONS, STATUSES and
+-- INDEX_IN_SCRIPT come first, written by app/store/client.py from
+-- app/store/keys.py, the status enum and the store's topology.
+
+-- The per-status index move of this script, when the caller applies it
+-- (Redis Cluster): {conversation id, revision, new status or ''}.
+local INDEX_MOVE = false
 
 -- Move a conversation from the per-status index of `old` (false: none) to
 -- that of `new` (false: none, it is deleted), with the main index's score.
--- These are global keys (docs/design.md, "The per-status index"): written
--- here, in the step that changes the status, so the index is never stale.
-local function reindex_status(conversation_id, old, new)
+-- Each move has a revision, counted on the conversation, so a move applied
+-- late (an older revision) cannot undo a newer one. On one Redis it is
+-- written here, in the step that changes the status, so the index is never
+-- stale; under Cluster its keys are on another slot, so the script returns
+-- the move and the caller applies it with apply_status_moves.lua
+-- (docs/design.md, "The per-status index").
+local function reindex_status(conv_key, conversation_id, old, new)
+  local revision = redis.call('HINCRBY', conv_key, 'status_rev', 1)
+  if not INDEX_IN_SCRIPT then
+    INDEX_MOVE = {conversation_id, revision, new or ''}
+    return
+  end
   if old then
     redis.call('ZREM', STATUS_INDEX_PREFIX .. old, conversation_id)
   end
@@ -26,6 +40,9 @@ local function reindex_status(conversation_id, old, new)
       score = redis.call('TIME')[1]
     end
     redis.call('ZADD', STATUS_INDEX_PREFIX .. new, score, conversation_id)
+    redis.call('HSET', STATUS_REVISIONS, conversation_id, revision)
+  else
+    redis.call('HDEL', STATUS_REVISIONS, conversation_id)
   end
 end
 
@@ -37,7 +54,7 @@ local function set_status(conv_key, events_key, new_status, event_id, now_iso)
     return 0
   end
   redis.call('HSET', conv_key, 'status', new_status, 'updated_at', now_iso)
-  reindex_status(redis.call('HGET', conv_key, 'id'), old, new_status)
+  reindex_status(conv_key, redis.call('HGET', conv_key, 'id'), old, new_status)
   if new_status ~= 'error' then
     -- The crash that put it in error (record_error) is over.
     redis.call('HDEL', conv_key, 'error')

@@ -11,7 +11,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'idle', 'created_at', ARGV[2],
   'updated_at', ARGV[2], 'last_seq', 0, 'active', '')
-reindex_status(ARGV[1], false, 'idle')
+reindex_status(KEYS[1], ARGV[1], false, 'idle')
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'agent', '1', 'agent_run', '', 'iteration', 0)
   redis.call('HSET', KEYS[2], 'spec', ARGV[3], 'max_iterations', ARGV[4],

@@ -2,7 +2,8 @@
 -- or waiting for confirmation (work of it may be in flight: pause, interrupt
 -- or answer it first). Its keys share one hash slot (KEYS[*] and the action
 -- hashes, built from ARGV[1] + action id). It leaves its per-status index
--- here; the other global indexes are the caller's to clean.
+-- here (under Cluster: the caller applies the move); the other global
+-- indexes are the caller's to clean.
 -- KEYS[1] conversation hash  KEYS[2] events  KEYS[3] queue  KEYS[4] actions list
 -- KEYS[5] idempotency  KEYS[6] tool calls  KEYS[7] crashes  KEYS[8] retries
 -- KEYS[9] agent hash  KEYS[10] confirmations
@@ -19,7 +20,7 @@ local ids = redis.call('LRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[1] .. id)
 end
-reindex_status(redis.call('HGET', KEYS[1], 'id'), status, false)
+reindex_status(KEYS[1], redis.call('HGET', KEYS[1], 'id'), status, false)
 redis.call('DEL', unpack(KEYS))
 local result = {'deleted'}
 for _, id in ipairs(ids) do
