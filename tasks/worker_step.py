@@ -25,9 +25,11 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from actionq.crashes.sweep import audit_own_claims, sweep_expired_leases
+from functools import partial
+
+from actionq.crashes.sweep import Repairs, audit_own_claims, sweep_expired_leases
 from actionq.errors import ActionqError
-from actionq.messaging.dispatch import step_sender
+from actionq.messaging.dispatch import send_action, step_sender
 from actionq.runtime import get_store
 from actionq.settings import get_settings
 from actionq.store import ActionStore
@@ -46,6 +48,7 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self._timers: list[Any] = []
+        self.repairs = Repairs(get_settings().turn_resend_seconds)
         self._sigchld_pipe: tuple[int, int] | None = None
         self.heartbeat: LeaseHeartbeat | None = None
         self.app = worker.app
@@ -153,6 +156,7 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
                 step_attempts=settings.agent_step_attempts,
                 send_step=send_step,
             )
+            self.repairs.run(store, partial(send_action, self.app, settings.queue), send_step)
         except ActionqError as e:
             log.warning("lease sweep failed: %s", e)
             return

@@ -247,19 +247,27 @@ def sweeper(interval: float | None, once: bool) -> None:
     """
     import logging
     import time
+    from functools import partial
 
-    from actionq.crashes.sweep import sweep_expired_leases
+    from actionq.crashes.sweep import Repairs, sweep_expired_leases
+    from actionq.messaging.celery_app import get_celery_app
+    from actionq.messaging.dispatch import send_action, step_sender
     from actionq.runtime import get_store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
     store = get_store()
+    celery_app = get_celery_app()
+    dispatch = partial(send_action, celery_app, settings.queue)
+    send_step = step_sender(celery_app, settings)
+    repairs = Repairs(settings.turn_resend_seconds)
     recovered = _recover_naming_the_url(store, settings.queue)
     click.echo(f"start-up recovery errored {len(recovered)} action(s)")
     period = interval or settings.sweep_interval
     while True:
         try:
-            errored = sweep_expired_leases(store)
+            errored = sweep_expired_leases(store, send_step=send_step)
+            repairs.run(store, dispatch, send_step)
             if errored:
                 click.echo(f"errored {len(errored)} action(s) of dead workers: {errored}")
         except ActionqError as e:  # Redis away for a moment: keep going

@@ -11,16 +11,24 @@ Both take ``now`` (Redis server time) so tests can plant expired leases.
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 
 from actionq.crashes.lost_step import StepSender, requeue_lost_step
 from actionq.crashes.stop import crash_action
 from actionq.errors import ConversationNotFound, NotFoundError
 from actionq.messaging.dispatch import Dispatch, resend_turn
-from actionq.models import ActionState, ErrorCause
+from actionq.models import ActionState, ConversationStatus, ErrorCause
 from actionq.store import ActionStore, WorkerIdentity
 from actionq.store.agent import STEP_CLAIM
 
-__all__ = ["audit_own_claims", "recover_orphaned_actions", "sweep_expired_leases"]
+__all__ = [
+    "Repairs",
+    "audit_own_claims",
+    "recover_orphaned_actions",
+    "resend_lost_turns",
+    "sweep_expired_leases",
+]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,93 @@ def recover_orphaned_actions(
         elif action.state == ActionState.PENDING:
             resend_turn(store, conversation_id, dispatch)
     return errored
+
+
+def resend_lost_turns(
+    store: ActionStore,
+    dispatch: Dispatch,
+    send_step: StepSender | None,
+    *,
+    after_seconds: float,
+    now: float | None = None,
+    limit: int = 1000,
+) -> list[str]:
+    """Send again the turn of running conversations that waited too long:
+    the active action still pending, or the agent step still queued,
+    ``after_seconds`` after the conversation last changed (then twice that
+    after the first re-send, and so on). Without direct enqueue a turn's
+    message is sent after the step that made it runnable, so a process that
+    died in between, or a broker that lost the message, would otherwise
+    leave the conversation running with nothing on its way. A second message
+    is harmless: only one delivery can claim the action or the step.
+
+    Returns the conversation ids whose turn it sent.
+    """
+    now = store.server_time() if now is None else now
+    sent: list[str] = []
+    for conversation_id in store.running_conversation_ids(limit):
+        try:
+            conversation = store.get_conversation(conversation_id)
+        except ConversationNotFound:
+            continue
+        if conversation.status != ConversationStatus.RUNNING:
+            continue
+        waited = now - datetime.fromisoformat(conversation.updated_at).timestamp()
+        target = conversation.active_action_id
+        if target is not None:
+            if store.get_action(target, conversation_id).state != ActionState.PENDING:
+                continue
+        elif conversation.agent and send_step is not None:
+            step = store.step_state(conversation_id)
+            if step["step_state"] != "queued":
+                continue
+            target = STEP_CLAIM
+        else:
+            continue
+        seen = store.resends(conversation_id, target)
+        if waited < after_seconds * 2**seen or not store.count_resend(
+            conversation_id, target, seen
+        ):
+            continue
+        log.warning(
+            "conversation %s has waited %.0f s for its turn (%s): sending it again",
+            conversation_id,
+            waited,
+            "agent step" if target == STEP_CLAIM else f"action {target}",
+        )
+        if target == STEP_CLAIM:
+            assert send_step is not None
+            send_step(conversation_id, store.step_state(conversation_id)["step_task"])
+        else:
+            dispatch(conversation_id, target)
+        sent.append(conversation_id)
+    return sent
+
+
+# Under Cluster the per-status index is applied after each transition's
+# script; a process that died in between left it stale until this repair.
+RECONCILE_INTERVAL_SECONDS = 300.0
+
+
+class Repairs:
+    """The sweeper's slower repairs, each at its own pace (a worker calls
+    ``run`` from every sweep): lost turns re-sent when the broker is not the
+    store (no direct enqueue), and the per-status index reconciled under
+    Cluster."""
+
+    def __init__(self, turn_resend_seconds: float) -> None:
+        self.turn_resend_seconds = turn_resend_seconds
+        self._next_resend = 0.0
+        self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL_SECONDS
+
+    def run(self, store: ActionStore, dispatch: Dispatch, send_step: StepSender | None) -> None:
+        now = time.monotonic()
+        if store.broker is None and self.turn_resend_seconds > 0 and now >= self._next_resend:
+            self._next_resend = now + self.turn_resend_seconds / 2
+            resend_lost_turns(store, dispatch, send_step, after_seconds=self.turn_resend_seconds)
+        if store.cluster and now >= self._next_reconcile:
+            self._next_reconcile = now + RECONCILE_INTERVAL_SECONDS
+            store.reconcile_status_index()
 
 
 def _recover_step(

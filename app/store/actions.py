@@ -29,7 +29,7 @@ from actionq.models import (
     new_id,
     utc_now,
 )
-from actionq.store.agent import AgentStore
+from actionq.store.agent import STEP_CLAIM, AgentStore
 from actionq.store.conversations import ConversationStore
 from actionq.store.leases import WorkerLeases
 from actionq.store.records import (
@@ -129,6 +129,30 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
         """Count a delivery whose process died before it claimed the action."""
         key = self.keys.action(conversation_id, action_id)
         return int(self._call(lambda: self.redis.hincrby(key, "lost_deliveries", 1)))
+
+    def count_resend(self, conversation_id: str, target: str, seen: int) -> bool:
+        """Count one more re-send of the conversation's turn (``target``: the
+        active action's id, or ``STEP_CLAIM`` for its agent step), if it has
+        been re-sent ``seen`` times so far; False if another sweeper counted
+        it meanwhile (then that one sends it)."""
+        if target == STEP_CLAIM:
+            key, name = self.keys.agent(conversation_id), "step_resends"
+        else:
+            key, name = self.keys.action(conversation_id, target), "resends"
+        return int(self._call(lambda: self.redis.hincrby(key, name, 1))) == seen + 1
+
+    def resends(self, conversation_id: str, target: str) -> int:
+        """How often ``count_resend`` counted ``target`` (see there)."""
+        if target == STEP_CLAIM:
+            key, name = self.keys.agent(conversation_id), "step_resends"
+        else:
+            key, name = self.keys.action(conversation_id, target), "resends"
+        return int(self._call(lambda: self.redis.hget(key, name)) or 0)
+
+    def running_conversation_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` of the conversations whose status is running, oldest first."""
+        index = self.keys.status_index(ConversationStatus.RUNNING.value)
+        return [str(cid) for cid in self._call(lambda: self.redis.zrange(index, 0, limit - 1))]
 
     def record_process_group(
         self, conversation_id: str, action_id: str, group: ProcessGroup
