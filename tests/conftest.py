@@ -27,6 +27,7 @@ import redis
 from actionq.service import ActionQ
 from actionq.settings import Settings
 from tests.helpers import ROOT, ValkeyServer, WorkerProcess
+from tests.topology import valkey_cluster, valkey_sentinel  # noqa: F401 (fixtures for every test)
 from tests.up_process import UpProcess, start_up, stop_up
 
 _db_numbers = itertools.count(1)
