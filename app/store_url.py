@@ -91,10 +91,10 @@ def parse_store_url(url: str) -> StoreAddress:
 
 def kombu_sentinel_url(address: StoreAddress) -> str:
     """The same sentinels as a broker URL of kombu's sentinel transport
-    (``sentinel://host:port;sentinel://...``; the primary's name goes in the
-    transport options, the database at the end)."""
+    (``sentinel://host:port/db;sentinel://...``; the primary's name goes in
+    the transport options). kombu reads the database from the first URL, so
+    each one carries it."""
     auth = ""
     if address.password is not None:
         auth = f"{address.username or ''}:{address.password}@"
-    urls = [f"sentinel://{auth}{host}:{port}" for host, port in address.hosts]
-    return ";".join(urls) + f"/{address.db}"
+    return ";".join(f"sentinel://{auth}{host}:{port}/{address.db}" for host, port in address.hosts)

@@ -9,11 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 from actionq.models import ActionState, ConversationStatus, ErrorCause
 from actionq.service import ActionQ
 from actionq.settings import Settings
+from actionq.store.connect import sync_client
 from tests.conftest import WorkerFactory
 from tests.events import assert_log_consistent, count_lines, only_error, terminal_events
 from tests.helpers import wait_for
@@ -36,7 +36,7 @@ def assert_stays(predicate, seconds: float, what: str) -> None:
 
 
 def unacked_messages(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)  # a redis+sentinel:// store too (test_sentinel.py)
     try:
         return int(client.hlen("unacked")) + int(client.llen("actionq"))
     finally:
