@@ -20,12 +20,11 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from celery import bootsteps
 from celery.worker import state as worker_state
-
-from functools import partial
 
 from actionq.crashes.sweep import Repairs, audit_own_claims, sweep_expired_leases
 from actionq.errors import ActionqError
