@@ -9,6 +9,8 @@ Skipped when no RabbitMQ answers on 127.0.0.1:5672."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +124,29 @@ def test_the_per_status_index_follows_every_transition_on_the_cluster(aq: Action
     store.redis.hdel(store.keys.status_revisions(), cids[0])
     assert store.reconcile_status_index(batch=4) == 11
     assert sets() == expected
+
+
+def test_the_live_stream_follows_a_conversation_on_the_cluster(aq: ActionQ) -> None:
+    """The API's event stream reads with the asyncio Cluster client."""
+    cid = aq.create_conversation().id
+    aq.store.submit_action(cid, "terminal", {"command": "true"})
+    expected = [e.seq for e in aq.store.all_events(cid)]
+
+    async def read() -> list[int]:
+        follower = aq.event_follower()
+        seqs: list[int] = []
+        try:
+            async for event in follower.follow(cid, 0, deadline=time.monotonic() + 5):
+                if event is None:
+                    break
+                seqs.append(event.seq)
+                if len(seqs) == len(expected):
+                    break
+        finally:
+            await follower.close()
+        return seqs
+
+    assert expected and asyncio.run(read()) == expected
 
 
 def test_a_turn_whose_message_was_lost_is_sent_again(
