@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import sweep_expired_leases
 from actionq.errors import (
     ActionqError,
+    ArchiveUnavailableError,
     ConversationArchived,
     ConversationNotFound,
     InvalidArgumentsError,
@@ -61,6 +63,8 @@ from actionq.store.records import QueuedMessage, RunResult, SubmitResult, canoni
 from actionq.tools import get_tool
 
 __all__ = ["ActionQ", "Submitted"]
+
+log = logging.getLogger(__name__)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -300,8 +304,19 @@ class ActionQ:
     @_read_only_if_archived
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete the conversation and its history (``InvalidTransition``
-        while it runs or waits for confirmation; an archived one stays)."""
+        while it runs or waits for confirmation; an archived one is
+        read-only: ``ConversationArchived``). An archived copy older than it
+        (left by an archival it changed during) goes too, so that a deleted
+        conversation is not served from the archive."""
         self.store.delete_conversation(conversation_id)
+        if self.archive is not None:
+            try:
+                self.archive.remove(conversation_id)
+            except ArchiveUnavailableError as e:
+                log.warning("the archived copy of %s stays: %s", conversation_id, e)
+            lock, cache = self._archived_cache
+            with lock:
+                cache.pop(conversation_id, None)
 
     def find_event(self, conversation_id: str, event_id: str) -> Event | None:
         """The event with this id (O(history)); archived ones too."""

@@ -169,7 +169,8 @@ class PostgresSink:
     """A schema of its own (made if missing) with two tables:
     ``conversations`` (one row each: status, times, the record, the agent,
     the event count and digest) and ``events`` (one row per event, jsonb,
-    keyed by conversation and seq). A write is one transaction: the row
+    keyed by conversation and seq; an event with a NUL character, which
+    jsonb cannot hold, is JSON text in ``event_text``). A write is one transaction: the row
     upserted, the conversation's events replaced; so archiving twice is one
     copy. psycopg 3; one connection, made again after an error."""
 
@@ -222,7 +223,9 @@ class PostgresSink:
                         " seq bigint NOT NULL,"
                         " event_id text NOT NULL,"
                         " kind text NOT NULL,"
-                        " event jsonb NOT NULL,"
+                        " event jsonb,"
+                        " event_text text,"
+                        " CHECK ((event IS NULL) <> (event_text IS NULL)),"
                         " PRIMARY KEY (conversation_id, seq))"
                     ).format(schema, schema)
                 )
@@ -288,13 +291,18 @@ class PostgresSink:
                         (info.id,),
                     )
                     copy_sql = sql.SQL(
-                        "COPY {}.events (conversation_id, seq, event_id, kind, event) FROM STDIN"
+                        "COPY {}.events (conversation_id, seq, event_id, kind, event, event_text)"
+                        " FROM STDIN"
                     ).format(schema)
                     with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
                         for seq, event in archived.events:
+                            text = canonical(event)
+                            # jsonb cannot hold a NUL character (a command's output may
+                            # have one): that event is kept as JSON text instead.
+                            as_text = "\\u0000" in text
                             copy.write_row(
                                 (info.id, seq, str(event.get("id", "")), str(event.get("kind", "")),
-                                 canonical(event))
+                                 None if as_text else text, text if as_text else None)
                             )  # fmt: skip
             except psycopg.Error as e:
                 raise self._failed(f"writing conversation {info.id} failed", e) from e
@@ -320,8 +328,8 @@ class PostgresSink:
                         return None
                     events = connection.execute(
                         sql.SQL(
-                            "SELECT seq, event FROM {}.events WHERE conversation_id = %s"
-                            " ORDER BY seq"
+                            "SELECT seq, event, event_text FROM {}.events"
+                            " WHERE conversation_id = %s ORDER BY seq"
                         ).format(schema),
                         (conversation_id,),
                     ).fetchall()
@@ -335,7 +343,10 @@ class PostgresSink:
                 "confirmation_policy": policy,
                 "archived_at": archived_at.isoformat(),
             },
-            [(int(seq), event) for seq, event in events],
+            [
+                (int(seq), event if text is None else json.loads(text))
+                for seq, event, text in events
+            ],
         )
         if len(archived.events) != count or archived.digest != digest:
             raise ArchiveUnavailableError(

@@ -301,3 +301,35 @@ def test_archival_is_off_unless_both_period_and_sink_are_set(settings: Settings)
     )
     with pytest.raises(ConfigurationError, match="needs ACTIONQ_ARCHIVE_URL"):
         load_settings(archive_after_seconds=60)
+
+
+def test_an_event_with_a_nul_character_is_archived_to_postgresql_as_it_was(
+    aq: ActionQ, store: ActionStore, pg_schema: str
+) -> None:
+    cid = conversation_with_messages(aq, 2, body="before\x00after")  # jsonb cannot hold \x00
+    events = events_json(aq, cid)
+    sink = PostgresSink(POSTGRES_URL, pg_schema)
+    try:
+        assert archiver(store, sink).sweep(now=store.server_time() + 60).archived == [cid]
+        archived = sink.read(cid)
+    finally:
+        sink.close()
+    assert archived is not None
+    assert [e.model_dump(mode="json") for e in archived.all_events()] == events
+    assert "\x00" in events[-1]["llm_message"]["content"]
+
+
+def test_deleting_a_live_conversation_drops_an_older_archived_copy(
+    settings: Settings, store: ActionStore, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    with ActionQ(settings.model_copy(update={"archive_url": str(archive)})) as aq:
+        cid = conversation_with_messages(aq, 1)
+        # A copy made, then the conversation went on (an archival it changed during).
+        JsonlSink(archive).write(
+            ArchivedConversation.from_export(store.export_conversation(cid), archived_at="x")
+        )
+        aq.send_message(cid, "later")
+        aq.delete_conversation(cid)
+        with pytest.raises(ConversationNotFound):
+            aq.get_conversation(cid)
