@@ -191,55 +191,68 @@ class PostgresSink:
 
     def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
-        from psycopg import sql
 
         if self._connection is not None and not self._connection.closed:
             return self._connection
         connection = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
-        schema = sql.Identifier(self.schema)
         try:
-            with connection.transaction():
-                connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-                connection.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {}.conversations ("
-                        " id text PRIMARY KEY,"
-                        " status text NOT NULL,"
-                        " created_at timestamptz NOT NULL,"
-                        " updated_at timestamptz NOT NULL,"
-                        " archived_at timestamptz NOT NULL,"
-                        " events_count integer NOT NULL,"
-                        " digest text NOT NULL,"
-                        " info jsonb NOT NULL,"
-                        " agent_spec jsonb,"
-                        " confirmation_policy jsonb)"
-                    ).format(schema)
-                )
-                connection.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {}.events ("
-                        " conversation_id text NOT NULL"
-                        "  REFERENCES {}.conversations (id) ON DELETE CASCADE,"
-                        " seq bigint NOT NULL,"
-                        " event_id text NOT NULL,"
-                        " kind text NOT NULL,"
-                        " event jsonb,"
-                        " event_text text,"
-                        " CHECK ((event IS NULL) <> (event_text IS NULL)),"
-                        " PRIMARY KEY (conversation_id, seq))"
-                    ).format(schema, schema)
-                )
-                connection.execute(
-                    sql.SQL(
-                        "CREATE INDEX IF NOT EXISTS events_by_id ON {}.events "
-                        "(conversation_id, event_id)"
-                    ).format(schema)
-                )
+            self._create_tables(connection)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
         return connection
+
+    def _create_tables(self, connection: psycopg.Connection[Any]) -> None:
+        """The schema and tables, if missing. Looked up first: PostgreSQL
+        checks the CREATE privilege even for IF NOT EXISTS, and a role that
+        may only read and write the archive must still be able to use it."""
+        from psycopg import sql
+
+        schema = sql.Identifier(self.schema)
+        found = connection.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)",
+            (f'"{self.schema}".conversations', f'"{self.schema}".events'),
+        ).fetchone()
+        if found is not None and None not in found:
+            return
+        with connection.transaction():
+            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.conversations ("
+                    " id text PRIMARY KEY,"
+                    " status text NOT NULL,"
+                    " created_at timestamptz NOT NULL,"
+                    " updated_at timestamptz NOT NULL,"
+                    " archived_at timestamptz NOT NULL,"
+                    " events_count integer NOT NULL,"
+                    " digest text NOT NULL,"
+                    " info jsonb NOT NULL,"
+                    " agent_spec jsonb,"
+                    " confirmation_policy jsonb)"
+                ).format(schema)
+            )
+            connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.events ("
+                    " conversation_id text NOT NULL"
+                    "  REFERENCES {}.conversations (id) ON DELETE CASCADE,"
+                    " seq bigint NOT NULL,"
+                    " event_id text NOT NULL,"
+                    " kind text NOT NULL,"
+                    " event jsonb,"
+                    " event_text text,"
+                    " CHECK ((event IS NULL) <> (event_text IS NULL)),"
+                    " PRIMARY KEY (conversation_id, seq))"
+                ).format(schema, schema)
+            )
+            connection.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS events_by_id ON {}.events "
+                    "(conversation_id, event_id)"
+                ).format(schema)
+            )
 
     def _failed(self, what: str, e: Exception) -> ArchiveUnavailableError:
         if self._connection is not None:

@@ -333,3 +333,31 @@ def test_deleting_a_live_conversation_drops_an_older_archived_copy(
         aq.delete_conversation(cid)
         with pytest.raises(ConversationNotFound):
             aq.get_conversation(cid)
+
+
+def test_a_role_that_may_only_read_removes_nothing(
+    aq: ActionQ, store: ActionStore, pg_schema: str
+) -> None:
+    """The archive's tables exist and the role may read them, not insert:
+    the write is refused (and a role without CREATE can still use tables
+    that exist)."""
+    owner = PostgresSink(POSTGRES_URL, pg_schema)
+    assert owner.read("none") is None  # the owner made them
+    owner.close()
+    role = f"{pg_schema}_reader"
+    run_sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        run_sql(f"GRANT USAGE ON SCHEMA {pg_schema} TO {role}")
+        run_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg_schema} TO {role}")
+        reader = PostgresSink(POSTGRES_URL.replace("postgres@", f"{role}@"), pg_schema)
+        assert reader.read("none") is None  # it may read
+        cid = conversation_with_messages(aq, 2)
+        keys, events = keys_of(store, cid), events_json(aq, cid)
+        report = archiver(store, reader).sweep(now=store.server_time() + 60)
+        reader.close()
+        assert report.archived == [] and report.failed == [cid]
+        assert keys_of(store, cid) == keys and events_json(aq, cid) == events
+        assert run_sql(f"SELECT count(*) FROM {pg_schema}.conversations") == [(0,)]
+    finally:
+        run_sql(f"DROP OWNED BY {role}")
+        run_sql(f"DROP ROLE {role}")
