@@ -5,6 +5,7 @@ change is a 409 that stores nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,22 @@ def without_archived_flag(read: dict[str, Any]) -> dict[str, Any]:
     return read
 
 
+def streamed(up: UpProcess, cid: str, after_seq: int = 0) -> list[dict[str, Any]]:
+    """The SSE stream's events, read until the server ends it."""
+    response = httpx.get(
+        f"{up.url}/api/conversations/{cid}/events/stream",
+        headers=up.headers(),
+        params={"after_seq": after_seq},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return [
+        json.loads(line.removeprefix("data: "))
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    ]
+
+
 def redis_keys(up: UpProcess, cid: str) -> list[str]:
     with client_of(up) as aq:
         return sorted(str(k) for k in aq.store.redis.scan_iter(match=f"*{{{cid}}}*"))
@@ -117,6 +134,9 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
     assert after["info"]["archived"] is True
     assert without_archived_flag(after) == without_archived_flag(before)
     assert run_sql(f"SELECT status FROM {schema}.conversations WHERE id = %s", cid) == [("idle",)]
+    # Its event stream is its events, then the end (nothing is live any more).
+    assert streamed(up, cid) == before["page"]["items"]
+    assert streamed(up, cid, after_seq=3) == before["page"]["items"][3:]
 
     base = f"/api/conversations/{cid}"
     changes: list[tuple[str, str, Any]] = [
