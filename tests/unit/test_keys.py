@@ -26,6 +26,8 @@ PER_CONVERSATION = [
 GLOBAL = ["conversation_index", "action_index", "status_index_version"]
 PER_STATUS = ["status_index"]
 PER_WORKER = ["worker_info", "worker_claims"]
+# Named periodic jobs' turns (archival).
+PER_JOB = ["turn"]
 WORKERS = ["worker_leases"]
 
 
@@ -43,6 +45,7 @@ def every_key(keys: Keys) -> list[str]:
         *conversation_keys(keys, "c1"),
         *[getattr(keys, name)() for name in GLOBAL + WORKERS],
         *[getattr(keys, name)("w1") for name in PER_WORKER],
+        *[getattr(keys, name)("archive") for name in PER_JOB],
         *[getattr(keys, name)(status) for name in PER_STATUS for status in ("idle", "error")],
     ]
 
@@ -55,7 +58,8 @@ def test_these_lists_name_every_key_method() -> None:
         if not name.startswith("_")
     }
     assert methods == {
-        *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS, *PER_STATUS
+        *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS, *PER_STATUS,
+        *PER_JOB,
     }  # fmt: skip
 
 
