@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
+from actionq.agent.spec import AgentSpec, AlwaysConfirm, InlineModel, NeverConfirm
 from actionq.archive import ArchivedConversation, Archiver, JsonlSink, PostgresSink, open_sink
 from actionq.archive.sinks import ArchiveSink
 from actionq.errors import ConversationArchived, ConversationNotFound
@@ -289,20 +289,6 @@ def test_the_archived_conversation_reads_as_before_and_refuses_changes(
         assert store.redis.hlen(store.keys.action_index()) == 0
 
 
-def test_archival_is_off_unless_both_period_and_sink_are_set(settings: Settings) -> None:
-    from actionq.archive import archiver_from_settings
-    from actionq.errors import ConfigurationError
-    from actionq.settings import load_settings
-
-    store = ActionStore(redis.Redis())  # never connected here
-    assert archiver_from_settings(store, settings) is None
-    assert (
-        archiver_from_settings(store, settings.model_copy(update={"archive_url": "/tmp/x"})) is None
-    )
-    with pytest.raises(ConfigurationError, match="needs ACTIONQ_ARCHIVE_URL"):
-        load_settings(archive_after_seconds=60)
-
-
 def test_an_event_with_a_nul_character_is_archived_to_postgresql_as_it_was(
     aq: ActionQ, store: ActionStore, pg_schema: str
 ) -> None:
@@ -361,3 +347,26 @@ def test_a_role_that_may_only_read_removes_nothing(
     finally:
         run_sql(f"DROP OWNED BY {role}")
         run_sql(f"DROP ROLE {role}")
+
+
+def test_an_archived_agent_keeps_its_spec_and_policy_but_not_its_sealed_key(
+    settings: Settings, store: ActionStore, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    spec = AgentSpec(
+        kind="llm",
+        model=InlineModel(model="openai/x", api_key_sealed="gAAAA-sealed"),
+        confirmation_policy=AlwaysConfirm(),
+    )
+    with ActionQ(settings.model_copy(update={"archive_url": str(archive)})) as aq:
+        cid = aq.create_conversation(agent=spec).id
+        aq.set_confirmation_policy(cid, NeverConfirm())
+        before = aq.agent_spec(cid)
+        assert before is not None and before[0].model is not None
+        assert archiver(store, JsonlSink(archive)).sweep(now=store.server_time() + 60).archived
+        after = aq.agent_spec(cid)
+        assert after is not None and after[0].model is not None
+        assert after[1] == before[1] == NeverConfirm().model_dump(mode="json")
+        assert after[0].model.api_key_sealed is None
+        assert after[0].model_copy(update={"model": before[0].model}) == before[0]
+        assert "gAAAA-sealed" not in (archive / f"{cid}.jsonl").read_text()
