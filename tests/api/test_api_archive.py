@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from actionq.archive import PostgresSink
 from tests.helpers import wait_for
@@ -137,6 +138,13 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
     # Its event stream is its events, then the end (nothing is live any more).
     assert streamed(up, cid) == before["page"]["items"]
     assert streamed(up, cid, after_seq=3) == before["page"]["items"][3:]
+    # OpenHands' socket: the snapshot (archived), then the history from the archive.
+    socket = up.url.replace("http://", "ws://", 1) + f"/sockets/events/{cid}?resend_all=true"
+    with connect(socket, additional_headers=up.headers(), open_timeout=10) as ws:
+        snapshot = json.loads(ws.recv(timeout=20))
+        assert snapshot["key"] == "full_state" and snapshot["value"]["archived"] is True
+        replayed = [json.loads(ws.recv(timeout=20)) for _ in before["search"]["items"]]
+    assert replayed == before["search"]["items"]
 
     base = f"/api/conversations/{cid}"
     changes: list[tuple[str, str, Any]] = [
