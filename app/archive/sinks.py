@@ -52,7 +52,13 @@ def open_sink(url: str, pg_schema: str = "actionq") -> ArchiveSink:
     if scheme in ("postgresql", "postgres"):
         return PostgresSink(url, pg_schema)
     if scheme == "file":
-        return JsonlSink(Path(unquote(urlsplit(url).path)))
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigurationError(
+                f"ACTIONQ_ARCHIVE_URL: a file URL names a local folder, file:///path "
+                f"(not a host, {parts.netloc!r})"
+            )
+        return JsonlSink(Path(unquote(parts.path)))
     if scheme:
         raise ConfigurationError(
             f"ACTIONQ_ARCHIVE_URL: unknown scheme {scheme!r} (postgresql://, file:// or a path)"
@@ -104,7 +110,9 @@ class JsonlSink:
         }
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with tmp.open("w", encoding="utf-8") as out:
+            # 0600: a conversation's content is no one else's to read.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
                 out.write(json.dumps(header, ensure_ascii=False) + "\n")
                 for seq, event in archived.events:
                     out.write(json.dumps({"seq": seq, "event": event}, ensure_ascii=False) + "\n")

@@ -370,3 +370,19 @@ def test_an_archived_agent_keeps_its_spec_and_policy_but_not_its_sealed_key(
         assert after[0].model.api_key_sealed is None
         assert after[0].model_copy(update={"model": before[0].model}) == before[0]
         assert "gAAAA-sealed" not in (archive / f"{cid}.jsonl").read_text()
+        # The folder and the file are the owner's only.
+        assert (
+            archive.stat().st_mode & 0o077,
+            (archive / f"{cid}.jsonl").stat().st_mode & 0o077,
+        ) == (0, 0)
+
+
+def test_archive_urls_name_their_sink(tmp_path: Path) -> None:
+    from actionq.errors import ConfigurationError
+
+    assert isinstance(open_sink(f"file://{tmp_path}"), JsonlSink)
+    assert isinstance(open_sink(str(tmp_path)), JsonlSink)
+    assert isinstance(open_sink("postgres://u@h/db", "s"), PostgresSink)
+    for wrong in ("file://elsewhere/x", "s3://bucket/x"):
+        with pytest.raises(ConfigurationError, match="ACTIONQ_ARCHIVE_URL"):
+            open_sink(wrong)
