@@ -19,7 +19,8 @@ from tests.helpers import wait_for
 from tests.postgres import POSTGRES_URL, own_schema, run_sql
 from tests.up_process import UpProcess, client_of, start_up, stop_up
 
-ARCHIVE_AFTER_SECONDS = 5
+# Long enough to read everything before it is archived, on a busy machine too.
+ARCHIVE_AFTER_SECONDS = 8
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,11 @@ def test_old_conversations_are_archived_verified_and_removed_the_rest_untouched(
     old_paused = conversation_with_messages(aq, 1)
     aq.pause(old_paused)  # a status not asked for: stays
     old_events, old_info = events_json(aq, old), aq.get_conversation(old)
-    time.sleep(1.3)
+    # The sweep's clock is set one period past this moment: what changed
+    # before it is old enough, what changed after it is not.
+    time.sleep(0.05)
+    moment = store.server_time()
+    time.sleep(0.05)
     recent = conversation_with_messages(aq, 2)
     running = aq.create_conversation().id
     aq.submit_action(running, "think", {"thought": "no worker runs this"})
@@ -97,7 +101,7 @@ def test_old_conversations_are_archived_verified_and_removed_the_rest_untouched(
         cid: (keys_of(store, cid), events_json(aq, cid)) for cid in (old_paused, recent, running)
     }
 
-    report = archiver(store, sink).sweep()
+    report = archiver(store, sink, after_seconds=1.0).sweep(now=moment + 1.0)
 
     assert (report.archived, report.changed, report.failed) == ([old], [], [])
     assert keys_of(store, old) == [] and not indexed_anywhere(store, old)
@@ -110,7 +114,7 @@ def test_old_conversations_are_archived_verified_and_removed_the_rest_untouched(
     for cid, (keys, events) in kept.items():
         assert keys_of(store, cid) == keys and events_json(aq, cid) == events
     # Archiving again finds nothing more (the recent one is still recent).
-    assert archiver(store, sink).sweep().archived == []
+    assert archiver(store, sink).sweep(now=moment + 1.0).archived == []
 
 
 def test_running_and_waiting_conversations_are_never_archived(
@@ -118,7 +122,6 @@ def test_running_and_waiting_conversations_are_never_archived(
 ) -> None:
     running = aq.create_conversation().id
     aq.submit_action(running, "think", {"thought": "queued, no worker"})
-    time.sleep(1.2)
     # Even asked for every status that may be archived, and long after.
     report = Archiver(
         store, sink, after_seconds=1, statuses=["finished", "idle", "error", "paused", "stuck"]
