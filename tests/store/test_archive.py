@@ -117,7 +117,7 @@ def test_old_conversations_are_archived_verified_and_removed_the_rest_untouched(
     assert archiver(store, sink).sweep(now=moment + 1.0).archived == []
 
 
-def test_running_and_waiting_conversations_are_never_archived(
+def test_a_running_conversation_is_never_archived(
     aq: ActionQ, store: ActionStore, sink: ArchiveSink
 ) -> None:
     running = aq.create_conversation().id
