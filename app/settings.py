@@ -338,6 +338,14 @@ class Settings(BaseSettings):
             )
         return names
 
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url_scheme(cls, url: str | None) -> str | None:
+        scheme = url.split("://", 1)[0].lower() if url and "://" in url else ""
+        if scheme not in ("", "postgresql", "postgres", "file"):
+            raise ValueError("must be postgresql://…, file:///folder or a path")
+        return url or None
+
     @model_validator(mode="after")
     def _check_intervals(self) -> Settings:
         if self.heartbeat_interval >= self.worker_lease_seconds:

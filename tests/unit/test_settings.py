@@ -184,3 +184,11 @@ def test_archive_statuses_are_a_comma_list_of_those_that_can_be_archived(
     assert "ACTIONQ_ARCHIVE_STATUSES" in message
     message = refusal(monkeypatch, ACTIONQ_ARCHIVE_PG_SCHEMA="Bad-Name")
     assert "ACTIONQ_ARCHIVE_PG_SCHEMA" in message
+
+
+def test_an_archive_url_must_name_a_sink_it_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refusal(monkeypatch, ACTIONQ_ARCHIVE_URL="s3://u:hunter2@bucket/x")
+    assert "ACTIONQ_ARCHIVE_URL" in message and "postgresql://" in message
+    assert "hunter2" not in message  # a URL may hold a password: never echoed
+    monkeypatch.setenv("ACTIONQ_ARCHIVE_URL", "postgresql://archiver@db/actionq")
+    assert load_settings().archive_url == "postgresql://archiver@db/actionq"
