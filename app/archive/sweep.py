@@ -12,7 +12,8 @@ For each one whose ``updated_at`` is older than the retention period:
    same Lua step as the delete (``delete_conversation.lua``).
 
 A sink that fails (unreachable, or refusing the write) stops the sweep with
-one warning and nothing removed; the next sweep tries again.
+one warning and nothing removed; the next sweep goes on after that
+conversation, which is tried again when the index comes round again.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Archiver:
         page = self.store.conversations_with_status(status, self._after[status], limit)
         # A short page is the end of the index: the next sweep starts over.
         self._after[status] = page[-1][1] if len(page) == limit else None
-        for conversation_id, _, updated_at in page:
+        for conversation_id, score, updated_at in page:
             if not updated_at or not self._old_enough(updated_at, now):
                 continue
             try:
@@ -127,7 +128,10 @@ class Archiver:
                     conversation_id,
                     e,
                 )
-                self._after[status] = None
+                # The next sweep goes on after it: one conversation the sink
+                # refuses (for its content, say) does not hold up the others;
+                # it is tried again when the index comes round again.
+                self._after[status] = score
                 return False
         return True
 

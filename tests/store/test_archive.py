@@ -389,3 +389,25 @@ def test_archive_urls_name_their_sink(tmp_path: Path) -> None:
     for wrong in ("file://elsewhere/x", "s3://bucket/x"):
         with pytest.raises(ConfigurationError, match="ACTIONQ_ARCHIVE_URL"):
             open_sink(wrong)
+
+
+def test_a_conversation_the_sink_refuses_does_not_hold_up_the_others(
+    aq: ActionQ, store: ActionStore, pg_schema: str
+) -> None:
+    sink = PostgresSink(POSTGRES_URL, pg_schema)
+    assert sink.read("none") is None  # made the schema and its tables
+    refused, other = conversation_with_messages(aq, 1), conversation_with_messages(aq, 1)
+    run_sql(
+        f"""CREATE FUNCTION {pg_schema}.refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.conversation_id = '{refused}' THEN RAISE EXCEPTION 'not this one'; END IF;
+        RETURN NEW; END $$;
+        CREATE TRIGGER refuse_one BEFORE INSERT ON {pg_schema}.events
+        FOR EACH ROW EXECUTE FUNCTION {pg_schema}.refuse_one();"""
+    )
+    worker = archiver(store, sink)
+    later = store.server_time() + 60
+    first, second, third = (worker.sweep(now=later) for _ in range(3))
+    sink.close()
+    assert (first.failed, first.archived) == ([refused], [])
+    assert second.archived == [other]
+    assert third.failed == [refused] and keys_of(store, refused) != []
