@@ -8,7 +8,8 @@ ActionqError                    ``code``: a stable machine-readable name
 ├── UnavailableError            a server actionq needs cannot be reached (HTTP 503)
 │   ├── StoreUnavailableError   the Redis state store
 │   │   └── ClaimUnavailableError   ... when a delivery claims its action: nothing ran
-│   └── BrokerUnavailableError  the Celery broker: a message was not sent
+│   ├── BrokerUnavailableError  the Celery broker: a message was not sent
+│   └── ArchiveUnavailableError the archive (ACTIONQ_ARCHIVE_URL) cannot be read or written
 ├── NotFoundError               (HTTP 404)
 │   ├── ConversationNotFound
 │   └── ActionNotFound
@@ -16,6 +17,7 @@ ActionqError                    ``code``: a stable machine-readable name
 │   ├── DuplicateToolCallId
 │   ├── IdempotencyConflict     an idempotency key reused for another call
 │   ├── InvalidTransition       e.g. resume of a conversation that is running
+│   ├── ConversationArchived    a change to an archived conversation (it is read-only)
 │   ├── QuarantinedAction       retry refused: the fingerprint crashed too often
 │   └── RetryInProgress         retry refused: an earlier retry of the call is unfinished
 ├── UnknownToolError            no tool with that name is registered (HTTP 400)
@@ -36,6 +38,7 @@ __all__ = [
     "ActionNotFound",
     "ActionqError",
     "ApiError",
+    "ArchiveUnavailableError",
     "AuthenticationError",
     "BadRequestError",
     "BrokerUnavailableError",
@@ -43,6 +46,7 @@ __all__ = [
     "CommandOutOfMemory",
     "ConfigurationError",
     "ConflictError",
+    "ConversationArchived",
     "ConversationNotFound",
     "CrossSiteRequestError",
     "DuplicateToolCallId",
@@ -99,6 +103,13 @@ class BrokerUnavailableError(UnavailableError):
     code = "broker_unavailable"
 
 
+class ArchiveUnavailableError(UnavailableError):
+    """The archive sink could not be reached, or refused a write or a read
+    (archival: nothing was removed from Redis)."""
+
+    code = "archive_unavailable"
+
+
 class NotFoundError(ActionqError):
     code = "not_found"
 
@@ -125,6 +136,13 @@ class IdempotencyConflict(ConflictError):
 
 class InvalidTransition(ConflictError):
     code = "invalid_transition"
+
+
+class ConversationArchived(ConflictError):
+    """The conversation was archived (moved out of Redis); it can be read,
+    never changed."""
+
+    code = "conversation_archived"
 
 
 class QuarantinedAction(ConflictError):

@@ -9,19 +9,27 @@ page = aq.list_events(conversation.id)
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import cached_property, partial
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from celery import Celery
 from pydantic import ValidationError
 
 from actionq.agent.spec import AgentSpec, AlwaysConfirm, ConfirmRisky, NeverConfirm
+from actionq.archive import ArchivedConversation, ArchiveSink, open_sink
 from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import sweep_expired_leases
 from actionq.errors import (
     ActionqError,
+    ArchiveUnavailableError,
+    ConversationArchived,
     ConversationNotFound,
     InvalidArgumentsError,
     InvalidTransition,
@@ -56,6 +64,32 @@ from actionq.tools import get_tool
 
 __all__ = ["ActionQ", "Submitted"]
 
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+# Archived conversations read from the archive, kept for the next page's read.
+_ARCHIVE_CACHE_SIZE = 16
+
+
+def _read_only_if_archived(
+    method: Callable[Concatenate[ActionQ, str, _P], _R],
+) -> Callable[Concatenate[ActionQ, str, _P], _R]:
+    """A change to a conversation that is not in Redis because it was
+    archived is ``ConversationArchived`` (409), not "not found": it exists,
+    read-only. Asked only after the store found no conversation, so a change
+    to a live one costs nothing more."""
+
+    def refusing(self: ActionQ, conversation_id: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, conversation_id, *args, **kwargs)
+        except ConversationNotFound:
+            self.refuse_if_archived(conversation_id)
+            raise
+
+    functools.update_wrapper(refusing, method)
+    return refusing
+
 
 class ActionQ:
     """Conversations and their actions. Thread-safe; one per process is enough."""
@@ -67,8 +101,10 @@ class ActionQ:
         )
 
     def close(self) -> None:
-        """Close this client's connections (Redis; the broker, if used)."""
+        """Close this client's connections (Redis; the broker, if used; the archive)."""
         self.store.redis.close()
+        if self.__dict__.get("archive") is not None:
+            self.archive.close()  # type: ignore[union-attr]
         if "celery_app" in self.__dict__:
             self.celery_app.close()
 
@@ -77,6 +113,60 @@ class ActionQ:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @cached_property
+    def archive(self) -> ArchiveSink | None:
+        """Where archived conversations are read (None: no ACTIONQ_ARCHIVE_URL)."""
+        if not self.settings.archive_url:
+            return None
+        return open_sink(self.settings.archive_url, self.settings.archive_pg_schema)
+
+    @cached_property
+    def _archived_cache(self) -> tuple[threading.Lock, OrderedDict[str, ArchivedConversation]]:
+        return threading.Lock(), OrderedDict()
+
+    def archived_conversation(self, conversation_id: str) -> ArchivedConversation | None:
+        """The archived copy of the conversation (None: not archived, or no
+        archive). Only asked when Redis has no such conversation; an archived
+        copy never changes, so the last few read are kept."""
+        if self.archive is None:
+            return None
+        lock, cache = self._archived_cache
+        with lock:
+            if conversation_id in cache:
+                cache.move_to_end(conversation_id)
+                return cache[conversation_id]
+        archived = self.archive.read(conversation_id)
+        if archived is not None:
+            with lock:
+                cache[conversation_id] = archived
+                while len(cache) > _ARCHIVE_CACHE_SIZE:
+                    cache.popitem(last=False)
+        return archived
+
+    def _archived_or_raise(
+        self, conversation_id: str, error: ConversationNotFound
+    ) -> ArchivedConversation:
+        archived = self.archived_conversation(conversation_id)
+        if archived is None:
+            raise error
+        return archived
+
+    def refuse_if_archived(self, conversation_id: str) -> None:
+        """``ConversationArchived`` if the conversation is archived (and not in Redis)."""
+        if self.archived_conversation(conversation_id) is not None and not (
+            self.store.conversation_exists(conversation_id)
+        ):
+            raise ConversationArchived(
+                f"conversation {conversation_id} is archived; read-only (it can be read, "
+                "not changed)"
+            )
+
+    def is_archived(self, conversation_id: str) -> bool:
+        """Served from the archive: not in Redis, in the archive."""
+        if self.archive is None or self.store.conversation_exists(conversation_id):
+            return False
+        return self.archived_conversation(conversation_id) is not None
 
     @cached_property
     def celery_app(self) -> Celery:
@@ -122,7 +212,10 @@ class ActionQ:
     ) -> tuple[Conversation, bool]:
         """``create_conversation`` that also says whether it was created. An
         LLM agent's model profile must be known here (``ConfigurationError``),
-        so a refused conversation stores nothing."""
+        so a refused conversation stores nothing; so does one with the id of
+        an archived conversation (``ConversationArchived``)."""
+        if conversation_id is not None and self.archive is not None:
+            self.refuse_if_archived(conversation_id)
         if agent is None:
             return self.store.create_conversation_checked(conversation_id)
         if agent.kind == "llm" and agent.model is None:
@@ -148,6 +241,7 @@ class ActionQ:
             step_message_template=template,
         )
 
+    @_read_only_if_archived
     def send_message(self, conversation_id: str, text: str, *, run: bool = False) -> Conversation:
         """A user message (``MessageEvent``). A finished or stuck conversation
         goes back to idle; with ``run`` it runs (unless it already does: the
@@ -157,6 +251,7 @@ class ActionQ:
         self._send_work(conversation_id, result)
         return self.store.get_conversation(conversation_id)
 
+    @_read_only_if_archived
     def run(self, conversation_id: str) -> Conversation:
         """Run the conversation (OpenHands' ``run``) from idle, paused, error,
         stuck or waiting_for_confirmation (which accepts the held calls).
@@ -167,6 +262,7 @@ class ActionQ:
         self._send_work(conversation_id, result)
         return self.store.get_conversation(conversation_id)
 
+    @_read_only_if_archived
     def respond_to_confirmation(
         self, conversation_id: str, *, accept: bool, reason: str = "User rejected the action."
     ) -> Conversation:
@@ -184,6 +280,7 @@ class ActionQ:
         self.store.reject_pending(conversation_id, reason)
         return self.store.get_conversation(conversation_id)
 
+    @_read_only_if_archived
     def set_confirmation_policy(
         self, conversation_id: str, policy: NeverConfirm | AlwaysConfirm | ConfirmRisky
     ) -> Conversation:
@@ -198,14 +295,42 @@ class ActionQ:
         )
 
     def get_conversation(self, conversation_id: str) -> Conversation:
-        return self.store.get_conversation(conversation_id)
+        """From Redis, else from the archive (as it was when archived)."""
+        try:
+            return self.store.get_conversation(conversation_id)
+        except ConversationNotFound as e:
+            return self._archived_or_raise(conversation_id, e).conversation
+
+    @_read_only_if_archived
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete the conversation and its history (``InvalidTransition``
+        while it runs or waits for confirmation; an archived one is
+        read-only: ``ConversationArchived``). An archived copy older than it
+        (left by an archival it changed during) goes too, so that a deleted
+        conversation is not served from the archive."""
+        self.store.delete_conversation(conversation_id)
+        if self.archive is not None:
+            try:
+                self.archive.remove(conversation_id)
+            except ArchiveUnavailableError as e:
+                log.warning("the archived copy of %s stays: %s", conversation_id, e)
+            lock, cache = self._archived_cache
+            with lock:
+                cache.pop(conversation_id, None)
+
+    def find_event(self, conversation_id: str, event_id: str) -> Event | None:
+        """The event with this id (O(history)); archived ones too."""
+        try:
+            return self.store.find_event(conversation_id, event_id)
+        except ConversationNotFound as e:
+            return self._archived_or_raise(conversation_id, e).find_event(event_id)
 
     def get_conversation_live(self, conversation_id: str) -> Conversation:
         """The conversation, never ``running`` on a dead worker's claim: when it
         says running, claims of workers whose lease expired are settled first
         (what the sweeper does), so a reader never waits on work that is gone
         (OpenHands #4893), even when no sweeper runs."""
-        conversation = self.store.get_conversation(conversation_id)
+        conversation = self.get_conversation(conversation_id)
         if conversation.status != ConversationStatus.RUNNING:
             return conversation
         if self.store.expired_worker_ids():
@@ -222,7 +347,13 @@ class ActionQ:
         was created (None: the spec's); None without an agent."""
         stored = self.store.agent_spec_json(conversation_id)
         if stored is None:
-            return None
+            archived = None
+            if self.archive is not None and not self.store.conversation_exists(conversation_id):
+                archived = self.archived_conversation(conversation_id)
+            spec_json = archived.agent_spec_json() if archived is not None else None
+            if archived is None or spec_json is None:
+                return None
+            return AgentSpec.model_validate_json(spec_json), archived.policy()
         spec_json, policy_json = stored
         policy = json.loads(policy_json) if policy_json else None
         return AgentSpec.model_validate_json(spec_json), policy
@@ -268,6 +399,7 @@ class ActionQ:
             thought=thought,
         ).action
 
+    @_read_only_if_archived
     def submit(
         self,
         conversation_id: str,
@@ -329,8 +461,11 @@ class ActionQ:
         return self.store.count_conversations()
 
     def all_events(self, conversation_id: str) -> list[Event]:
-        """Every event of the conversation, in order (read in pages)."""
-        return self.store.all_events(conversation_id)
+        """Every event of the conversation, in order (read in pages); archived ones too."""
+        try:
+            return self.store.all_events(conversation_id)
+        except ConversationNotFound as e:
+            return self._archived_or_raise(conversation_id, e).all_events()
 
     def health(self) -> tuple[bool, int]:
         """(the state store answers, number of workers holding a lease);
@@ -352,8 +487,13 @@ class ActionQ:
         return self.store.get_action(action_id)
 
     def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
-        return self.store.list_events(conversation_id, after_seq, limit)
+        """Events with seq > after_seq, at most ``limit``; archived ones too."""
+        try:
+            return self.store.list_events(conversation_id, after_seq, limit)
+        except ConversationNotFound as e:
+            return self._archived_or_raise(conversation_id, e).list_events(after_seq, limit)
 
+    @_read_only_if_archived
     def resume(self, conversation_id: str) -> Conversation:
         """error|paused -> running (the next queued action runs) or idle (none
         queued). Nothing that crashed is re-run; its error stays in history."""
@@ -362,6 +502,7 @@ class ActionQ:
             self.dispatch(conversation_id, next_action)
         return self.store.get_conversation(conversation_id)
 
+    @_read_only_if_archived
     def pause(self, conversation_id: str) -> Conversation:
         """Pause between steps (OpenHands' ``pause``): nothing new starts (no
         next action, no next agent step) until ``run``; the action or model
@@ -369,6 +510,7 @@ class ActionQ:
         self.store.pause_conversation(conversation_id)
         return self.store.get_conversation(conversation_id)
 
+    @_read_only_if_archived
     def interrupt(self, conversation_id: str) -> Conversation:
         """Stop the conversation now. A running action is terminated
         (AgentErrorEvent cause ``cancelled``); one not started yet is rejected

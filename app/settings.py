@@ -23,6 +23,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 OUR_TRANSPORT = "actionq.messaging.transport:Transport"
 
 
+# The statuses archival may take (docs/operations.md, "Retention and archival").
+ArchivableStatus = Literal["finished", "idle", "error", "paused", "stuck"]
+
+
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -323,7 +327,39 @@ class Settings(BaseSettings):
         2.0, gt=0, description="First back-off of a model retry (doubles each time, max 60 s)."
     )
 
-    @field_validator("api_keys", "tool_modules", "tool_env_allow", mode="before")
+    archive_after_seconds: float = Field(
+        0,
+        ge=0,
+        description="Retention: a conversation whose status is one of ACTIONQ_ARCHIVE_STATUSES "
+        "and that has not changed for this many seconds (e.g. 2592000 = 30 days) is copied to "
+        "ACTIONQ_ARCHIVE_URL, checked, then removed from Redis; the API still serves it, "
+        "read-only. 0 = never (the default; it needs ACTIONQ_ARCHIVE_URL).",
+    )
+    archive_statuses: Annotated[list[ArchivableStatus], NoDecode] = Field(
+        default_factory=lambda: list[ArchivableStatus](["finished"]),
+        description="Comma-separated statuses that archival takes: finished, and by choice "
+        "idle, error, paused, stuck (never running or waiting_for_confirmation).",
+    )
+    archive_url: str | None = Field(
+        None,
+        description="Where archived conversations go: postgresql://… (psycopg 3; its own "
+        "schema, ACTIONQ_ARCHIVE_PG_SCHEMA) or file:///folder (or a path): one JSONL file per "
+        "conversation. Set without ACTIONQ_ARCHIVE_AFTER_SECONDS, archives are read, none written.",
+    )
+    archive_pg_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = Field(
+        "actionq",
+        description="PostgreSQL archive: the schema of its tables (made if missing).",
+    )
+    archive_batch: int = Field(
+        100, gt=0, description="Archival: most conversations one sweep looks at."
+    )
+    archive_interval: float = Field(
+        60.0, gt=0, description="Archival: seconds between sweeps (one process at a time)."
+    )
+
+    @field_validator(
+        "api_keys", "tool_modules", "tool_env_allow", "archive_statuses", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -338,12 +374,25 @@ class Settings(BaseSettings):
             )
         return names
 
+    @field_validator("archive_url")
+    @classmethod
+    def _archive_url_scheme(cls, url: str | None) -> str | None:
+        scheme = url.split("://", 1)[0].lower() if url and "://" in url else ""
+        if scheme not in ("", "postgresql", "postgres", "file"):
+            raise ValueError("must be postgresql://…, file:///folder or a path")
+        return url or None
+
     @model_validator(mode="after")
     def _check_intervals(self) -> Settings:
         if self.heartbeat_interval >= self.worker_lease_seconds:
             raise ValueError(
                 "ACTIONQ_HEARTBEAT_INTERVAL must be shorter than ACTIONQ_WORKER_LEASE_SECONDS, "
                 "or live workers would look dead"
+            )
+        if self.archive_after_seconds > 0 and not self.archive_url:
+            raise ValueError(
+                "ACTIONQ_ARCHIVE_AFTER_SECONDS needs ACTIONQ_ARCHIVE_URL (where the archived "
+                "conversations go)"
             )
         if self.worker_stall_seconds <= self.heartbeat_interval:
             raise ValueError(
@@ -424,7 +473,7 @@ def _unknown_names_message(unknown: list[str]) -> str:
 
 
 # Never echoed back in an error: a typo in one of these may still be a secret.
-_SECRET_FIELDS = {"api_keys", "api_key", "redis_url", "broker_url"}
+_SECRET_FIELDS = {"api_keys", "api_key", "redis_url", "broker_url", "archive_url"}
 
 
 def _validation_message(error: ValidationError) -> str:

@@ -4,6 +4,8 @@ on the worker's own event loop:
 
 - tell the heartbeat the loop is alive (``ACTIONQ_HEARTBEAT_INTERVAL``);
 - sweep the claims of workers whose lease expired (``ACTIONQ_SWEEP_INTERVAL``);
+  (archival, when it is on, runs on a thread of its own every
+  ``ACTIONQ_ARCHIVE_INTERVAL``: its sink's I/O never holds up the loop);
 - reap dead pool children: at once on SIGCHLD (a self-pipe on the event
   loop), and every ``ACTIONQ_POOL_MAINTAIN_INTERVAL`` seconds as a safety net
   (each time noting which child runs which action, for the OOM watch).
@@ -26,6 +28,7 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state as worker_state
 
+from actionq.archive import ArchiveThread, archiver_from_settings
 from actionq.crashes.sweep import Repairs, audit_own_claims, sweep_expired_leases
 from actionq.errors import ActionqError
 from actionq.messaging.dispatch import send_action, step_sender
@@ -50,6 +53,7 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.repairs = Repairs(get_settings().turn_resend_seconds)
         self._sigchld_pipe: tuple[int, int] | None = None
         self.heartbeat: LeaseHeartbeat | None = None
+        self.archive_thread: ArchiveThread | None = None
         self.app = worker.app
 
     def start(self, worker: Any) -> None:
@@ -64,6 +68,12 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             stall_seconds=settings.worker_stall_seconds,
         )
         self.heartbeat.start()
+        archiver = archiver_from_settings(
+            ActionStore.from_url(settings.redis_url, settings.key_prefix), settings
+        )
+        if archiver is not None:
+            self.archive_thread = ArchiveThread(archiver, settings.archive_interval)
+            self.archive_thread.start()
 
     def register_with_event_loop(self, worker: Any, hub: Any) -> None:
         # Called again after a broker reconnect (Celery's event loop cancels
@@ -124,6 +134,9 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         drains (running actions finish in a warm shutdown); the shutdown
         handler stops the heartbeat and releases the lease afterwards."""
         self._cancel_timers()
+        if self.archive_thread is not None:
+            self.archive_thread.stop()
+            self.archive_thread = None
         if self.heartbeat is not None:
             self.heartbeat.drain(for_at_most=get_settings().action_time_limit + 30)
 

@@ -123,7 +123,7 @@ def search_conversations(
         status.value if status else None,
         newest_first=sort_order == "CREATED_AT_DESC",
     )
-    items = [info_of(aq, conversation) for conversation in found]
+    items = [info_of(aq, conversation, archived=False) for conversation in found]
     return ConversationPage(
         items=items, next_page_id=None if next_position is None else str(next_position)
     )
@@ -167,8 +167,9 @@ def get_conversation(conversation_id: str, aq: AQ) -> ConversationInfo:
 )
 def delete_conversation(conversation_id: str, aq: AQ) -> Success:
     """Delete the conversation and its history (409 while it runs or waits
-    for confirmation: pause or interrupt it first). Its workspace folder stays."""
-    aq.store.delete_conversation(conversation_id)
+    for confirmation: pause or interrupt it first; an archived one: 409, it
+    is read-only). Its workspace folder stays."""
+    aq.delete_conversation(conversation_id)
     return Success()
 
 
@@ -461,7 +462,7 @@ def batch_get_events(
 )
 def get_event(conversation_id: str, event_id: str, aq: AQ) -> dict[str, Any]:
     """One event in the SDK's JSON (404 if the conversation has none with this id)."""
-    event = aq.store.find_event(conversation_id, event_id)
+    event = aq.find_event(conversation_id, event_id)
     if event is None:
         raise NotFoundError(f"conversation {conversation_id} has no event {event_id!r}")
     return sdk_event(event)

@@ -1,6 +1,8 @@
 """``GET /api/conversations/{id}/events/stream``: a conversation's events as
 Server-Sent Events. Everything that can refuse the request (the key, the
-conversation, the ``Last-Event-ID``) is checked before the response starts."""
+conversation, the ``Last-Event-ID``) is checked before the response starts.
+An archived conversation's stream is its events, then the end (nothing is
+live any more)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
 from actionq.api.auth import Credential, require_api_key
 from actionq.api.openhands.events import envelope_json
@@ -42,6 +45,7 @@ stream_router = APIRouter(dependencies=[Depends(require_api_key)])
 class StreamStart:
     conversation_id: str
     after_seq: int
+    archived: bool = False
 
 
 def _stream_start(
@@ -65,7 +69,26 @@ def _stream_start(
         start = min(int(value), MAX_SEQ)
     aq: ActionQ = request.app.state.aq
     aq.get_conversation(conversation_id)  # ConversationNotFound: 404
-    return StreamStart(conversation_id, start)
+    archived = aq.archive is not None and aq.is_archived(conversation_id)
+    return StreamStart(conversation_id, start, archived)
+
+
+async def _archived_events(
+    aq: ActionQ, start: StreamStart, until_seq: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    """The archived conversation's events after ``start.after_seq``, then the end."""
+    after = start.after_seq
+    while True:
+        page = await run_in_threadpool(aq.list_events, start.conversation_id, after, 1000)
+        for event in page.items:
+            if until_seq is not None and event.seq > until_seq:
+                return
+            yield ServerSentEvent(
+                raw_data=envelope_json(event), event=event.kind, id=str(event.seq)
+            )
+        if page.next_after_seq is None:
+            return
+        after = page.next_after_seq
 
 
 def slot_key(api_key: str) -> str:
@@ -149,6 +172,10 @@ async def stream_events(
     gauge = request.app.state.metrics.sse_clients
     deadline = None if timeout is None else time.monotonic() + timeout
     if until_seq is not None and start.after_seq >= until_seq:
+        return
+    if start.archived:
+        async for message in _archived_events(request.app.state.aq, start, until_seq):
+            yield message
         return
     gauge.inc()
     try:

@@ -239,7 +239,8 @@ def recover() -> None:
 )
 @click.option("--once", is_flag=True, help="Sweep once and exit.")
 def sweeper(interval: float | None, once: bool) -> None:
-    """Error the actions of workers whose lease expired, until stopped.
+    """Error the actions of workers whose lease expired, until stopped (and,
+    with ACTIONQ_ARCHIVE_AFTER_SECONDS, archive old conversations).
 
     Every worker already sweeps; run this as well when workers may all be
     gone (or scaled to zero), so a dead worker's action is still reported
@@ -249,6 +250,7 @@ def sweeper(interval: float | None, once: bool) -> None:
     import time
     from functools import partial
 
+    from actionq.archive import archiver_from_settings, sweep_logged
     from actionq.crashes.sweep import Repairs, sweep_expired_leases
     from actionq.messaging.celery_app import get_celery_app
     from actionq.messaging.dispatch import send_action, step_sender
@@ -264,6 +266,8 @@ def sweeper(interval: float | None, once: bool) -> None:
     recovered = _recover_naming_the_url(store, settings.queue)
     click.echo(f"start-up recovery errored {len(recovered)} action(s)")
     period = interval or settings.sweep_interval
+    archiver = archiver_from_settings(store, settings)
+    archived_at = float("-inf")
     while True:
         try:
             errored = sweep_expired_leases(store, send_step=send_step)
@@ -272,6 +276,13 @@ def sweeper(interval: float | None, once: bool) -> None:
                 click.echo(f"errored {len(errored)} action(s) of dead workers: {errored}")
         except ActionqError as e:  # Redis away for a moment: keep going
             click.echo(f"sweep failed: {e}", err=True)
+        if archiver is not None and (
+            once or time.monotonic() - archived_at >= settings.archive_interval
+        ):
+            archived_at = time.monotonic()
+            report = sweep_logged(archiver)
+            if report is not None and report.archived:
+                click.echo(f"archived {len(report.archived)} conversation(s)")
         if once:
             return
         time.sleep(period)

@@ -57,7 +57,12 @@ __all__ = ["make_console", "run_up"]
 
 # ACTIONQ_* values that carry a password: kept in 0600 files for `actionq env`
 # and `actionq flower`, never in the lock file's record.
-SECRET_SETTING_FILES = {"ACTIONQ_REDIS_URL": "redis.url", "ACTIONQ_BROKER_URL": "broker.url"}
+# An archive URL may hold a PostgreSQL password: kept like the Redis URL.
+SECRET_SETTING_FILES = {
+    "ACTIONQ_REDIS_URL": "redis.url",
+    "ACTIONQ_BROKER_URL": "broker.url",
+    "ACTIONQ_ARCHIVE_URL": "archive.url",
+}
 NOT_FOR_THE_WORKER = ("ACTIONQ_API_KEYS", "ACTIONQ_API_KEY", "ACTIONQ_API_URL")
 SECRET_KEY_NAME = "secret-key"
 
@@ -113,6 +118,14 @@ def _workspace_root(data_dir: Path) -> Path:
     """Where the worker's conversations get their folders: <data>/workspace,
     unless ACTIONQ_WORKDIR says otherwise (never the data folder itself)."""
     return Path(os.environ.get("ACTIONQ_WORKDIR") or data_dir / "workspace")
+
+
+def _absolute_archive_url(url: str) -> str:
+    """A JSONL archive named by a relative path, made absolute: the workers
+    run in another folder than the API, and both must find the same files."""
+    if "://" in url:
+        return url
+    return str(Path(url).expanduser().absolute())
 
 
 def _secret_key_files(data_dir: Path) -> dict[str, str]:
@@ -269,6 +282,10 @@ class _LocalStack:
             or str(data_dir / "output-spool"),
             **secret_key_files,
         }
+        if actionq_env.get("ACTIONQ_ARCHIVE_URL"):
+            actionq_env["ACTIONQ_ARCHIVE_URL"] = _absolute_archive_url(
+                actionq_env["ACTIONQ_ARCHIVE_URL"]
+            )
         for name in NOT_FOR_THE_WORKER:  # tools run in the worker: keep API keys out
             actionq_env.pop(name, None)
         self.actionq_env = actionq_env

@@ -25,7 +25,7 @@ from actionq.models import (
     utc_now,
 )
 from actionq.store.client import RedisStore
-from actionq.store.records import conversation_from_hash, event_from_entry
+from actionq.store.records import ConversationExport, conversation_from_hash, event_from_entry
 
 __all__ = ["STATUS_INDEX_VERSION", "ConversationListing", "ConversationStore"]
 
@@ -82,6 +82,9 @@ class ConversationStore(RedisStore):
         if not raw:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
         return conversation_from_hash(raw, int(queued), int(held))
+
+    def conversation_exists(self, conversation_id: str) -> bool:
+        return bool(self._call(lambda: self.redis.exists(self.keys.conversation(conversation_id))))
 
     def list_conversation_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
         ids = self._call(
@@ -234,9 +237,15 @@ class ConversationStore(RedisStore):
                 break
         return indexed
 
-    def delete_conversation(self, conversation_id: str) -> None:
+    def delete_conversation(
+        self, conversation_id: str, *, unless_changed_since: ConversationExport | None = None
+    ) -> bool:
         """Delete the conversation and all that is stored with it
-        (``InvalidTransition`` while it runs or waits for confirmation)."""
+        (``InvalidTransition`` while it runs or waits for confirmation).
+
+        With ``unless_changed_since`` (archival) nothing is deleted if its
+        status, ``last_seq`` or ``updated_at`` differ from the export's: it
+        changed after it was copied. Returns whether it was deleted."""
         k = self.keys
         cid = conversation_id
         keys = [
@@ -251,7 +260,11 @@ class ConversationStore(RedisStore):
             k.agent(cid),
             k.confirmations(cid),
         ]
-        result = self._script("delete_conversation", keys, [k.action(cid, "")])
+        args = [k.action(cid, "")]
+        if unless_changed_since is not None:
+            seen = unless_changed_since
+            args += [seen.status, seen.last_seq, seen.updated_at]
+        result = self._script("delete_conversation", keys, args)
         if result[0] == "no_conversation":
             raise ConversationNotFound(f"no conversation {cid!r}")
         if result[0] == "refused":
@@ -259,6 +272,8 @@ class ConversationStore(RedisStore):
                 f"conversation {cid} is {result[1]}; pause or interrupt it (or answer the "
                 "confirmation) before deleting it"
             )
+        if result[0] == "changed":
+            return False
         action_ids = [str(i) for i in result[1:]]
 
         def unindex(pipe: Pipeline) -> None:
@@ -267,6 +282,98 @@ class ConversationStore(RedisStore):
                 pipe.hdel(k.action_index(), *action_ids)
 
         self._pipelined(unindex)
+        return True
+
+    def export_conversation(self, conversation_id: str, chunk: int = 1000) -> ConversationExport:
+        """The conversation, its agent and all its events, for archival.
+
+        The record and the agent are read in one MULTI (one slot: a
+        consistent moment); the events up to that moment's ``last_seq`` are
+        then read in chunks (events are never changed once written, so the
+        later reads cannot disagree with it)."""
+        k = self.keys
+        cid = conversation_id
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.conversation(cid))
+            pipe.llen(k.queue(cid))
+            pipe.llen(k.confirmations(cid))
+            pipe.hmget(k.agent(cid), ["spec", "policy"])
+            raw, queued, held, (spec, policy) = self._call(pipe.execute)
+        if not raw:
+            raise ConversationNotFound(f"no conversation {cid!r}")
+        conversation = conversation_from_hash(raw, int(queued), int(held))
+        last_seq = int(raw.get("last_seq", 0))
+        events: list[tuple[int, str]] = []
+        after = 0
+        while after < last_seq:
+            entries = self._call(
+                partial(
+                    self.redis.xrange,
+                    k.events(cid),
+                    min=f"{after + 1}-0",
+                    max=f"{last_seq}-0",
+                    count=chunk,
+                )
+            )
+            if not entries:
+                break
+            events += [(int(str(eid).split("-", 1)[0]), str(f["e"])) for eid, f in entries]
+            after = events[-1][0]
+        return ConversationExport(
+            conversation=conversation,
+            agent_spec_json=str(spec) if spec else None,
+            policy_json=str(policy) if policy else None,
+            events=events,
+            status=str(raw["status"]),
+            last_seq=str(raw.get("last_seq", "0")),
+            updated_at=str(raw.get("updated_at", "")),
+        )
+
+    def conversations_with_status(
+        self, status: str, after_score: float | None, limit: int
+    ) -> list[tuple[str, float, str]]:
+        """Up to ``limit`` conversations of the per-status index of ``status``
+        created after ``after_score`` (None: from the oldest), each as (id,
+        score, ``updated_at``; '' if it is gone meanwhile): two round trips."""
+        low = "-inf" if after_score is None else f"({after_score!r}"
+        page = self._call(
+            partial(
+                self.redis.zrangebyscore,
+                self.keys.status_index(status),
+                low,
+                "+inf",
+                0,
+                limit,
+                withscores=True,
+            )
+        )
+        if not page:
+            return []
+        entries = [(str(cid), float(score)) for cid, score in page]
+
+        def read(pipe: Pipeline) -> None:
+            for cid, _ in entries:
+                pipe.hget(self.keys.conversation(cid), "updated_at")
+
+        updated = self._pipelined(read)
+        return [
+            (cid, score, str(at or "")) for (cid, score), at in zip(entries, updated, strict=True)
+        ]
+
+    def take_turn(self, name: str, owner: str, seconds: float) -> bool:
+        """A short lease on a named periodic job (e.g. archival), so that of
+        many workers one does it at a time; it lapses by itself."""
+        return bool(
+            self._call(
+                partial(
+                    self.redis.set, self.keys.turn(name), owner, nx=True, px=int(seconds * 1000)
+                )
+            )
+        )
+
+    def end_turn(self, name: str, owner: str) -> None:
+        """Give the turn back (only if it is still ``owner``'s)."""
+        self._script("end_turn", [self.keys.turn(name)], [owner])
 
     def find_event(self, conversation_id: str, event_id: str) -> Event | None:
         """The event with this id (a scan of the history: O(history))."""

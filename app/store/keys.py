@@ -112,6 +112,10 @@ class Keys:
         completed (absent: conversations older than the index may be missing)."""
         return f"{self.prefix}:conversations:status-index-version"
 
+    def turn(self, name: str) -> str:
+        """String (with a TTL): who runs the periodic job ``name`` now (archival)."""
+        return f"{self.prefix}:turn:{name}"
+
     def action_index(self) -> str:
         """Hash: action id -> conversation id."""
         return f"{self.prefix}:action-conversation"

@@ -22,6 +22,7 @@ __all__ = [
     "BrokerList",
     "Claim",
     "ClaimRefused",
+    "ConversationExport",
     "FinishResult",
     "QueuedMessage",
     "RunResult",
@@ -212,3 +213,20 @@ def action_from_hash(raw: dict[str, str]) -> ActionRecord:
         cgroup=raw.get("cgroup") or None,
         memory_cgroup=raw.get("memory_cgroup") or None,
     )
+
+
+@dataclass(frozen=True)
+class ConversationExport:
+    """A conversation as archival copies it out of Redis: its record, its
+    agent (spec and policy JSON as stored, None without), and every event as
+    stored (``seq``, the JSON without seq). ``status``, ``last_seq`` and
+    ``updated_at`` are the hash's own strings, which the removal compares so
+    that a conversation changed after the export is not removed."""
+
+    conversation: Conversation
+    agent_spec_json: str | None
+    policy_json: str | None
+    events: list[tuple[int, str]]
+    status: str
+    last_seq: str
+    updated_at: str

@@ -27,6 +27,8 @@ GLOBAL = ["conversation_index", "action_index", "status_index_version"]
 PER_STATUS = ["status_index", "legacy_status_index"]
 INDEX_SLOT = ["status_revisions"]
 PER_WORKER = ["worker_info", "worker_claims"]
+# Named periodic jobs' turns (archival).
+PER_JOB = ["turn"]
 WORKERS = ["worker_leases"]
 
 
@@ -44,6 +46,7 @@ def every_key(keys: Keys) -> list[str]:
         *conversation_keys(keys, "c1"),
         *[getattr(keys, name)() for name in GLOBAL + WORKERS + INDEX_SLOT],
         *[getattr(keys, name)("w1") for name in PER_WORKER],
+        *[getattr(keys, name)("archive") for name in PER_JOB],
         *[getattr(keys, name)(status) for name in PER_STATUS for status in ("idle", "error")],
     ]
 
@@ -57,7 +60,7 @@ def test_these_lists_name_every_key_method() -> None:
     }
     assert methods == {
         *PER_CONVERSATION, "action", "output_tail", *GLOBAL, *PER_WORKER, *WORKERS, *PER_STATUS,
-        *INDEX_SLOT,
+        *INDEX_SLOT, *PER_JOB,
     }  # fmt: skip
 
 

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "actionq.agent": 2,
     "actionq.store": 3,
     "actionq.messaging": 4,
+    "actionq.archive": 4,
     "actionq.crashes": 5,
     "actionq.service": 6,
     "actionq.runtime": 6,

@@ -163,3 +163,32 @@ def test_tool_env_allow_is_a_comma_list_that_refuses_own_settings(
     assert load_settings().tool_env_allow == ["AWS_*", "GITHUB_TOKEN"]
     message = refusal(monkeypatch, ACTIONQ_TOOL_ENV_ALLOW="AWS_*, actionq_api_keys")
     assert "may not pass actionq's own settings (actionq_api_keys)" in message
+
+
+def test_archival_is_off_unless_both_a_period_and_a_sink_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert (settings.archive_after_seconds, settings.archive_url) == (0, None)
+    assert settings.archive_statuses == ["finished"]
+    message = refusal(monkeypatch, ACTIONQ_ARCHIVE_AFTER_SECONDS="60")
+    assert "ACTIONQ_ARCHIVE_AFTER_SECONDS needs ACTIONQ_ARCHIVE_URL" in message
+
+
+def test_archive_statuses_are_a_comma_list_of_those_that_can_be_archived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ACTIONQ_ARCHIVE_STATUSES", "finished, error,idle")
+    assert load_settings().archive_statuses == ["finished", "error", "idle"]
+    message = refusal(monkeypatch, ACTIONQ_ARCHIVE_STATUSES="finished,running")
+    assert "ACTIONQ_ARCHIVE_STATUSES" in message
+    message = refusal(monkeypatch, ACTIONQ_ARCHIVE_PG_SCHEMA="Bad-Name")
+    assert "ACTIONQ_ARCHIVE_PG_SCHEMA" in message
+
+
+def test_an_archive_url_must_name_a_sink_it_knows(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refusal(monkeypatch, ACTIONQ_ARCHIVE_URL="s3://u:hunter2@bucket/x")
+    assert "ACTIONQ_ARCHIVE_URL" in message and "postgresql://" in message
+    assert "hunter2" not in message  # a URL may hold a password: never echoed
+    monkeypatch.setenv("ACTIONQ_ARCHIVE_URL", "postgresql://archiver@db/actionq")
+    assert load_settings().archive_url == "postgresql://archiver@db/actionq"

@@ -60,6 +60,11 @@ class ConversationInfo(BaseModel):
     queued_actions: int
     iteration: int = Field(description="Model steps of the current run.")
     pending_confirmation: int = Field(description="Calls waiting for the user.")
+    archived: bool = Field(
+        False,
+        description="Served from the archive (ACTIONQ_ARCHIVE_URL): read-only, every change "
+        "is a 409.",
+    )
 
 
 def conversation_info(
@@ -68,6 +73,7 @@ def conversation_info(
     policy: dict[str, Any] | None,
     working_dir: str,
     default_max_iterations: int,
+    archived: bool = False,
 ) -> ConversationInfo:
     """``policy``: the confirmation policy set since creation, if any."""
     agent: dict[str, Any] | None = None
@@ -99,6 +105,7 @@ def conversation_info(
         queued_actions=conversation.queued_actions,
         iteration=conversation.iteration,
         pending_confirmation=conversation.pending_confirmation,
+        archived=archived,
     )
 
 
@@ -107,8 +114,13 @@ def load_info(aq: ActionQ, conversation_id: str) -> ConversationInfo:
     return info_of(aq, aq.get_conversation_live(conversation_id))
 
 
-def info_of(aq: ActionQ, conversation: Conversation) -> ConversationInfo:
-    """The info of a conversation already read (its agent read here)."""
+def info_of(
+    aq: ActionQ, conversation: Conversation, archived: bool | None = None
+) -> ConversationInfo:
+    """The info of a conversation already read (its agent read here).
+    ``archived`` None: asked (only when an archive is set)."""
+    if archived is None:
+        archived = aq.archive is not None and aq.is_archived(conversation.id)
     agent = aq.agent_spec(conversation.id) if conversation.agent else None
     spec, policy = agent if agent is not None else (None, None)
     return conversation_info(
@@ -117,4 +129,5 @@ def info_of(aq: ActionQ, conversation: Conversation) -> ConversationInfo:
         policy,
         aq.workspace_dir(conversation.id),
         aq.settings.agent_max_iterations,
+        archived,
     )

@@ -205,6 +205,9 @@ async def _send_events(
     """The history asked for (events up to ``live_after``), then the live
     events; after a run ends, the snapshot, once the follower has caught up
     (so that it follows every event the run's end appended)."""
+    if await run_in_threadpool(aq.is_archived, conversation_id):
+        await _send_archived(websocket, aq, conversation_id, replay)
+        return
     snapshot_due = False
     start = 0 if replay.mode != "none" else live_after
     async for batch in follower.batches(conversation_id, start):
@@ -221,6 +224,25 @@ async def _send_events(
         if snapshot_due and batch.caught_up:
             snapshot_due = False
             await websocket.send_text(await _full_state(aq, conversation_id))
+
+
+async def _send_archived(
+    websocket: WebSocket, aq: ActionQ, conversation_id: str, replay: _Replay
+) -> None:
+    """An archived conversation (read-only, out of Redis): the history asked
+    for, from the archive, then nothing more until the client leaves (the
+    socket stays open, as for a conversation with nothing going on; a
+    message the client sends is refused and logged, never stored)."""
+    after = 0
+    while True:
+        page = await run_in_threadpool(aq.list_events, conversation_id, after, 1000)
+        for event in page.items:
+            if replay.wants(event):
+                await websocket.send_text(sdk_event_json(event))
+        if page.next_after_seq is None:
+            break
+        after = page.next_after_seq
+    await asyncio.Event().wait()
 
 
 async def _receive_messages(websocket: WebSocket, aq: ActionQ, conversation_id: str) -> None:

@@ -8,13 +8,23 @@
 -- KEYS[5] idempotency  KEYS[6] tool calls  KEYS[7] crashes  KEYS[8] retries
 -- KEYS[9] agent hash  KEYS[10] confirmations
 -- ARGV[1] action key prefix
--- Returns {'no_conversation'} | {'refused', status} | {'deleted', action ids...}
+-- ARGV[2..4] (optional; archival) the status, last_seq and updated_at the
+-- caller exported: if the conversation is not exactly so any more (it changed
+-- after the export), nothing is deleted.
+-- Returns {'no_conversation'} | {'refused', status} | {'changed', status}
+--   | {'deleted', action ids...}
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return {'no_conversation'}
 end
 if status == 'running' or status == 'waiting_for_confirmation' then
   return {'refused', status}
+end
+if ARGV[2] then
+  local seen = redis.call('HMGET', KEYS[1], 'last_seq', 'updated_at')
+  if status ~= ARGV[2] or (seen[1] or '0') ~= ARGV[3] or (seen[2] or '') ~= ARGV[4] then
+    return {'changed', status}
+  end
 end
 local ids = redis.call('LRANGE', KEYS[4], 0, -1)
 for _, id in ipairs(ids) do

@@ -287,6 +287,7 @@ class ConversationView {
     this.badge = h("span", { id: "conversation-status" });
     this.timeline = h("div", { class: "timeline", id: "timeline" });
     this.confirmBar = h("div", { class: "confirm-bar", id: "confirm-bar", hidden: true });
+    if (info.archived) return this.showArchived(info);
     const message = h("textarea", { id: "message", placeholder: "Message to the agent" });
     const send = h("button", { class: "primary", id: "send", type: "button" }, "Send and run");
     send.addEventListener("click", () => control(send, async () => {
@@ -318,6 +319,24 @@ class ConversationView {
       controls, this.confirmBar, this.timeline);
     this.setStatus(info.execution_status);
     this.follow();
+  }
+
+  async showArchived(info) {
+    // Moved out of Redis by retention: read-only, and nothing is live, so
+    // its events are read in pages instead of followed.
+    document.getElementById("app").replaceChildren(
+      h("div", { class: "conv-head" }, h("a", { href: "#/" }, "← Conversations"),
+        h("h1", { class: "mono" }, this.id), this.badge,
+        h("span", { class: "archived", id: "archived", title: "Served from the archive; it can be read, not changed" }, "archived; read-only")),
+      this.timeline);
+    this.setStatus(info.execution_status);
+    let after = 0;
+    for (;;) {
+      const page = await api("GET", `${this.path}/events/page?after_seq=${after}&limit=1000`);
+      for (const envelope of page.items) this.add(envelope);
+      if (page.next_after_seq === null) return;
+      after = page.next_after_seq;
+    }
   }
 
   follow() {
