@@ -56,6 +56,14 @@ class Settings(BaseSettings):
             "else kombu's choice. 'redis': kombu's own."
         ),
     )
+    broker_queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description=(
+            "RabbitMQ: the type of the queues Celery declares. 'quorum': replicated, "
+            "and publishes wait for RabbitMQ's confirm (a queue that exists keeps its type: "
+            "delete it or choose a new ACTIONQ_QUEUE to change it)."
+        ),
+    )
     direct_enqueue: bool = Field(
         True,
         description=(

@@ -31,6 +31,15 @@ def _sentinel_options(settings: Settings) -> dict[str, Any]:
     return {"master_name": address.primary_name} if address.topology == "sentinel" else {}
 
 
+def _quorum_options(settings: Settings) -> dict[str, Any]:
+    """Quorum queues keep a message on a majority of RabbitMQ's nodes; a
+    publish then waits for the broker's confirm, so a sent turn is not lost
+    with a broker node either."""
+    if settings.broker_queue_type != "quorum":
+        return {}
+    return {"confirm_publish": True}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.effective_broker_url,
@@ -49,6 +58,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.action_time_limit,
         "task_default_queue": settings.queue,
+        "task_default_queue_type": settings.broker_queue_type,
+        "task_create_missing_queue_type": settings.broker_queue_type,
         "task_routes": {AGENT_STEP_TASK: {"queue": settings.agent_queue}},
         # Task events on, so Flower shows every action.
         "worker_send_task_events": settings.task_events,
@@ -64,6 +75,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # dead worker's message comes back ~100 s late at best).
             "unacked_restore_throttle": 1,
             **_sentinel_options(settings),
+            **_quorum_options(settings),
         },
         "worker_hijack_root_logger": True,
     }

@@ -123,3 +123,28 @@ def test_an_agent_runs_with_rabbitmq_its_steps_sent_by_celery(
     )
     assert count_lines(marker) == 1
     assert_log_consistent(rabbit_aq, cid)
+
+
+def test_with_quorum_queues_a_killed_child_errors_once(
+    rabbit_env: dict[str, str], start_worker: WorkerFactory, workdir: Path
+) -> None:
+    """ACTIONQ_BROKER_QUEUE_TYPE=quorum: Celery declares replicated queues
+    (as the Cluster layout asks for), and the crash promise holds on them."""
+    from amqp.exceptions import PreconditionFailed
+
+    rabbit_env["ACTIONQ_BROKER_QUEUE_TYPE"] = "quorum"
+    fields = {k.removeprefix("ACTIONQ_").lower(): v for k, v in rabbit_env.items()}
+    with ActionQ(Settings(**fields)) as aq:  # type: ignore[arg-type]
+        start_worker()
+        cid = aq.create_conversation().id
+        marker = workdir / "side-effect.log"
+        action = aq.submit_action(cid, "kill_own_process", {"marker_file": str(marker)})
+        wait_for(lambda: aq.get_conversation(cid).status == ConversationStatus.ERROR, 30,
+                 what="the crash to be recorded")  # fmt: skip
+        error = only_error(aq, cid, action.id)
+        assert (error.detail.cause, error.detail.signal) == (ErrorCause.WORKER_LOST, 9)
+        assert count_lines(marker) == 1
+    # The queue is a quorum queue: declaring it as a classic one is refused.
+    with Connection(AMQP_URL) as conn, pytest.raises(PreconditionFailed, match="x-queue-type"):
+        queue = Queue(rabbit_env["ACTIONQ_QUEUE"], queue_arguments={"x-queue-type": "classic"})
+        queue(conn.channel()).declare()
