@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from amqp.exceptions import NotFound
 from kombu import Connection, Queue
 
 from actionq.agent.spec import AgentSpec, ScriptedCall, ScriptedTurn
@@ -125,6 +126,40 @@ def test_an_agent_runs_with_rabbitmq_its_steps_sent_by_celery(
     assert_log_consistent(rabbit_aq, cid)
 
 
+# What a Celery worker declares, vhost-wide, once it sees quorum queues
+# (kombu's native delayed delivery): 28 levels of queues and exchanges.
+_DELAYED = [f"celery_delayed_{level}" for level in range(28)]
+
+
+def _declared(kind: str, name: str) -> bool:
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        try:
+            if kind == "queue":
+                channel.queue_declare(name, passive=True)
+            else:
+                channel.exchange_declare(name, "topic", passive=True)
+            return True
+        except NotFound:
+            return False
+
+
+@pytest.fixture
+def delayed_delivery_cleanup() -> Iterator[None]:
+    """Delete the delayed-delivery queues and exchanges the test's worker
+    made on the shared RabbitMQ (only those that were not there before)."""
+    queues = [name for name in _DELAYED if not _declared("queue", name)]
+    exchanges = [n for n in [*_DELAYED, "celery_delayed_delivery"] if not _declared("exchange", n)]
+    yield
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        for name in queues:
+            channel.queue_delete(name)
+        for name in exchanges:
+            channel.exchange_delete(name)
+
+
+@pytest.mark.usefixtures("delayed_delivery_cleanup")
 def test_with_quorum_queues_a_killed_child_errors_once(
     rabbit_env: dict[str, str], start_worker: WorkerFactory, workdir: Path
 ) -> None:
