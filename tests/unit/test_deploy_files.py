@@ -90,7 +90,7 @@ def test_the_sentinel_layouts_broker_is_kombus_sentinel_transport() -> None:
     settings = _settings_from(environment)
     config = celery_config(settings)
     assert config["broker_url"] == (
-        "sentinel://sentinel-1:26379;sentinel://sentinel-2:26379;sentinel://sentinel-3:26379/0"
+        "sentinel://sentinel-1:26379/0;sentinel://sentinel-2:26379/0;sentinel://sentinel-3:26379/0"
     )
     # The name the sentinels monitor (deploy/valkey/sentinel.conf).
     monitored = re.search(
