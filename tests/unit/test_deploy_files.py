@@ -105,6 +105,8 @@ def test_the_cluster_layouts_broker_is_rabbitmq() -> None:
     settings = _settings_from(environment)
     assert parse_store_url(settings.redis_url).topology == "cluster"
     assert settings.effective_broker_url.startswith("amqp://actionq:secret@rabbitmq:5672/")
+    assert settings.broker_queue_type == "quorum"
+    assert _actionq_config_maps()["valkey-cluster.yaml"]["ACTIONQ_BROKER_QUEUE_TYPE"] == "quorum"
 
 
 def _triggers(path: Path) -> list[dict[str, Any]]:
