@@ -108,6 +108,18 @@ def _load_scripts(client: redis.Redis | RedisCluster, keys: Keys) -> dict[str, S
     return scripts
 
 
+# A node that refuses connections (it died; its replica is being promoted)
+# is tried again after 0.2, 0.4, ... s: about 4 s in all.
+_NODE_ATTEMPTS = 7
+_NODE_RETRY_PAUSE_SECONDS = 0.2
+
+
+def _refused(error: BaseException) -> bool:
+    """A connection that could not be made: nothing was sent on it."""
+    cause = error.__cause__
+    return isinstance(cause, redis.ConnectionError) and "Connection refused" in str(cause)
+
+
 def _first_key(args: Sequence[Any]) -> str:
     """The key a queued command routes by (EVALSHA sha numkeys key...)."""
     return str(args[3] if str(args[0]).upper() == "EVALSHA" else args[1])
@@ -259,8 +271,10 @@ class RedisStore:
         """Cluster: each run of consecutive commands on one node as one
         pipeline there, in order. A node that answers MOVED (its slots moved:
         a replica took over) ran nothing of the run: the slot map is read
-        again and the run goes where its slots are now. A node that cannot
-        be reached is StoreUnavailableError, as on one Redis."""
+        again and the run goes where its slots are now. A node that refuses
+        connections (it died) is tried again, with the map read again, for
+        about 4 s, long enough for its replica to take over; any other
+        failure is StoreUnavailableError, as on one Redis."""
         replies: list[Any] = []
         index = 0
         while index < len(commands):
@@ -269,20 +283,25 @@ class RedisStore:
             while end < len(commands) and self._node_for(_first_key(commands[end][0])) == node:
                 end += 1
             run = commands[index:end]
-            for attempt in range(1, 4):
+            for attempt in range(1, _NODE_ATTEMPTS + 1):
                 try:
                     client = self.redis.get_redis_connection(node)
                     replies += self._run_on(client, node.name, run)
                     break
                 except MovedError as e:
-                    self._refresh_slots()
-                    if attempt == 3:
+                    if attempt == _NODE_ATTEMPTS:
                         raise StoreUnavailableError(f"Redis Cluster slots keep moving: {e}") from e
-                    node = self._node_for(_first_key(run[0][0]))
-                except StoreUnavailableError:
-                    # The next call goes to whichever node owns the slots then.
-                    self._refresh_slots()
-                    raise
+                except StoreUnavailableError as e:
+                    # Refused: nothing was sent, so the run may go again once
+                    # the slot map names the node that took over (a replica
+                    # is promoted within the cluster's node timeout). Any
+                    # other failure may have run it: the caller decides.
+                    if not _refused(e) or attempt == _NODE_ATTEMPTS:
+                        self._refresh_slots()
+                        raise
+                    time.sleep(_NODE_RETRY_PAUSE_SECONDS * attempt)
+                self._refresh_slots()
+                node = self._node_for(_first_key(run[0][0]))
             index = end
         return replies
 

@@ -204,3 +204,18 @@ def test_a_primary_killed_mid_run_loses_no_acknowledged_action(
         kill=lambda cid: valkey_cluster.kill_primary_for(aq.store.keys.conversation(cid)),
         waits=waits_on_primaries,
     )
+
+
+def test_the_first_call_after_a_failover_goes_to_the_promoted_replica(
+    aq: ActionQ, valkey_cluster: ValkeyCluster
+) -> None:
+    """The client's slot map still names the dead primary: its refused
+    connection sends nothing, so the store reads the map again and sends the
+    call to the replica that took over, instead of failing it."""
+    cid = aq.create_conversation().id
+    store = aq.store
+    store.get_conversation(cid)  # a connection to the primary, pooled
+    valkey_cluster.kill_primary_for(store.keys.conversation(cid))
+    result = store.submit_action(cid, "terminal", {"command": "true"})
+    assert result.created
+    assert store.get_conversation(cid).status == ConversationStatus.RUNNING
