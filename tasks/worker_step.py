@@ -161,13 +161,20 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
                 store, step_attempts=settings.agent_step_attempts, send_step=send_step
             )
             running = {request.id for request in worker_state.active_requests}
-            abandoned = audit_own_claims(
-                store,
-                current_worker(),
-                running,
-                step_attempts=settings.agent_step_attempts,
-                send_step=send_step,
-            )
+            # Read after ``running``: a cold shutdown's signal handler may run
+            # in the middle of this sweep (while a Redis call waits); it takes
+            # the requests it cuts off out of ``active_requests`` and then sets
+            # ``should_terminate``. Their claims are the shutdown handler's to
+            # settle (``worker_shutdown``), not ``abandoned``.
+            abandoned: list[str] = []
+            if worker_state.should_terminate is None:
+                abandoned = audit_own_claims(
+                    store,
+                    current_worker(),
+                    running,
+                    step_attempts=settings.agent_step_attempts,
+                    send_step=send_step,
+                )
             self.repairs.run(store, partial(send_action, self.app, settings.queue), send_step)
         except ActionqError as e:
             log.warning("lease sweep failed: %s", e)

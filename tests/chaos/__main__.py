@@ -20,15 +20,27 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=12, help="open at once")
     parser.add_argument("--steps", type=int, default=8, help="actions per conversation")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--store",
+        choices=("embedded", "cluster"),
+        default="embedded",
+        help="an embedded server, or a 3-primary valkey cluster with RabbitMQ on 127.0.0.1:5672",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
     console = Console()
     console.print(
         f"chaos: seed {args.seed}, {args.faults} faults every ~{args.interval}s, "
-        f"{args.conversations} conversations at a time x {args.steps} steps"
+        f"{args.conversations} conversations at a time x {args.steps} steps, on {args.store}"
     )
     result = run_chaos(
-        args.seed, args.faults, args.interval, args.conversations, args.steps, args.data_dir
+        args.seed,
+        args.faults,
+        args.interval,
+        args.conversations,
+        args.steps,
+        args.data_dir,
+        store=args.store,
     )
     print_summary(result, console)
     if args.json:
@@ -36,6 +48,7 @@ def main() -> None:
             json.dumps(
                 {
                     "seed": result.seed,
+                    "store": result.store,
                     "seconds": round(result.seconds, 1),
                     "faults": result.faults,
                     "conversations": result.report.conversations,

@@ -106,7 +106,7 @@ class FaultInjector(ScenarioFaults, threading.Thread):
         return True
 
     def kill_redis(self) -> bool:
-        self.stack.restart_server(down_for=self.rng.uniform(0.2, 2.0))
+        self.stack.redis_fault(self.rng, down_for=self.rng.uniform(0.2, 2.0))
         return True
 
     def restart_api(self) -> bool:

@@ -12,16 +12,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from actionq.store import ActionStore
 from tests.chaos.driver import Driver
 from tests.chaos.faults import FaultInjector
 from tests.chaos.invariants import Report, check
-from tests.chaos.stack import ChaosStack
+from tests.chaos.stack import ChaosStack, StoreKind
 
 
 @dataclass
 class ChaosResult:
     seed: int
+    store: StoreKind
     report: Report
     faults: dict[str, int]
     fault_errors: list[str]
@@ -44,15 +44,16 @@ def run_chaos(
     steps: int = 8,
     base: Path | None = None,
     settle_timeout: float = 180.0,
+    store: StoreKind = "embedded",
 ) -> ChaosResult:
     rng = random.Random(seed)
     base = base or Path(tempfile.mkdtemp(prefix=f"actionq-chaos-{seed}-"))
     started = time.monotonic()
-    stack = ChaosStack(base)
-    stack.start()
+    stack = ChaosStack(base, store=store)
     driver = Driver(stack, rng, concurrent, steps)
     injector = FaultInjector(stack, random.Random(rng.random()), faults, mean_interval)
     try:
+        stack.start()  # in the try: a stack that fails to start is stopped too
         injector.start()
         # Keep conversations coming while faults are injected, then let every
         # script finish on a stack that is whole again.
@@ -62,15 +63,17 @@ def run_chaos(
         injector.join(30)
         _make_whole(stack)
         settled = driver.run_until(lambda: False, time.monotonic() + settle_timeout)
-        store = ActionStore.from_url(stack.server.url)
+        # The stack's own key prefix: on a cluster it is not the default.
+        state = stack.open_store()
         checked = [s.conversation_id for s in driver.scripts] + injector.extra_conversations
-        report = check(store, checked, stack.side_effects)
-        store.redis.close()
+        report = check(state, checked, stack.side_effects)
+        state.redis.close()
     finally:
         driver.close()
         stack.stop()
     return ChaosResult(
         seed=seed,
+        store=store,
         report=report,
         faults=dict(injector.done),
         fault_errors=injector.errors,
@@ -83,9 +86,8 @@ def run_chaos(
 
 
 def _make_whole(stack: ChaosStack) -> None:
-    """After the fault phase: server, API and enough workers up again."""
-    if stack.server.process is None or stack.server.process.poll() is not None:
-        stack.server.start()
+    """After the fault phase: the store, API and enough workers up again."""
+    stack.redis.ensure_up()
     if stack.api is None or stack.api.poll() is not None:
         stack.start_api()
     stack.wait_api()
@@ -96,7 +98,7 @@ def _make_whole(stack: ChaosStack) -> None:
 def print_summary(result: ChaosResult, console: Console | None = None) -> None:
     console = console or Console()
     r = result.report
-    table = Table(title=f"chaos run, seed {result.seed} ({result.seconds:.0f}s)")
+    table = Table(title=f"chaos run on {result.store}, seed {result.seed} ({result.seconds:.0f}s)")
     table.add_column("")
     table.add_column("", justify="right")
     for kind, count in sorted(result.faults.items()):

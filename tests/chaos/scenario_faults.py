@@ -17,7 +17,6 @@ from pathlib import Path
 from actionq.errors import ActionqError
 from actionq.models import ConversationStatus
 from actionq.service import ActionQ
-from actionq.settings import Settings
 from tests.chaos.stack import ChaosStack
 
 __all__ = ["ScenarioFaults"]
@@ -30,7 +29,7 @@ class ScenarioFaults:
     extra_conversations: list[str]
 
     def _client(self) -> ActionQ:
-        return ActionQ(Settings(redis_url=self.stack.server.url))
+        return ActionQ(self.stack.settings())
 
     def _wait(self, predicate: object, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -72,11 +71,12 @@ class ScenarioFaults:
         return True
 
     def redis_outage_workers_survive(self) -> bool:
-        """Redis goes away for a few seconds; with nobody topping workers up,
+        """Redis goes away for a few seconds (on a cluster: a primary, until
+        its replica takes over); with nobody topping workers up,
         every worker that was serving must serve again afterwards (not those
         an earlier fault told to shut down, which may still be finishing)."""
         serving = {w.pid: w for w in self.stack.serving_workers()}
-        self.stack.restart_server(down_for=self.rng.uniform(1.0, 4.0))
+        self.stack.redis_fault(self.rng, down_for=self.rng.uniform(1.0, 4.0))
         with self._client() as aq:
 
             def all_leased_again() -> bool:

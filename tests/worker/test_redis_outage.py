@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -230,3 +231,40 @@ def test_an_outage_longer_than_the_outcome_retries_errors_the_action_once(
         aq.resume(cid)
         stack.assert_same_worker_runs_the_next_action(cid, pid)
         assert count_lines(marker) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_cold_shutdown_while_the_sweep_waits_on_redis_says_worker_shutdown(
+    tmp_path: Path,
+) -> None:
+    """Found by the chaos soak on a Cluster (a primary's failover stalled the
+    sweep): Celery's SIGQUIT handler cancels the running requests (they leave
+    ``active_requests``) and may run in the middle of the worker's periodic
+    sweep, before its claim audit reads them. An action claimed more than 5 s
+    before must still end as the cold shutdown it was, ``worker_shutdown``
+    (docs/reliability.md), not ``abandoned``. Redis is frozen (SIGSTOP) so that
+    the sweep waits on it when the signal comes."""
+    with outage_stack(tmp_path, None) as stack:
+        aq = stack.aq
+        marker = tmp_path / "ran.txt"
+        cid = aq.create_conversation().id
+        action = aq.submit_action(
+            cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 60}
+        )
+        wait_for(lambda: count_lines(marker) == 1, 30, what="the tool to start")
+        time.sleep(6.0)  # past the claim audit's 5 s grace for a fresh claim
+        assert stack.server.process is not None and stack.worker.process is not None
+        os.kill(stack.server.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # the next sweep (every 1 s) is now waiting on Redis
+            os.kill(stack.worker.pid, signal.SIGQUIT)  # cold shutdown
+            time.sleep(1.0)
+        finally:
+            os.kill(stack.server.process.pid, signal.SIGCONT)
+        stack.worker.process.wait(30)
+
+        error = only_error(aq, cid, action.id)
+        assert error.detail.cause == ErrorCause.WORKER_SHUTDOWN, stack.worker.log()[-3000:]
+        assert aq.get_conversation(cid).status == ConversationStatus.ERROR
+        assert count_lines(marker) == 1
+        assert_log_consistent(aq, cid)
