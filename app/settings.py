@@ -155,10 +155,9 @@ class Settings(BaseSettings):
         30.0,
         ge=0,
         description=(
-            "Without direct enqueue (another broker, or a Cluster store): a running "
-            "conversation whose turn (its pending action or queued agent step) waited this "
-            "long is sent again, then after twice as long, and so on (a duplicate cannot "
-            "run twice). 0: never."
+            "A running conversation whose turn (its pending action or queued agent step) "
+            "waited this long is sent again (its message may have been lost), then after "
+            "twice as long, and so on (a duplicate cannot run twice). 0: never."
         ),
     )
     outcome_retry_seconds: float = Field(

@@ -205,8 +205,10 @@ def resend_lost_turns(
     ``after_seconds`` after the conversation last changed (then twice that
     after the first re-send, and so on). Without direct enqueue a turn's
     message is sent after the step that made it runnable, so a process that
-    died in between, or a broker that lost the message, would otherwise
-    leave the conversation running with nothing on its way. A second message
+    died in between would otherwise leave the conversation running with
+    nothing on its way; with it, a message can still be lost after it was
+    pushed (a delivery whose retry could not be published while Redis was
+    away is rejected by Celery; a Redis broker's failover). A second message
     is harmless: only one delivery can claim the action or the step.
 
     Returns the conversation ids whose turn it sent.
@@ -259,9 +261,8 @@ RECONCILE_INTERVAL_SECONDS = 300.0
 
 class Repairs:
     """The sweeper's slower repairs, each at its own pace (a worker calls
-    ``run`` from every sweep): lost turns re-sent when the broker is not the
-    store (no direct enqueue), and the per-status index reconciled under
-    Cluster."""
+    ``run`` from every sweep): lost turns re-sent, and the per-status index
+    reconciled under Cluster."""
 
     def __init__(self, turn_resend_seconds: float) -> None:
         self.turn_resend_seconds = turn_resend_seconds
@@ -270,7 +271,7 @@ class Repairs:
 
     def run(self, store: ActionStore, dispatch: Dispatch, send_step: StepSender | None) -> None:
         now = time.monotonic()
-        if store.broker is None and self.turn_resend_seconds > 0 and now >= self._next_resend:
+        if self.turn_resend_seconds > 0 and now >= self._next_resend:
             self._next_resend = now + self.turn_resend_seconds / 2
             resend_lost_turns(store, dispatch, send_step, after_seconds=self.turn_resend_seconds)
         if store.cluster and now >= self._next_reconcile:

@@ -278,3 +278,26 @@ def test_crash_behind_a_long_queue_spares_other_conversations(
     assert worker.is_alive()
     assert_log_consistent(aq, other)
     assert_log_consistent(aq, crashing)
+
+
+def test_a_turn_whose_message_the_broker_lost_is_sent_again(
+    aq: ActionQ, start_worker: WorkerFactory, workdir: Path, redis_url: str
+) -> None:
+    """Direct enqueue pushed the message, and it was lost afterwards (found
+    by the chaos soak: a delivery whose claim met a dead Redis could not
+    publish its retry either, and Celery rejected it for good). The sweep
+    sends the turn again, and it runs once."""
+    assert aq.store.broker is not None  # direct enqueue
+    marker = workdir / "ran.log"
+    cid = aq.create_conversation().id
+    action = aq.submit_action(cid, "sleep_after_mark", {"marker_file": str(marker), "seconds": 0})
+    broker = sync_client(redis_url)
+    assert broker.delete(aq.settings.queue) == 1  # the pushed message, gone
+    broker.close()
+    # Not start-up recovery (it would send it at once): the periodic sweep.
+    start_worker(ACTIONQ_TURN_RESEND_SECONDS="1", ACTIONQ_RECOVER_ON_START="false")
+    wait_status(aq, cid, ConversationStatus.IDLE, timeout=30)
+    assert [e.kind for e in terminal_events(aq, cid, action.id)] == ["ObservationEvent"]
+    assert count_lines(marker) == 1
+    assert aq.store.resends(cid, action.id) >= 1
+    assert_log_consistent(aq, cid)
