@@ -380,9 +380,12 @@ TOPOLOGY_LABELS = {
 
 def topology_table(topology: dict[str, Any]) -> Table:
     """tasks/s per store layout, and the ratios to (a), (b) and the no-acks twin."""
+    load = topology.get("loadavg_1min_start_end")
     table = Table(
         title=f"Throughput by store layout: no-op tasks, submit to terminal "
-        f"({topology['n']} per round, {topology['concurrency']} prefork processes per worker)"
+        f"({topology['n']} per round, {topology['concurrency']} prefork processes per worker"
+        + ("" if load is None else f"; load average {load[0]:.1f} → {load[1]:.1f}")
+        + ")"
     )
     columns = ("layout", "min/s", "median/s", "max/s", "÷ (a)", "÷ (b)", "÷ off")
     for column in (*columns, "paired", "WAITs", "submit/s"):

@@ -4,6 +4,7 @@ and returns a JSON-ready dict."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import statistics
 import sys
@@ -250,6 +251,7 @@ def topology(config: Config) -> dict[str, Any]:
     commandstats``): replica acks on must show about one per write, off none.
     """
     c = config.concurrency
+    load_start = os.getloadavg()[0]  # others' work on the machine shows in the spread
     rabbitmq = _rabbitmq_up()
     not_measured = {
         side.name: f"not measured (no RabbitMQ at {AMQP_URL})"
@@ -323,6 +325,7 @@ def topology(config: Config) -> dict[str, Any]:
         "concurrency": c,
         "n": config.n,
         "layout": layout,
+        "loadavg_1min_start_end": [load_start, os.getloadavg()[0]],
         "throughput": throughput,
         "ratios": _topology_ratios(throughput),
     }
