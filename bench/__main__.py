@@ -11,7 +11,11 @@ Sections (each starts its own embedded server and workers, and stops them):
   over SSE, a long conversation (``bench.api_memory``);
 - agent: the agent loop against a fake model: ms per step against the same
   loop in one process, and many conversations on one agent worker
-  (``bench.agent_loop``).
+  (``bench.agent_loop``);
+- topology (only when named in ``--only``): actionq's throughput on one
+  server, one server with RabbitMQ, a 3-primary Redis Cluster with a replica
+  each (replica acks off and on) and one primary with one replica (off and
+  on), in the same run (``bench.topology`` starts the layouts).
 
 Prints tables, writes ``results.json`` and PNG plots to ``--out``
 (default ``docs/benchmarks/``; with ``--quick``, a temporary folder).
@@ -38,7 +42,9 @@ from bench.harness import ROOT
 from bench.report import print_report
 from bench.suite import Config, console
 
-SECTIONS = ("compare", "scaling", "crash", "memory", "agent")
+SECTIONS = ("compare", "scaling", "crash", "memory", "agent", "topology")
+# topology starts 9 servers and needs RabbitMQ: it runs when asked for.
+DEFAULT_SECTIONS = ("compare", "scaling", "crash", "memory", "agent")
 FULL = Config(
     n=1000,
     rounds=5,
@@ -108,8 +114,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--no-peers", action="store_true", help="skip Dramatiq and RQ")
     parser.add_argument(
         "--only",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections: {', '.join(SECTIONS)}",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all but topology)",
     )
     parser.add_argument("--out", type=Path, help="folder for results.json and the plots")
     return parser.parse_args()
@@ -167,6 +173,7 @@ def main() -> None:
         "crash": suite.crash,
         "memory": suite.memory,
         "agent": suite.agent,
+        "topology": suite.topology,
     }
     for section in sections:
         console.rule(section)

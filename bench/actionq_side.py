@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from actionq.local.processes import worker_command
 from actionq.service import ActionQ
 from actionq.settings import Settings
 from bench.harness import Stack, wait_for
@@ -20,18 +21,35 @@ _POLL = 0.005
 
 
 class ActionqSide:
-    """Start with a running worker; ``close`` stops it (warm shutdown)."""
+    """Start with a running worker; ``close`` stops it (warm shutdown).
 
-    def __init__(self, stack: Stack, concurrency: int) -> None:
+    ``env``: more ``ACTIONQ_*`` settings, for the worker and this client alike
+    (a key prefix, a queue, a broker, replica acks: ``bench.suite.topology``
+    runs several sides on one store); ``name`` names the worker and its log.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        concurrency: int,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.stack = stack
-        self.settings = Settings(redis_url=stack.url, tool_modules=["bench.tools"])
+        env = env or {}
+        fields: dict[str, Any] = {k.removeprefix("ACTIONQ_").lower(): v for k, v in env.items()}
+        self.settings = Settings(
+            **({"redis_url": stack.url, "tool_modules": ["bench.tools"]} | fields)
+        )
         self.aq = ActionQ(self.settings)
-        self.worker = stack.worker(f"actionq-c{concurrency}", concurrency)
+        name = name or f"actionq-c{concurrency}"
+        self.worker = stack.spawn(worker_command(concurrency, f"{name}@%h", "WARNING"), name, **env)
         wait_for(lambda: self.aq.store.live_worker_ids(), 60, "the actionq worker", 0.05)
         self.throughput(4 * concurrency, timeout=60)  # warm-up: every child imports and connects
 
     def close(self) -> None:
         self.stack.stop(self.worker)
+        self.aq.close()
 
     def throughput(self, n: int, timeout: float | None = None) -> Round:
         """``n`` conversations with one noop action each (created beforehand,

@@ -355,7 +355,7 @@ class AgentStack:
             "ACTIONQ_MODEL_API_KEY_ENV": KEY_ENV,
             KEY_ENV: KEY,
         }
-        assert stack.server.process is not None
+        assert stack.server is not None and stack.server.process is not None
         self.server = psutil.Process(stack.server.process.pid)
         self.tools = stack.worker("tools", bench.tool_concurrency)
         wait_for(lambda: self.aq.store.live_worker_ids(), 60, "the tool worker", 0.05)

@@ -62,7 +62,7 @@ def _split(
 def measure(n: int, rounds: int, concurrency: int = 2) -> dict[str, Any]:
     samples: dict[str, list[tuple[Round, dict[str, float]]]] = {}
     with Stack() as stack:
-        assert stack.server.process is not None
+        assert stack.server is not None and stack.server.process is not None
         server = psutil.Process(stack.server.process.pid)
         aq = ActionqSide(stack, concurrency)
         raw = RawCelerySide(stack, concurrency)

@@ -61,12 +61,22 @@ def rate_summary(rates: Sequence[float]) -> dict[str, float]:
 
 
 class Stack:
-    """An embedded server plus any number of worker processes."""
+    """An embedded server plus any number of worker processes; with
+    ``redis_url``, the workers of a store started elsewhere (``bench.topology``)."""
 
-    def __init__(self, base: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path | None = None,
+        env: dict[str, str] | None = None,
+        redis_url: str | None = None,
+    ) -> None:
         self.base = base or Path(tempfile.mkdtemp(prefix="actionq-bench-"))
-        self.server = EmbeddedServer(self.base / "data")
-        self.url = self.server.start()
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.server: EmbeddedServer | None = None
+        if redis_url is None:
+            self.server = EmbeddedServer(self.base / "data")
+            redis_url = self.server.start()
+        self.url: str = redis_url
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
         self.env |= {
             "ACTIONQ_REDIS_URL": self.url,
@@ -121,4 +131,5 @@ class Stack:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill_group(process)
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()

@@ -16,6 +16,7 @@ __all__ = [
     "crash_notes",
     "memory_tables",
     "print_report",
+    "topology_table",
 ]
 
 LABELS = {
@@ -367,6 +368,61 @@ def agent_notes(agent: dict[str, Any]) -> list[str]:
     ]
 
 
+TOPOLOGY_LABELS = {
+    "single": "(a) one server, direct enqueue",
+    "single_rabbitmq": "(b) one server, RabbitMQ",
+    "cluster_no_acks": "(c) cluster, RabbitMQ, acks off",
+    "cluster_acks": "(d) cluster, RabbitMQ, acks on",
+    "replicated_no_acks": "(e) primary + replica, acks off",
+    "replicated_acks": "(e) primary + replica, acks on",
+}
+
+
+def topology_table(topology: dict[str, Any]) -> Table:
+    """tasks/s per store layout, and the ratios to (a), (b) and the no-acks twin."""
+    load = topology.get("loadavg_1min_start_end")
+    table = Table(
+        title=f"Throughput by store layout: no-op tasks, submit to terminal "
+        f"({topology['n']} per round, {topology['concurrency']} prefork processes per worker"
+        + ("" if load is None else f"; load average {load[0]:.1f} → {load[1]:.1f}")
+        + ")"
+    )
+    columns = ("layout", "min/s", "median/s", "max/s", "÷ (a)", "÷ (b)", "÷ off")
+    for column in (*columns, "paired", "WAITs", "submit/s"):
+        table.add_column(column, justify="left" if column == "layout" else "right")
+    for name, side in topology["throughput"].items():
+        label = TOPOLOGY_LABELS.get(name, name)
+        if "not_measured" in side:
+            table.add_row(label, "", side["not_measured"], *[""] * 7)
+            continue
+        rate, ratios = side["tasks_per_s"], topology["ratios"].get(name, {})
+        table.add_row(
+            label,
+            *(f"{rate[k]:.0f}" for k in ("min", "median", "max")),
+            *(
+                f"{ratios[k]:.2f}" if k in ratios else ""
+                for k in ("single", "single_rabbitmq", "no_acks_twin", "no_acks_twin_paired")
+            ),
+            f"{side['wait_calls_per_action']:.2f}",
+            f"{side['submit_per_s']['median']:.0f}",
+        )
+    return table
+
+
+TOPOLOGY_NOTES = (
+    "cluster: 3 primaries, a replica each; (e): direct enqueue on the primary. acks on: "
+    "ACTIONQ_REPLICA_ACKS unset (1 where a primary has a replica); off: 0.",
+    "÷ columns: ratios of medians; paired: the median over rounds of the round's rate over its "
+    "twin's, run just before it (less sensitive to the machine's drift).",
+    "Every side: its own worker (same prefork processes), key prefix and queue, all running "
+    "for the whole section; rounds alternate side after side.",
+    "WAITs: WAIT commands the side's store ran during its rounds, per action (the "
+    "conversation's creation and any heartbeat included); acks on: one per write step, off: 0.",
+    "A Cluster store cannot use direct enqueue, so (c) and (d) are compared with (b), one "
+    "server with the same RabbitMQ broker.",
+)
+
+
 def print_report(result: dict[str, Any], console: Console) -> None:
     machine = result["machine"]
     console.print(
@@ -393,6 +449,8 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         _print(console, memory_tables(result["memory"]), MEMORY_NOTES)
     if "agent" in result:
         _print(console, agent_tables(result["agent"]), agent_notes(result["agent"]))
+    if "topology" in result:
+        _print(console, [topology_table(result["topology"])], TOPOLOGY_NOTES)
 
 
 def _print(console: Console, tables: list[Table], notes: Sequence[str]) -> None:

@@ -4,12 +4,17 @@ and returns a JSON-ready dict."""
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import statistics
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from kombu import Connection, Queue
 from rich.console import Console
 
 from actionq.service import ActionQ
@@ -22,8 +27,9 @@ from bench.harness import Stack, summary
 from bench.peers import PEERS, not_installed, start_peer
 from bench.raw_side import RawCelerySide
 from bench.rounds import Round, throughput_result
+from bench.topology import BenchCluster, ReplicatedPair, wait_calls
 
-__all__ = ["Config", "agent", "compare", "crash", "memory", "scaling"]
+__all__ = ["TOPOLOGY_SIDES", "Config", "agent", "compare", "crash", "memory", "scaling", "topology"]
 
 # Tables are wide: 120 columns when the output is not a terminal (a log, a pipe).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -196,3 +202,169 @@ def memory(config: Config) -> dict[str, Any]:
 def agent(config: Config) -> dict[str, Any]:
     """bench.agent_loop: per-step overhead of the agent loop, and concurrency."""
     return measure_agent(config.agent, lambda line: console.print(line, highlight=False))
+
+
+# The broker of the topology sides that cannot (or do not) use direct enqueue.
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass(frozen=True)
+class TopologySide:
+    """One store layout and broker, measured by ``topology``."""
+
+    name: str
+    store: str  # "single" (the embedded server), "cluster" or "replicated"
+    rabbitmq: bool  # broker: RabbitMQ; else the store's own Redis with direct enqueue
+    replica_acks: int | None  # ACTIONQ_REPLICA_ACKS; None: unset (1 where there is a replica)
+    no_acks_twin: str | None = None  # the same layout with replica acks off
+
+
+TOPOLOGY_SIDES = (
+    TopologySide("single", "single", rabbitmq=False, replica_acks=None),
+    TopologySide("single_rabbitmq", "single", rabbitmq=True, replica_acks=None),
+    TopologySide("cluster_no_acks", "cluster", rabbitmq=True, replica_acks=0),
+    TopologySide("cluster_acks", "cluster", True, None, no_acks_twin="cluster_no_acks"),
+    TopologySide("replicated_no_acks", "replicated", rabbitmq=False, replica_acks=0),
+    TopologySide("replicated_acks", "replicated", False, None, no_acks_twin="replicated_no_acks"),
+)
+
+
+def _rabbitmq_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def topology(config: Config) -> dict[str, Any]:
+    """actionq's throughput on other store layouts, beside the one-server
+    figure, in the same run: one server (direct enqueue), one server with
+    RabbitMQ, a 3-primary cluster with a replica each and RabbitMQ (replica
+    acks off, then on), one primary with one replica (off, then on).
+
+    Every side has its own worker (the same ``concurrency`` prefork
+    processes), key prefix and queue for the whole section; twins share a
+    store. The rounds alternate side after side, as in ``compare``, so a
+    slow moment of the machine hits every side alike. Around each round the
+    store's servers are asked how many WAITs they ran (``INFO
+    commandstats``): replica acks on must show about one per write, off none.
+    """
+    c = config.concurrency
+    load_start = os.getloadavg()[0]  # others' work on the machine shows in the spread
+    rabbitmq = _rabbitmq_up()
+    not_measured = {
+        side.name: f"not measured (no RabbitMQ at {AMQP_URL})"
+        for side in TOPOLOGY_SIDES
+        if side.rabbitmq and not rabbitmq
+    }
+    wanted = [side for side in TOPOLOGY_SIDES if side.name not in not_measured]
+    queues: list[str] = []
+    with contextlib.ExitStack() as running:
+        single = running.enter_context(Stack())
+        stacks = {"single": single}
+        servers: dict[str, list[redis.Redis]] = {"single": [redis.Redis.from_url(single.url)]}
+        layout: dict[str, Any] = {"single": {"server": server_version(single.url)}}
+        if any(side.store == "cluster" for side in wanted):
+            console.print("  starting a 3-primary cluster, a replica each")
+            cluster = BenchCluster(single.base / "cluster").start()
+            running.callback(cluster.stop)
+            stacks["cluster"] = running.enter_context(
+                Stack(single.base / "cluster-workers", redis_url=cluster.url())
+            )
+            servers["cluster"] = [node.client() for node in cluster.nodes]
+            layout["cluster"] = {"primaries": 3, "replicas_per_primary": cluster.replicas}
+        console.print("  starting a primary and its replica")
+        pair = ReplicatedPair(single.base / "replicated").start()
+        running.callback(pair.stop)
+        stacks["replicated"] = running.enter_context(
+            Stack(single.base / "replicated-workers", redis_url=pair.url())
+        )
+        servers["replicated"] = [pair.primary.client()]
+        layout["replicated"] = {"primaries": 1, "replicas_per_primary": 1}
+        for clients in servers.values():
+            for client in clients:
+                running.callback(client.close)
+        if rabbitmq:
+            running.callback(_delete_queues, queues)
+
+        sides: dict[str, ActionqSide] = {}
+        for side in wanted:
+            name = f"aqbench-{side.name}-{uuid.uuid4().hex[:8]}"
+            env = {"ACTIONQ_KEY_PREFIX": name, "ACTIONQ_QUEUE": name}
+            env["ACTIONQ_AGENT_QUEUE"] = f"{name}.agent"
+            if side.rabbitmq:
+                env["ACTIONQ_BROKER_URL"] = AMQP_URL
+                queues += [name, f"{name}.agent"]
+            if side.replica_acks is not None:
+                env["ACTIONQ_REPLICA_ACKS"] = str(side.replica_acks)
+            console.print(f"  starting the worker of {side.name}")
+            sides[side.name] = ActionqSide(stacks[side.store], c, env, name=side.name)
+            running.callback(sides[side.name].close)
+
+        results: dict[str, list[Round]] = {name: [] for name in sides}
+        waits: dict[str, int] = dict.fromkeys(sides, 0)
+        for i in range(config.rounds):
+            for side in wanted:
+                before = wait_calls(servers[side.store])
+                results[side.name].append(sides[side.name].throughput(config.n))
+                waits[side.name] += wait_calls(servers[side.store]) - before
+            line = "  ".join(f"{name} {r[-1].rate:.0f}/s" for name, r in results.items())
+            console.print(f"  round {i + 1}/{config.rounds}: {line}", highlight=False)
+
+    throughput: dict[str, Any] = {}
+    for side in wanted:
+        throughput[side.name] = throughput_result(results[side.name]) | {
+            "store": side.store,
+            "broker": "rabbitmq" if side.rabbitmq else "the store's redis (direct enqueue)",
+            "replica_acks_setting": side.replica_acks,
+            "wait_calls_per_action": waits[side.name] / (config.rounds * config.n),
+        }
+    throughput |= {name: {"not_measured": why} for name, why in not_measured.items()}
+    return {
+        "concurrency": c,
+        "n": config.n,
+        "layout": layout,
+        "loadavg_1min_start_end": [load_start, os.getloadavg()[0]],
+        "throughput": throughput,
+        "ratios": _topology_ratios(throughput),
+    }
+
+
+def _topology_ratios(throughput: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each side's median over (a) the one server's, (b) the one server's
+    with RabbitMQ and (c) its twin's with replica acks off."""
+
+    def median(name: str | None) -> float | None:
+        side = throughput.get(name or "", {})
+        return side["tasks_per_s"]["median"] if "tasks_per_s" in side else None
+
+    ratios: dict[str, dict[str, float]] = {}
+    for side in TOPOLOGY_SIDES:
+        ours = median(side.name)
+        if ours is None:
+            continue
+        bases = {
+            "single": median("single"),
+            "single_rabbitmq": median("single_rabbitmq"),
+            "no_acks_twin": median(side.no_acks_twin),
+        }
+        ratios[side.name] = {k: ours / v for k, v in bases.items() if v}
+        if side.no_acks_twin in throughput and "rounds" in throughput[side.no_acks_twin]:
+            # Round i of a side runs right after round i of its twin: the
+            # ratio within a round cancels most of the machine's drift.
+            pairs = zip(
+                throughput[side.name]["rounds"],
+                throughput[side.no_acks_twin]["rounds"],
+                strict=True,
+            )
+            paired = [ours_i["rate"] / twin_i["rate"] for ours_i, twin_i in pairs]
+            ratios[side.name]["no_acks_twin_paired"] = statistics.median(paired)
+    return ratios
+
+
+def _delete_queues(names: list[str]) -> None:
+    """The topology sides' RabbitMQ queues: RabbitMQ is shared, leave nothing."""
+    with Connection(AMQP_URL) as conn:
+        for name in names:
+            Queue(name, channel=conn.channel()).delete()

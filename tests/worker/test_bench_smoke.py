@@ -46,3 +46,28 @@ def test_cpu_split_runs_and_accounts_every_process(tmp_path: Path) -> None:
         # Every role did some work (CPU time ticks are 10 ms: 300 tasks is plenty);
         # a role read as 0 would mean a process was missed.
         assert all(us > 0 for us in side["cpu_us_per_task"].values()), side
+
+
+@pytest.mark.timeout(150)
+def test_quick_topology_run_measures_every_layout(tmp_path: Path) -> None:
+    """``--only topology`` (about 35 s): every layout ran its rounds, and
+    replica acks on made the store WAIT while off did not."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONQ_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "topology", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=140,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    topology = json.loads((tmp_path / "results.json").read_text())["topology"]
+    sides = topology["throughput"]
+    # Without RabbitMQ the sides that need it say so instead of a number.
+    measured = {name for name, side in sides.items() if "tasks_per_s" in side}
+    assert {"single", "replicated_no_acks", "replicated_acks"} <= measured, sides
+    for name in measured:
+        assert sides[name]["tasks_per_s"]["rounds"] == 3, (name, sides[name])
+        waits = sides[name]["wait_calls_per_action"]
+        if name in ("cluster_acks", "replicated_acks"):
+            assert waits >= 1, (name, waits)  # a WAIT after each write step, several per action
+        else:
+            assert waits < 0.5, (name, waits)  # none, but the odd heartbeat of an idle twin
+    assert topology["ratios"]["replicated_acks"]["no_acks_twin"] > 0
