@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,10 @@ def test_the_live_stream_follows_a_conversation_on_the_cluster(aq: ActionQ) -> N
             await follower.close()
         return seqs
 
-    assert expected and asyncio.run(read()) == expected
+    # A thread of its own: a session fixture (Playwright's sync API) may
+    # keep an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        assert expected and thread.submit(asyncio.run, read()).result(30) == expected
 
 
 def test_a_turn_whose_message_was_lost_is_sent_again(
