@@ -6,6 +6,7 @@ means). Only this module turns a URL into a client."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -26,33 +27,41 @@ def _credentials(address: StoreAddress) -> dict[str, Any]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def sync_client(url: str, **options: Any) -> redis.Redis | RedisCluster:
-    """A client of the store at ``url`` (``options`` go to every connection)."""
+@dataclass(frozen=True)
+class _Classes:
+    """redis-py's classes of one kind, blocking or asyncio."""
+
+    redis: Any
+    cluster: Any
+    node: Any
+    sentinel: Any
+
+
+_SYNC = _Classes(redis.Redis, RedisCluster, ClusterNode, Sentinel)
+_ASYNC = _Classes(aioredis.Redis, AsyncRedisCluster, AsyncClusterNode, AsyncSentinel)
+
+
+def _client(url: str, classes: _Classes, options: dict[str, Any]) -> Any:
     address = parse_store_url(url)
     options = {"decode_responses": True} | options
     if address.topology == "cluster":
-        nodes = [ClusterNode(host, port) for host, port in address.hosts]
-        return RedisCluster(startup_nodes=nodes, **_credentials(address), **options)
+        nodes = [classes.node(host, port) for host, port in address.hosts]
+        return classes.cluster(startup_nodes=nodes, **_credentials(address), **options)
     if address.topology == "sentinel":
-        sentinel = Sentinel(list(address.hosts), socket_timeout=options.get("socket_timeout"))
-        primary = sentinel.master_for(
+        sentinel = classes.sentinel(
+            list(address.hosts), socket_timeout=options.get("socket_timeout")
+        )
+        return sentinel.master_for(
             address.primary_name, db=address.db, **_credentials(address), **options
         )
-        return cast(redis.Redis, primary)
-    return redis.Redis.from_url(url, **options)
+    return classes.redis.from_url(url, **options)
+
+
+def sync_client(url: str, **options: Any) -> redis.Redis | RedisCluster:
+    """A client of the store at ``url`` (``options`` go to every connection)."""
+    return cast(redis.Redis | RedisCluster, _client(url, _SYNC, options))
 
 
 def async_client(url: str, **options: Any) -> aioredis.Redis | AsyncRedisCluster:
     """``sync_client`` for asyncio (the API's event streams)."""
-    address = parse_store_url(url)
-    options = {"decode_responses": True} | options
-    if address.topology == "cluster":
-        nodes = [AsyncClusterNode(host, port) for host, port in address.hosts]
-        return AsyncRedisCluster(startup_nodes=nodes, **_credentials(address), **options)
-    if address.topology == "sentinel":
-        sentinel = AsyncSentinel(list(address.hosts), socket_timeout=options.get("socket_timeout"))
-        primary = sentinel.master_for(
-            address.primary_name, db=address.db, **_credentials(address), **options
-        )
-        return cast(aioredis.Redis, primary)
-    return aioredis.Redis.from_url(url, **options)
+    return cast(aioredis.Redis | AsyncRedisCluster, _client(url, _ASYNC, options))
