@@ -11,6 +11,8 @@ Both take ``now`` (Redis server time) so tests can plant expired leases.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from datetime import datetime
 
@@ -262,21 +264,29 @@ RECONCILE_INTERVAL_SECONDS = 300.0
 class Repairs:
     """The sweeper's slower repairs, each at its own pace (a worker calls
     ``run`` from every sweep): lost turns re-sent, and the per-status index
-    reconciled under Cluster."""
+    reconciled under Cluster. Each is a scan, so of all the workers and
+    sweepers one does it per period: a named turn in Redis
+    (``take_turn``), left to lapse."""
 
     def __init__(self, turn_resend_seconds: float) -> None:
         self.turn_resend_seconds = turn_resend_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._next_resend = 0.0
         self._next_reconcile = time.monotonic() + RECONCILE_INTERVAL_SECONDS
 
     def run(self, store: ActionStore, dispatch: Dispatch, send_step: StepSender | None) -> None:
         now = time.monotonic()
         if self.turn_resend_seconds > 0 and now >= self._next_resend:
-            self._next_resend = now + self.turn_resend_seconds / 2
-            resend_lost_turns(store, dispatch, send_step, after_seconds=self.turn_resend_seconds)
+            period = self.turn_resend_seconds / 2
+            self._next_resend = now + period
+            if store.take_turn("resend-turns", self.owner, period):
+                resend_lost_turns(
+                    store, dispatch, send_step, after_seconds=self.turn_resend_seconds
+                )
         if store.cluster and now >= self._next_reconcile:
             self._next_reconcile = now + RECONCILE_INTERVAL_SECONDS
-            store.reconcile_status_index()
+            if store.take_turn("reconcile-status-index", self.owner, RECONCILE_INTERVAL_SECONDS):
+                store.reconcile_status_index()
 
 
 def _recover_step(
