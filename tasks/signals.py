@@ -154,7 +154,12 @@ def _preload_litellm() -> None:
         except ImportError:
             log.info("litellm is not installed (pip install 'actionq[llm]'): scripted agents only")
 
-    threading.Thread(target=load, name="actionq-litellm-import", daemon=True).start()
+    # Not a daemon: a worker stopped seconds after it started would end its
+    # interpreter with this thread frozen inside the import, holding import
+    # locks that finalization (a __del__ of litellm's half-built objects) may
+    # need; an agent worker of `actionq up` once hung there at exit in CI.
+    # As a normal thread, the exit waits for the import (seconds) instead.
+    threading.Thread(target=load, name="actionq-litellm-import").start()
 
 
 _STARTUP_RETRY_SECONDS = 120.0
