@@ -83,6 +83,19 @@ def settings_env(settings_env: dict[str, str]) -> Iterator[dict[str, str]]:
             Queue(queue, channel=conn.channel()).delete()
 
 
+def kill_primary_then_restart_it(cluster: ValkeyCluster, key: str, restarts: list[int]) -> int:
+    """Kill the primary of ``key``'s slot (its replica takes over); note it,
+    so ``restart_killed`` brings it back as a replica: a later test that
+    kills the same shard's primary then has a replica to promote."""
+    restarts.append(cluster.primary_for(key))
+    return cluster.kill_primary_for(key)
+
+
+def restart_killed(cluster: ValkeyCluster, restarts: list[int]) -> None:
+    for port in restarts:
+        cluster.restart_node(port)
+
+
 def primaries(cluster: ValkeyCluster) -> list[redis.Redis]:
     """Clients of the nodes that are primaries now (the caller closes them)."""
     found = []
@@ -201,13 +214,17 @@ def test_a_primary_killed_mid_run_loses_no_acknowledged_action(
             client.close()
         return waits
 
+    restarts: list[int] = []
     run_through_a_failover(
         aq,
         start_worker,
         workdir,
-        kill=lambda cid: valkey_cluster.kill_primary_for(aq.store.keys.conversation(cid)),
+        kill=lambda cid: kill_primary_then_restart_it(
+            valkey_cluster, aq.store.keys.conversation(cid), restarts
+        ),
         waits=waits_on_primaries,
     )
+    restart_killed(valkey_cluster, restarts)
 
 
 def test_the_first_call_after_a_failover_goes_to_the_promoted_replica(
@@ -219,7 +236,9 @@ def test_the_first_call_after_a_failover_goes_to_the_promoted_replica(
     cid = aq.create_conversation().id
     store = aq.store
     store.get_conversation(cid)  # a connection to the primary, pooled
-    valkey_cluster.kill_primary_for(store.keys.conversation(cid))
+    restarts: list[int] = []
+    kill_primary_then_restart_it(valkey_cluster, store.keys.conversation(cid), restarts)
     result = store.submit_action(cid, "terminal", {"command": "true"})
+    restart_killed(valkey_cluster, restarts)
     assert result.created
     assert store.get_conversation(cid).status == ConversationStatus.RUNNING
