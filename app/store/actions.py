@@ -130,23 +130,24 @@ class ActionStore(SubmitStore, AgentStore, ConversationStore, WorkerLeases):
         key = self.keys.action(conversation_id, action_id)
         return int(self._call(lambda: self.redis.hincrby(key, "lost_deliveries", 1)))
 
+    def _resend_counter(self, conversation_id: str, target: str) -> tuple[str, str]:
+        """Where the re-sends of ``target`` are counted: the agent hash for
+        its step (``STEP_CLAIM``), else the action's hash."""
+        if target == STEP_CLAIM:
+            return self.keys.agent(conversation_id), "step_resends"
+        return self.keys.action(conversation_id, target), "resends"
+
     def count_resend(self, conversation_id: str, target: str, seen: int) -> bool:
         """Count one more re-send of the conversation's turn (``target``: the
         active action's id, or ``STEP_CLAIM`` for its agent step), if it has
         been re-sent ``seen`` times so far; False if another sweeper counted
         it meanwhile (then that one sends it)."""
-        if target == STEP_CLAIM:
-            key, name = self.keys.agent(conversation_id), "step_resends"
-        else:
-            key, name = self.keys.action(conversation_id, target), "resends"
+        key, name = self._resend_counter(conversation_id, target)
         return int(self._call(lambda: self.redis.hincrby(key, name, 1))) == seen + 1
 
     def resends(self, conversation_id: str, target: str) -> int:
         """How often ``count_resend`` counted ``target`` (see there)."""
-        if target == STEP_CLAIM:
-            key, name = self.keys.agent(conversation_id), "step_resends"
-        else:
-            key, name = self.keys.action(conversation_id, target), "resends"
+        key, name = self._resend_counter(conversation_id, target)
         return int(self._call(lambda: self.redis.hget(key, name)) or 0)
 
     def running_conversation_ids(self, limit: int) -> list[str]:
