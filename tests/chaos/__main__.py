@@ -19,6 +19,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="mean seconds between faults")
     parser.add_argument("--conversations", type=int, default=12, help="open at once")
     parser.add_argument("--steps", type=int, default=8, help="actions per conversation")
+    parser.add_argument(
+        "--min-actions", type=int, default=0, help="keep opening conversations until this many"
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
         "--store",
@@ -41,6 +44,7 @@ def main() -> None:
         args.steps,
         args.data_dir,
         store=args.store,
+        min_actions=args.min_actions,
     )
     print_summary(result, console)
     if args.json:

@@ -51,6 +51,13 @@ class Driver:
         )
         self.scripts: list[Script] = []
         self.api_errors = 0
+        # Every action the API acknowledged (returned an id for), per conversation.
+        self.acknowledged: dict[str, set[str]] = {}
+
+    @property
+    def planned_actions(self) -> int:
+        """Steps of every script opened so far: each is posted before the run settles."""
+        return sum(len(s.steps) for s in self.scripts)
 
     def close(self) -> None:
         self.http.close()
@@ -105,6 +112,7 @@ class Driver:
             if action is None:
                 return  # posted again with the same key next time: no duplicate
             script.waiting.append(action["id"])
+            self.acknowledged.setdefault(cid, set()).add(action["id"])
             script.next_step += 1
 
     def tick(self, open_new: bool) -> None:

@@ -38,8 +38,16 @@ def _outcome(event: Event) -> str:
     return event.kind
 
 
-def check(store: ActionStore, conversation_ids: list[str], side_effect_log: Path) -> Report:
+def check(
+    store: ActionStore,
+    conversation_ids: list[str],
+    side_effect_log: Path,
+    acknowledged: dict[str, set[str]] | None = None,
+) -> Report:
+    """``acknowledged``: per conversation, the action ids the API returned;
+    each must be in the conversation's events."""
     report = Report()
+    acknowledged = acknowledged or {}
     ran = Counter(side_effect_log.read_text().split()) if side_effect_log.exists() else Counter()
     all_actions: set[str] = set()
     for cid in conversation_ids:
@@ -47,7 +55,11 @@ def check(store: ActionStore, conversation_ids: list[str], side_effect_log: Path
         conversation = store.get_conversation(cid)
         report.statuses[conversation.status.value] += 1
         events = store.all_events(cid)
-        all_actions.update(_check_events(report, cid, events, ran))
+        actions = _check_events(report, cid, events, ran)
+        all_actions.update(actions)
+        # 0. nothing acknowledged is lost
+        for lost in sorted(acknowledged.get(cid, set()) - actions):
+            report.violate(cid, f"action {lost} was acknowledged but is not in the events")
         # 3. nothing left running without live work once quiet
         if conversation.status == ConversationStatus.RUNNING:
             report.violate(cid, "still running once the system is quiet")

@@ -45,7 +45,11 @@ def run_chaos(
     base: Path | None = None,
     settle_timeout: float = 180.0,
     store: StoreKind = "embedded",
+    min_actions: int = 0,
 ) -> ChaosResult:
+    """Inject ``faults`` while driving conversations, and keep opening new
+    ones until at least ``min_actions`` actions are planned too: a slow
+    machine runs longer instead of checking less."""
     rng = random.Random(seed)
     base = base or Path(tempfile.mkdtemp(prefix=f"actionq-chaos-{seed}-"))
     started = time.monotonic()
@@ -58,7 +62,10 @@ def run_chaos(
         # Keep conversations coming while faults are injected, then let every
         # script finish on a stack that is whole again.
         deadline = time.monotonic() + faults * mean_interval * 4 + settle_timeout
-        driver.run_until(lambda: not injector.finished.is_set(), deadline)
+        driver.run_until(
+            lambda: not injector.finished.is_set() or driver.planned_actions < min_actions,
+            deadline,
+        )
         injector.stopping.set()
         injector.join(30)
         _make_whole(stack)
@@ -66,7 +73,7 @@ def run_chaos(
         # The stack's own key prefix: on a cluster it is not the default.
         state = stack.open_store()
         checked = [s.conversation_id for s in driver.scripts] + injector.extra_conversations
-        report = check(state, checked, stack.side_effects)
+        report = check(state, checked, stack.side_effects, driver.acknowledged)
         state.redis.close()
     finally:
         driver.close()

@@ -27,7 +27,7 @@ def _assert_every_invariant(result: ChaosResult, faults: int, actions: int) -> N
 @pytest.mark.timeout(600)
 def test_short_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     seed = int(os.environ.get("CHAOS_SEED", "7"))
-    result = run_chaos(seed, faults=50, mean_interval=0.8, base=tmp_path / "chaos")
+    result = run_chaos(seed, faults=50, mean_interval=0.8, base=tmp_path / "chaos", min_actions=200)
     _assert_every_invariant(result, faults=50, actions=200)
 
 
@@ -41,5 +41,12 @@ def test_short_chaos_run_on_a_cluster_keeps_every_invariant(tmp_path: Path) -> N
     a random slot, wait for its replica's promotion and restart the killed
     node as the new primary's replica."""
     seed = int(os.environ.get("CHAOS_SEED", "7"))
-    result = run_chaos(seed, faults=25, mean_interval=0.8, base=tmp_path / "chaos", store="cluster")
+    result = run_chaos(
+        seed,
+        faults=25,
+        mean_interval=0.8,
+        base=tmp_path / "chaos",
+        store="cluster",
+        min_actions=200,
+    )
     _assert_every_invariant(result, faults=25, actions=200)
