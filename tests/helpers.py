@@ -75,6 +75,15 @@ class ValkeyServer:
             )
         client = redis.Redis(port=self.port)
         wait_for(lambda: self._ping(client), 10, what="valkey-server to answer PING")
+        # The port was free when chosen; another process (a parallel test
+        # run) could have taken it since. Never use, or flush, its server.
+        answering = client.info("server")["process_id"]
+        client.close()
+        if answering != self.process.pid:
+            raise RuntimeError(
+                f"port {self.port} is served by pid {answering}, not by the valkey-server "
+                f"this session started (pid {self.process.pid}); see {self.workdir}/valkey.log"
+            )
 
     @staticmethod
     def _ping(client: redis.Redis) -> bool:
