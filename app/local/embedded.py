@@ -57,6 +57,17 @@ def find_server_binary() -> str:
     )
 
 
+class _PortTakenError(Exception):
+    """The server could not bind its port: another process listens on it."""
+
+
+def _port_was_taken(log_path: Path, offset: int) -> bool:
+    """What the server logged since ``offset`` says its port was in use."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        return b"Address already in use" in log.read()
+
+
 class EmbeddedServer:
     """A private valkey-server whose data lives in ``data_dir`` (made 0700)."""
 
@@ -70,6 +81,10 @@ class EmbeddedServer:
     ) -> None:
         self.data_dir = ensure_private_dir(data_dir.resolve())
         self.port = port or free_port()
+        # A port we chose may be taken between choosing and binding (by any
+        # other process); until the first start it can still change. After
+        # that it cannot: clients hold the URL.
+        self._port_may_change = port is None
         self.process: subprocess.Popen[bytes] | None = None
         self.password = read_or_create_secret(self.data_dir / "server.password", 24)
         self.die_with_parent = die_with_parent
@@ -113,8 +128,20 @@ class EmbeddedServer:
         write_secret_file(self.config_path, "\n".join(lines) + "\n")
 
     def start(self, timeout: float = 15.0) -> str:
+        """Start it and wait until it answers; the URL. A port this object
+        chose that another process took meanwhile is chosen again (3 tries)."""
+        for _ in range(2):
+            try:
+                return self._start_once(timeout)
+            except _PortTakenError:
+                self.port = free_port()
+        return self._start_once(timeout)
+
+    def _start_once(self, timeout: float) -> str:
+        log_path = self.data_dir / "server.log"
+        logged_before = log_path.stat().st_size if log_path.exists() else 0
         self._write_config()
-        with (self.data_dir / "server.log").open("ab") as log:
+        with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [find_server_binary(), str(self.config_path)],
                 stdout=log,
@@ -124,18 +151,21 @@ class EmbeddedServer:
                 preexec_fn=child_preexec(die_with_parent=self.die_with_parent),
             )
         write_pidfile(self.pidfile, self.process.pid)
-        client = redis.Redis.from_url(self.url)
+        # Bounded: something else listening on the port may never answer.
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise StoreUnavailableError(
-                        f"embedded server exited; see {self.data_dir / 'server.log'}"
-                    )
+                    self.pidfile.unlink(missing_ok=True)
+                    if self._port_may_change and _port_was_taken(log_path, logged_before):
+                        raise _PortTakenError(self.port)
+                    raise StoreUnavailableError(f"embedded server exited; see {log_path}")
                 try:
                     if client.ping():
+                        self._port_may_change = False
                         return self.url
-                except (redis.ConnectionError, redis.BusyLoadingError):
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     pass
                 if time.monotonic() > deadline:
                     raise StoreUnavailableError("embedded server did not start in time")
