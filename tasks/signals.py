@@ -26,7 +26,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
 
 from actionq.crashes.lost_step import requeue_lost_step
-from actionq.crashes.lost_task import settle_lost_task
+from actionq.crashes.lost_task import UnsettledLosses, settle_lost_task
 from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import audit_own_claims, recover_orphaned_actions
 from actionq.errors import StoreUnavailableError
@@ -46,6 +46,10 @@ from actionq.tools.sandbox import scrub_worker_environ
 __all__ = ["connect_signal_handlers", "parse_worker_lost"]
 
 log = logging.getLogger(__name__)
+
+# This worker's lost deliveries that could not be settled while Redis was
+# away; its periodic sweep (tasks/worker_step.py) settles them again.
+UNSETTLED_LOSSES = UnsettledLosses()
 
 _SIGNAL_RE = re.compile(r"signal (\d+)")
 _EXITCODE_RE = re.compile(r"exitcode (-?\d+)")
@@ -229,7 +233,8 @@ def on_task_failure(
                 f"{how}; the kernel's OOM killer killed it (pid {oom.pid}, "
                 f"{oom.rss_bytes / 2**20:.0f} MiB resident at the kill)"
             )
-    outcome = settle_lost_task(
+    settle = partial(
+        settle_lost_task,
         get_store(),
         current_worker(),
         ids[0],
@@ -241,6 +246,7 @@ def on_task_failure(
         exitcode=code,
         killed_by=killed_by,
     )
+    outcome = UNSETTLED_LOSSES.settle(ids[1], settle)
     log.info("lost delivery of action %s settled: %s", ids[1], outcome)
 
 
@@ -284,6 +290,7 @@ def on_worker_shutdown(**_: Any) -> None:
     if worker.pid != os.getpid():
         return  # a pool child inherited the atexit hook
     store = get_store()
+    UNSETTLED_LOSSES.retry()  # crashes before the shutdown stay crashes
     audit_own_claims(
         store,
         worker,

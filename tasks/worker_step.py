@@ -38,6 +38,7 @@ from actionq.store import ActionStore
 from actionq.tasks.heartbeat import LeaseHeartbeat
 from actionq.tasks.identity import current_worker
 from actionq.tasks.oom_watch import oom_watch
+from actionq.tasks.signals import UNSETTLED_LOSSES
 
 __all__ = ["ActionqWorkerStep"]
 
@@ -160,7 +161,12 @@ class ActionqWorkerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             errored = sweep_expired_leases(
                 store, step_attempts=settings.agent_step_attempts, send_step=send_step
             )
+            # Before the audit: a child that died while Redis was away is
+            # settled as what it was, not as ``abandoned``.
+            for action_id, outcome in UNSETTLED_LOSSES.retry().items():
+                log.info("lost delivery of action %s settled: %s", action_id, outcome)
             running = {request.id for request in worker_state.active_requests}
+            running |= UNSETTLED_LOSSES.action_ids()  # not abandoned: still to settle
             # Read after ``running``: a cold shutdown's signal handler may run
             # in the middle of this sweep (while a Redis call waits); it takes
             # the requests it cuts off out of ``active_requests`` and then sets

@@ -44,6 +44,22 @@ def kill_own_process(args: MarkArgs, ctx: ToolContext) -> dict[str, Any]:
     return {}
 
 
+class ToldArgs(MarkArgs):
+    go_file: str
+
+
+@tool("kill_own_process_when_told", ToldArgs)
+def kill_own_process_when_told(args: ToldArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Append a line, wait (at most 120 s) until ``go_file`` exists, then
+    SIGKILL the process running the tool: the test chooses the moment."""
+    _append(args.marker_file, args.line)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(args.go_file) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
 @tool("sleep_after_mark", SleepArgs)
 def sleep_after_mark(args: SleepArgs, ctx: ToolContext) -> dict[str, Any]:
     """Append a line, then sleep (a long action with a side effect at its start)."""

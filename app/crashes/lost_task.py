@@ -9,13 +9,19 @@ not have been sent: send it).
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+
 from actionq.crashes.stop import crash_action
-from actionq.errors import NotFoundError
+from actionq.errors import NotFoundError, StoreUnavailableError
 from actionq.messaging.dispatch import Dispatch, resend_turn
 from actionq.models import ActionState, ErrorCause
 from actionq.store import ActionStore, WorkerIdentity
 
-__all__ = ["MAX_LOST_BEFORE_CLAIM", "settle_lost_task"]
+__all__ = ["MAX_LOST_BEFORE_CLAIM", "UnsettledLosses", "settle_lost_task"]
+
+log = logging.getLogger(__name__)
 
 # A delivery whose process died before it could claim the action never ran
 # the tool: it is sent again, at most this many times.
@@ -70,3 +76,51 @@ def settle_lost_task(
     if resend_turn(store, conversation_id, dispatch, skip=action_id):
         return "sent the next action"
     return "already settled"
+
+
+class UnsettledLosses:
+    """Lost deliveries whose settling could not reach Redis (the store was
+    away when the child died), kept in the worker's main process and settled
+    again by its periodic sweep before the claim audit, which would otherwise
+    call them ``abandoned``: a child killed during an outage or a failover
+    still ends as what it was (``worker_lost``, its signal and exit code)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Callable[[], str]] = {}
+
+    def settle(self, action_id: str, settle: Callable[[], str]) -> str:
+        """Run ``settle`` (a ``settle_lost_task`` call); keep it for later if
+        the store is unavailable. Returns what it did."""
+        try:
+            return settle()
+        except StoreUnavailableError as e:
+            with self._lock:
+                self._pending[action_id] = settle
+            log.warning(
+                "lost delivery of action %s is settled once the store is back: %s", action_id, e
+            )
+            return "deferred"
+
+    def retry(self) -> dict[str, str]:
+        """Settle the kept ones, oldest first, until the store fails again;
+        what each one did, by action id."""
+        with self._lock:
+            pending = list(self._pending.items())
+        settled: dict[str, str] = {}
+        for action_id, settle in pending:
+            try:
+                settled[action_id] = settle()
+            except StoreUnavailableError:
+                break  # still away: the next sweep tries again
+            except Exception:  # never again: the claim audit settles it
+                log.exception("settling the lost delivery of action %s failed", action_id)
+                settled[action_id] = "failed"
+            with self._lock:
+                self._pending.pop(action_id, None)
+        return settled
+
+    def action_ids(self) -> set[str]:
+        """The actions still kept (the claim audit leaves them alone)."""
+        with self._lock:
+            return set(self._pending)

@@ -123,7 +123,8 @@ def outage_stack(tmp_path: Path, transport: str | None, **settings: str) -> Iter
         tmp_path,
         concurrency=2,
     ).start()
-    aq = ActionQ(Settings(redis_url=url, tool_modules=["tests.tools_for_tests"]))
+    # The same settings as the worker's (a broker of its own, if given).
+    aq = ActionQ(Settings(redis_url=url, tool_modules=["tests.tools_for_tests"], **settings))  # type: ignore[arg-type]
     try:
         worker.wait_ready(60)
         shown = (
@@ -268,3 +269,57 @@ def test_a_cold_shutdown_while_the_sweep_waits_on_redis_says_worker_shutdown(
         assert aq.get_conversation(cid).status == ConversationStatus.ERROR
         assert count_lines(marker) == 1
         assert_log_consistent(aq, cid)
+
+
+@pytest.mark.timeout(180)
+def test_a_child_killed_while_the_store_is_away_is_still_worker_lost(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Found by the chaos soak on a Cluster (a primary's failover): the pool
+    child dies while the store is away but the broker is not (with one Redis
+    for both, Celery handles the death only once it has reconnected), so
+    ``task_failure`` cannot record the crash. The worker keeps it and settles
+    it once the store is back as what it was, ``worker_lost`` with signal 9,
+    not ``abandoned``, and runs nothing again. The broker is the suite's own
+    server (a database of this test's)."""
+    with outage_stack(tmp_path, None, broker_url=redis_url) as stack:
+        aq = stack.aq
+        pid = stack.worker.pid
+        marker = tmp_path / "ran.txt"
+        go = tmp_path / "go"
+        cid = aq.create_conversation().id
+        action = aq.submit_action(
+            cid, "kill_own_process_when_told", {"marker_file": str(marker), "go_file": str(go)}
+        )
+        wait_for(lambda: count_lines(marker) == 1, 30, what="the tool to start")
+
+        stack.kill_server()
+        go.touch()
+        wait_for(
+            lambda: (
+                f"lost delivery of action {action.id} is settled once" in stack.worker.log()
+                or "signal handler on_task_failure failed" in stack.worker.log()
+            ),
+            60,
+            0.2,
+            "task_failure to meet the missing Redis",
+        )
+        stack.server.start()
+
+        ended = wait_for(
+            lambda: (a := aq.get_action(action.id)).state != ActionState.CLAIMED and a,
+            60,
+            0.2,
+            "the crash to be settled",
+        )
+        assert ended.state == ActionState.ERRORED
+        error = only_error(aq, cid, action.id)
+        assert error.detail.cause == ErrorCause.WORKER_LOST, error.detail
+        assert error.detail.signal == signal.SIGKILL
+        assert aq.get_conversation(cid).status == ConversationStatus.ERROR
+        assert count_lines(marker) == 1
+        assert_log_consistent(aq, cid)
+
+        aq.resume(cid)
+        stack.assert_same_worker_runs_the_next_action(cid, pid)
+        assert count_lines(marker) == 1
