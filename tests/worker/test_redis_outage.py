@@ -1,5 +1,6 @@
-"""The Redis server (state store and Celery broker at once) SIGKILLed while a
-tool runs, and started again on the same port and data.
+"""The Redis server (state store and Celery broker at once; in one test the
+store alone) SIGKILLed while a tool runs, and started again on the same port
+and data.
 
 The worker's main process must come through any outage, short or long: the
 same process (same pid) runs the next action once Redis is back. The action
