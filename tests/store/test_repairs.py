@@ -3,7 +3,7 @@ by one of many sweepers per period, backing off."""
 
 from __future__ import annotations
 
-import time
+from datetime import datetime, timedelta
 
 from actionq.crashes.sweep import Repairs, resend_lost_turns
 from actionq.service import ActionQ
@@ -14,9 +14,14 @@ def test_of_many_sweepers_one_sends_a_lost_turn_per_period(aq: ActionQ) -> None:
     cid = aq.create_conversation().id
     # The store's own transition: running, its action pending, no message.
     action = store.submit_action(cid, "terminal", {"command": "true"}).action_id
-    time.sleep(0.05)  # the turn has waited longer than after_seconds below
+    # The turn has waited 200 s: past the first re-send (60 s) and the second
+    # (120 s), so only the turn each sweeper must take (a 30 s lease, held
+    # through the three runs whatever the machine's load) keeps the others out.
+    key = store.keys.conversation(cid)
+    changed = datetime.fromisoformat(store.redis.hget(key, "updated_at"))
+    store.redis.hset(key, "updated_at", (changed - timedelta(seconds=200)).isoformat())
     sent: list[tuple[str, str]] = []
-    sweepers = [Repairs(turn_resend_seconds=0.01) for _ in range(3)]
+    sweepers = [Repairs(turn_resend_seconds=60) for _ in range(3)]
     for sweeper in sweepers:
         sweeper.run(store, lambda c, a: sent.append((c, a)), None)
     assert sent == [(cid, action)]
