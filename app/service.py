@@ -27,6 +27,7 @@ from actionq.archive import ArchivedConversation, ArchiveSink, open_sink
 from actionq.crashes.stop import cancel_action
 from actionq.crashes.sweep import sweep_expired_leases
 from actionq.errors import (
+    ActionNotFound,
     ActionqError,
     ArchiveUnavailableError,
     ConversationArchived,
@@ -484,7 +485,24 @@ class ActionQ:
         return EventFollower(self.settings.redis_url, self.store.keys)
 
     def get_action(self, action_id: str) -> ActionRecord:
-        return self.store.get_action(action_id)
+        """The action's record; of an archived conversation, its archived copy."""
+        try:
+            return self.store.get_action(action_id)
+        except ActionNotFound:
+            archived = self._archived_action(action_id)
+            if archived is None:
+                raise
+            return archived
+
+    def _archived_action(self, action_id: str) -> ActionRecord | None:
+        """Asked only after Redis has no such action."""
+        if self.archive is None:
+            return None
+        conversation_id = self.archive.find_action(action_id)
+        if conversation_id is None or self.store.conversation_exists(conversation_id):
+            return None
+        archived = self.archived_conversation(conversation_id)
+        return None if archived is None else archived.action(action_id)
 
     def list_events(self, conversation_id: str, after_seq: int = 0, limit: int = 100) -> EventPage:
         """Events with seq > after_seq, at most ``limit``; archived ones too."""
@@ -546,7 +564,16 @@ class ActionQ:
         same call has not ended (so a retry storm makes one action); with
         ``InvalidTransition`` for an action that has not ended.
         """
-        original = self.store.get_action(action_id)
+        try:
+            original = self.store.get_action(action_id)
+        except ActionNotFound:
+            archived = self._archived_action(action_id)
+            if archived is None:
+                raise
+            raise ConversationArchived(
+                f"action {action_id} belongs to conversation {archived.conversation_id}, which "
+                "is archived; read-only (it can be read, not retried)"
+            ) from None
         cid = original.conversation_id
         retry_id = new_id()
         result = self.store.retry_action(
@@ -565,7 +592,7 @@ class ActionQ:
         """Poll until the action has ended (or raise ``TimeoutError``)."""
         deadline = time.monotonic() + timeout
         while True:
-            action = self.store.get_action(action_id)
+            action = self.get_action(action_id)
             if action.state not in (ActionState.PENDING, ActionState.CLAIMED):
                 return action
             if time.monotonic() > deadline:

@@ -1,21 +1,23 @@
 """An archived conversation: its record, its agent, its events as stored,
-and the digest that proves a copy equal to what Redis held."""
+its actions' records, and the digest that proves a copy equal to what
+Redis held."""
 
 from __future__ import annotations
 
 import bisect
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from actionq.models import Conversation, Event, EventPage
+from actionq.models import ActionRecord, Conversation, Event, EventPage
 from actionq.store.records import ConversationExport, event_from_stored
 
 __all__ = ["ARCHIVE_FORMAT", "ArchivedConversation", "canonical"]
 
-# The JSONL header's "format"; a new layout gets a new one.
-ARCHIVE_FORMAT = "actionq-archive/1"
+# The JSONL header's "format"; a new layout gets a new one. /2 added the
+# actions' records; a /1 copy (none) still reads, with no actions.
+ARCHIVE_FORMAT = "actionq-archive/2"
 
 
 def canonical(value: Any) -> str:
@@ -26,13 +28,15 @@ def canonical(value: Any) -> str:
 
 @dataclass(frozen=True)
 class ArchivedConversation:
-    """``events``: (seq, the event as stored in Redis, without seq), in order."""
+    """``events``: (seq, the event as stored in Redis, without seq), in order;
+    ``actions``: each action's record as JSON, in submission order."""
 
     conversation: Conversation
     agent_spec: dict[str, Any] | None
     confirmation_policy: dict[str, Any] | None
     events: list[tuple[int, dict[str, Any]]]
     archived_at: str
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_export(cls, export: ConversationExport, archived_at: str) -> ArchivedConversation:
@@ -48,6 +52,7 @@ class ArchivedConversation:
             confirmation_policy=policy,
             events=[(seq, json.loads(stored)) for seq, stored in export.events],
             archived_at=archived_at,
+            actions=[action.model_dump(mode="json") for action in export.actions],
         )
 
     @property
@@ -64,10 +69,13 @@ class ArchivedConversation:
 
     @property
     def digest(self) -> str:
-        """sha256 of the header and every (seq, event), canonical JSON."""
+        """sha256 of the header, every (seq, event) and every action,
+        canonical JSON (with no actions, the same as a /1 copy's)."""
         digest = hashlib.sha256(canonical(self.header()).encode())
         for seq, event in self.events:
             digest.update(f"\n{seq}\t{canonical(event)}".encode())
+        for action in self.actions:
+            digest.update(f"\naction\t{canonical(action)}".encode())
         return "sha256:" + digest.hexdigest()
 
     def agent_spec_json(self) -> str | None:
@@ -90,6 +98,12 @@ class ArchivedConversation:
 
     def all_events(self) -> list[Event]:
         return [self.event(seq, stored) for seq, stored in self.events]
+
+    def action(self, action_id: str) -> ActionRecord | None:
+        for action in self.actions:
+            if action.get("id") == action_id:
+                return ActionRecord.model_validate(action)
+        return None
 
     def find_event(self, event_id: str) -> Event | None:
         for seq, stored in self.events:

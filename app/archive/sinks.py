@@ -39,6 +39,10 @@ class ArchiveSink(Protocol):
     def read(self, conversation_id: str) -> ArchivedConversation | None:
         """The archived conversation (None: not archived)."""
 
+    def find_action(self, action_id: str) -> str | None:
+        """The id of the archived conversation that holds this action (None:
+        no archived action has it)."""
+
     def remove(self, conversation_id: str) -> None:
         """Drop its copy (a conversation that changed after it was copied)."""
 
@@ -81,14 +85,35 @@ def _verify(
         )
 
 
+def _verify_action_index(sink: ArchiveSink, written: ArchivedConversation, where: str) -> None:
+    """Each action is found by its id, or the copy is not yet whole."""
+    for action in written.actions:
+        if sink.find_action(str(action["id"])) != written.id:
+            raise ArchiveUnavailableError(
+                f"{where}: action {action['id']} of conversation {written.id} is not found "
+                "by its id after writing it"
+            )
+
+
+def _json_columns(text: str) -> tuple[str | None, str | None]:
+    """(jsonb, text) columns for a JSON text: jsonb cannot hold a NUL
+    character (a command's output or arguments may have one), so such a
+    value is kept as JSON text instead."""
+    return (None, text) if "\\u0000" in text else (text, None)
+
+
 class JsonlSink:
     """``<folder>/<conversation id>.jsonl``: a header line (the conversation,
-    its agent, the event count and digest), then one line per event in seq
-    order. Written to a temporary file, fsynced, renamed over the old copy:
-    a reader never sees a torn archive."""
+    its agent, the event and action counts and the digest), then one line
+    per event in seq order (``{"seq", "event"}``), then one per action
+    (``{"action"}``). Written to a temporary file, fsynced, renamed over the
+    old copy: a reader never sees a torn archive. ``actions/<action id>`` is
+    a symbolic link to its conversation's file: how an action is found by
+    its id."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder.absolute()
+        self.action_links = self.folder / "actions"
 
     def _path(self, conversation_id: str) -> Path:
         # The id names a workspace folder too: one safe path component.
@@ -106,6 +131,7 @@ class JsonlSink:
             "archived_at": archived.archived_at,
             **archived.header(),
             "events_count": len(archived.events),
+            "actions_count": len(archived.actions),
             "digest": archived.digest,
         }
         try:
@@ -116,14 +142,52 @@ class JsonlSink:
                 out.write(json.dumps(header, ensure_ascii=False) + "\n")
                 for seq, event in archived.events:
                     out.write(json.dumps({"seq": seq, "event": event}, ensure_ascii=False) + "\n")
+                for action in archived.actions:
+                    out.write(json.dumps({"action": action}, ensure_ascii=False) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
             _fsync_folder(self.folder)
+            self._link_actions(archived)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise ArchiveUnavailableError(f"{where}: writing {archived.id} failed: {e}") from e
         _verify(archived, self.read(archived.id), where)
+        _verify_action_index(self, archived, where)
+
+    def _link_actions(self, archived: ArchivedConversation) -> None:
+        if not archived.actions:
+            return
+        self.action_links.mkdir(mode=0o700, exist_ok=True)
+        target = f"../{archived.id}.jsonl"
+        for action in archived.actions:
+            link = self._action_link(str(action["id"]))
+            if link is None:
+                continue  # never found by such an id; the copy's check says so
+            # A new link renamed over any old one: never a moment without it.
+            tmp = self.action_links / f".{link.name}.{secrets.token_hex(4)}.tmp"
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        _fsync_folder(self.action_links)
+
+    def _action_link(self, action_id: str) -> Path | None:
+        if conversation_id_problem(action_id) is not None:
+            return None  # not one safe path component (ids are UUIDs)
+        return self.action_links / action_id
+
+    def find_action(self, action_id: str) -> str | None:
+        link = self._action_link(action_id)
+        if link is None:
+            return None
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ArchiveUnavailableError(f"JSONL archive {self.folder}: {e}") from e
+        conversation_id = Path(target).name.removesuffix(".jsonl")
+        # A link whose conversation was removed since is no longer an answer.
+        return conversation_id if (self.folder / Path(target).name).exists() else None
 
     def read(self, conversation_id: str) -> ArchivedConversation | None:
         if conversation_id_problem(conversation_id) is not None:
@@ -132,19 +196,38 @@ class JsonlSink:
         try:
             with path.open(encoding="utf-8") as lines:
                 header = json.loads(next(lines))
-                events = [(int(row["seq"]), row["event"]) for row in map(json.loads, lines)]
+                events: list[tuple[int, dict[str, Any]]] = []
+                actions: list[dict[str, Any]] = []
+                for row in map(json.loads, lines):
+                    if "action" in row:
+                        actions.append(row["action"])
+                    else:
+                        events.append((int(row["seq"]), row["event"]))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, StopIteration) as e:
+        except (OSError, ValueError, KeyError, TypeError, StopIteration) as e:
             raise ArchiveUnavailableError(f"JSONL archive {path} is unreadable: {e}") from e
-        archived = _from_parts(header, events)
-        if len(events) != header.get("events_count") or archived.digest != header.get("digest"):
+        archived = _from_parts(header, events, actions)
+        if (
+            len(events) != header.get("events_count")
+            or len(actions) != header.get("actions_count", 0)
+            or archived.digest != header.get("digest")
+        ):
             raise ArchiveUnavailableError(f"JSONL archive {path} does not match its digest")
         return archived
 
     def remove(self, conversation_id: str) -> None:
+        path = self._path(conversation_id)
         try:
-            self._path(conversation_id).unlink(missing_ok=True)
+            archived = self.read(conversation_id)
+        except ArchiveUnavailableError:
+            archived = None  # an unreadable copy: its links point at nothing once it is gone
+        try:
+            path.unlink(missing_ok=True)
+            for action in archived.actions if archived is not None else []:
+                link = self._action_link(str(action["id"]))
+                if link is not None:
+                    link.unlink(missing_ok=True)
         except OSError as e:
             raise ArchiveUnavailableError(f"JSONL archive {self.folder}: {e}") from e
 
@@ -162,7 +245,9 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _from_parts(
-    header: dict[str, Any], events: list[tuple[int, dict[str, Any]]]
+    header: dict[str, Any],
+    events: list[tuple[int, dict[str, Any]]],
+    actions: list[dict[str, Any]],
 ) -> ArchivedConversation:
     return ArchivedConversation(
         conversation=Conversation.model_validate(header["conversation"]),
@@ -170,17 +255,20 @@ def _from_parts(
         confirmation_policy=header.get("confirmation_policy"),
         events=events,
         archived_at=str(header.get("archived_at") or ""),
+        actions=actions,
     )
 
 
 class PostgresSink:
-    """A schema of its own (made if missing) with two tables:
+    """A schema of its own (made if missing) with three tables:
     ``conversations`` (one row each: status, times, the record, the agent,
-    the event count and digest) and ``events`` (one row per event, jsonb,
-    keyed by conversation and seq; an event with a NUL character, which
-    jsonb cannot hold, is JSON text in ``event_text``). A write is one transaction: the row
-    upserted, the conversation's events replaced; so archiving twice is one
-    copy. psycopg 3; one connection, made again after an error."""
+    the event count and digest), ``events`` (one row per event, jsonb,
+    keyed by conversation and seq) and ``actions`` (one row per action's
+    record, keyed by its id, with its place in the conversation); an event
+    or record with a NUL character, which jsonb cannot hold, is JSON text
+    in ``event_text`` / ``record_text``. A write is one transaction: the row
+    upserted, the conversation's events and actions replaced; so archiving
+    twice is one copy. psycopg 3; one connection, made again after an error."""
 
     def __init__(self, url: str, schema: str = "actionq") -> None:
         if not SCHEMA_NAME.match(schema):
@@ -219,8 +307,8 @@ class PostgresSink:
 
         schema = sql.Identifier(self.schema)
         found = connection.execute(
-            "SELECT to_regclass(%s), to_regclass(%s)",
-            (f'"{self.schema}".conversations', f'"{self.schema}".events'),
+            "SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)",
+            tuple(f'"{self.schema}".{table}' for table in ("conversations", "events", "actions")),
         ).fetchone()
         if found is not None and None not in found:
             return
@@ -260,6 +348,20 @@ class PostgresSink:
                     "CREATE INDEX IF NOT EXISTS events_by_id ON {}.events "
                     "(conversation_id, event_id)"
                 ).format(schema)
+            )
+            # Added with archive format /2: a schema made before gets it here.
+            connection.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.actions ("
+                    " id text PRIMARY KEY,"
+                    " conversation_id text NOT NULL"
+                    "  REFERENCES {}.conversations (id) ON DELETE CASCADE,"
+                    " position integer NOT NULL,"
+                    " record jsonb,"
+                    " record_text text,"
+                    " CHECK ((record IS NULL) <> (record_text IS NULL)),"
+                    " UNIQUE (conversation_id, position))"
+                ).format(schema, schema)
             )
 
     def _failed(self, what: str, e: Exception) -> ArchiveUnavailableError:
@@ -317,17 +419,28 @@ class PostgresSink:
                     ).format(schema)
                     with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
                         for seq, event in archived.events:
-                            text = canonical(event)
-                            # jsonb cannot hold a NUL character (a command's output may
-                            # have one): that event is kept as JSON text instead.
-                            as_text = "\\u0000" in text
                             copy.write_row(
                                 (info.id, seq, str(event.get("id", "")), str(event.get("kind", "")),
-                                 None if as_text else text, text if as_text else None)
+                                 *_json_columns(canonical(event)))
+                            )  # fmt: skip
+                    connection.execute(
+                        sql.SQL("DELETE FROM {}.actions WHERE conversation_id = %s").format(schema),
+                        (info.id,),
+                    )
+                    copy_sql = sql.SQL(
+                        "COPY {}.actions (id, conversation_id, position, record, record_text)"
+                        " FROM STDIN"
+                    ).format(schema)
+                    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+                        for position, action in enumerate(archived.actions):
+                            copy.write_row(
+                                (str(action["id"]), info.id, position,
+                                 *_json_columns(canonical(action)))
                             )  # fmt: skip
             except psycopg.Error as e:
                 raise self._failed(f"writing conversation {info.id} failed", e) from e
         _verify(archived, self.read(archived.id), self._where)
+        _verify_action_index(self, archived, self._where)
 
     def read(self, conversation_id: str) -> ArchivedConversation | None:
         import psycopg
@@ -354,6 +467,13 @@ class PostgresSink:
                         ).format(schema),
                         (conversation_id,),
                     ).fetchall()
+                    actions = connection.execute(
+                        sql.SQL(
+                            "SELECT record, record_text FROM {}.actions"
+                            " WHERE conversation_id = %s ORDER BY position"
+                        ).format(schema),
+                        (conversation_id,),
+                    ).fetchall()
             except psycopg.Error as e:
                 raise self._failed(f"reading conversation {conversation_id} failed", e) from e
         info, spec, policy, archived_at, count, digest = row
@@ -368,12 +488,33 @@ class PostgresSink:
                 (int(seq), event if text is None else json.loads(text))
                 for seq, event, text in events
             ],
+            [record if text is None else json.loads(text) for record, text in actions],
         )
         if len(archived.events) != count or archived.digest != digest:
             raise ArchiveUnavailableError(
                 f"{self._where}: conversation {conversation_id} does not match its digest"
             )
         return archived
+
+    def find_action(self, action_id: str) -> str | None:
+        import psycopg
+        from psycopg import sql
+
+        with self._lock:
+            try:
+                row = (
+                    self._connect()
+                    .execute(
+                        sql.SQL("SELECT conversation_id FROM {}.actions WHERE id = %s").format(
+                            sql.Identifier(self.schema)
+                        ),
+                        (action_id,),
+                    )
+                    .fetchone()
+                )
+            except psycopg.Error as e:
+                raise self._failed(f"looking up action {action_id} failed", e) from e
+        return None if row is None else str(row[0])
 
     def remove(self, conversation_id: str) -> None:
         import psycopg

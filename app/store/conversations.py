@@ -16,6 +16,7 @@ from redis.client import Pipeline
 
 from actionq.errors import ConversationNotFound, InvalidArgumentsError, InvalidTransition
 from actionq.models import (
+    ActionRecord,
     Conversation,
     ConversationStatus,
     Event,
@@ -25,7 +26,12 @@ from actionq.models import (
     utc_now,
 )
 from actionq.store.client import RedisStore
-from actionq.store.records import ConversationExport, conversation_from_hash, event_from_entry
+from actionq.store.records import (
+    ConversationExport,
+    action_from_hash,
+    conversation_from_hash,
+    event_from_entry,
+)
 
 __all__ = ["STATUS_INDEX_VERSION", "ConversationListing", "ConversationStore"]
 
@@ -285,12 +291,15 @@ class ConversationStore(RedisStore):
         return True
 
     def export_conversation(self, conversation_id: str, chunk: int = 1000) -> ConversationExport:
-        """The conversation, its agent and all its events, for archival.
+        """The conversation, its agent, all its events and its actions' records,
+        for archival.
 
         The record and the agent are read in one MULTI (one slot: a
         consistent moment); the events up to that moment's ``last_seq`` are
         then read in chunks (events are never changed once written, so the
-        later reads cannot disagree with it)."""
+        later reads cannot disagree with it), then the actions of that
+        moment's list (a conversation archival takes runs nothing, so its
+        actions have ended and no longer change)."""
         k = self.keys
         cid = conversation_id
         with self.redis.pipeline(transaction=True) as pipe:
@@ -298,7 +307,8 @@ class ConversationStore(RedisStore):
             pipe.llen(k.queue(cid))
             pipe.llen(k.confirmations(cid))
             pipe.hmget(k.agent(cid), ["spec", "policy"])
-            raw, queued, held, (spec, policy) = self._call(pipe.execute)
+            pipe.lrange(k.actions(cid), 0, -1)
+            raw, queued, held, (spec, policy), action_ids = self._call(pipe.execute)
         if not raw:
             raise ConversationNotFound(f"no conversation {cid!r}")
         conversation = conversation_from_hash(raw, int(queued), int(held))
@@ -319,11 +329,18 @@ class ConversationStore(RedisStore):
                 break
             events += [(int(str(eid).split("-", 1)[0]), str(f["e"])) for eid, f in entries]
             after = events[-1][0]
+        actions: list[ActionRecord] = []
+        for start in range(0, len(action_ids), chunk):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for action_id in action_ids[start : start + chunk]:
+                    pipe.hgetall(k.action(cid, action_id))
+                actions += [action_from_hash(a) for a in self._call(pipe.execute) if a]
         return ConversationExport(
             conversation=conversation,
             agent_spec_json=str(spec) if spec else None,
             policy_json=str(policy) if policy else None,
             events=events,
+            actions=actions,
             status=str(raw["status"]),
             last_seq=str(raw.get("last_seq", "0")),
             updated_at=str(raw.get("updated_at", "")),

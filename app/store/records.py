@@ -218,8 +218,9 @@ def action_from_hash(raw: dict[str, str]) -> ActionRecord:
 @dataclass(frozen=True)
 class ConversationExport:
     """A conversation as archival copies it out of Redis: its record, its
-    agent (spec and policy JSON as stored, None without), and every event as
-    stored (``seq``, the JSON without seq). ``status``, ``last_seq`` and
+    agent (spec and policy JSON as stored, None without), every event as
+    stored (``seq``, the JSON without seq) and every action's record, in
+    submission order. ``status``, ``last_seq`` and
     ``updated_at`` are the hash's own strings, which the removal compares so
     that a conversation changed after the export is not removed."""
 
@@ -227,6 +228,7 @@ class ConversationExport:
     agent_spec_json: str | None
     policy_json: str | None
     events: list[tuple[int, str]]
+    actions: list[ActionRecord]
     status: str
     last_seq: str
     updated_at: str

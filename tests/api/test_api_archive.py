@@ -112,9 +112,10 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
         200,
         json={"role": "user", "content": [{"type": "text", "text": "hi"}]},
     )
-    for n in range(3):
-        body = {"tool": "think", "arguments": {"thought": f"step {n}"}}
-        call(up, "POST", f"/api/conversations/{cid}/actions", 201, json=body)
+    actions = [
+        call(up, "POST", f"/api/conversations/{cid}/actions", 201, json=body)["id"]
+        for body in ({"tool": "think", "arguments": {"thought": f"step {n}"}} for n in range(3))
+    ]
     wait_for(
         lambda: call(up, "GET", f"/api/conversations/{cid}", 200)["execution_status"] == "idle"
         and call(up, "GET", f"/api/conversations/{cid}/events/count", 200) >= 8,
@@ -126,6 +127,8 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
     events = call(up, "GET", f"/api/conversations/{cid}/events/search", 200)["items"]
     before = everything_read(up, cid, events[2]["id"])
     assert before["info"]["archived"] is False and redis_keys(up, cid)
+    actions_before = [call(up, "GET", f"/api/actions/{a}", 200) for a in actions]
+    assert [a["state"] for a in actions_before] == ["done"] * 3
 
     wait_for(
         lambda: call(up, "GET", f"/api/conversations/{cid}", 200)["archived"],
@@ -135,6 +138,8 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
     after = everything_read(up, cid, events[2]["id"])
     assert after["info"]["archived"] is True
     assert without_archived_flag(after) == without_archived_flag(before)
+    # Its actions read the same too, from the archive.
+    assert [call(up, "GET", f"/api/actions/{a}", 200) for a in actions] == actions_before
     assert run_sql(f"SELECT status FROM {schema}.conversations WHERE id = %s", cid) == [("idle",)]
     # Its event stream is its events, then the end (nothing is live any more).
     assert streamed(up, cid) == before["page"]["items"]
@@ -159,6 +164,7 @@ def test_archived_conversation_reads_the_same_and_refuses_every_change(
         ("POST", base + "/confirmation_policy", {"policy": {"kind": "AlwaysConfirm"}}),
         ("DELETE", base, None),
         ("POST", "/api/conversations", {"conversation_id": cid}),
+        ("POST", f"/api/actions/{actions[0]}/retry", {"force": True}),
     ]
     count = call(up, "GET", "/api/conversations/count", 200)
     for method, path, body in changes:

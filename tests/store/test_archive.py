@@ -18,16 +18,17 @@ import pytest
 from actionq.agent.spec import AgentSpec, AlwaysConfirm, InlineModel, NeverConfirm
 from actionq.archive import ArchivedConversation, Archiver, JsonlSink, PostgresSink, open_sink
 from actionq.archive.sinks import ArchiveSink
-from actionq.errors import ConversationArchived, ConversationNotFound
+from actionq.errors import ActionNotFound, ConversationArchived, ConversationNotFound
 from actionq.local.processes import free_port
-from actionq.models import ConversationStatus
+from actionq.models import ConversationStatus, ObservationEvent
 from actionq.service import ActionQ
 from actionq.settings import Settings
-from actionq.store import ActionStore
+from actionq.store import ActionStore, Claim, WorkerIdentity
 from tests.postgres import POSTGRES_URL, own_schema, run_sql
 
 # 5 KiB per message: a conversation of 40 weighs about what 200 small actions do.
 BODY = "x" * 5000
+WORKER = WorkerIdentity(id="w@host:2:cccc", host="host", pid=2)
 
 
 @pytest.fixture
@@ -59,6 +60,21 @@ def conversation_with_messages(aq: ActionQ, messages: int = 3, body: str = "hell
     for n in range(messages):
         aq.send_message(cid, f"{n}: {body}")
     return cid
+
+
+def conversation_with_actions(store: ActionStore, *thoughts: str) -> tuple[str, list[str]]:
+    """A conversation whose actions ran and ended (the store's transitions,
+    as a worker makes them): idle, ready to archive."""
+    cid = store.create_conversation().id
+    actions = [store.submit_action(cid, "think", {"thought": t}).action_id for t in thoughts]
+    for action in actions:
+        claim = store.claim_action(cid, action, WORKER)
+        assert isinstance(claim, Claim), claim
+        observation = ObservationEvent(
+            action_id=action, tool_call_id=claim.tool_call_id, tool_name="think", observation={}
+        )
+        store.finish_action(claim, observation, WORKER)
+    return cid, actions
 
 
 def keys_of(store: ActionStore, cid: str) -> list[str]:
@@ -115,6 +131,30 @@ def test_old_conversations_are_archived_verified_and_removed_the_rest_untouched(
         assert keys_of(store, cid) == keys and events_json(aq, cid) == events
     # Archiving again finds nothing more (the recent one is still recent).
     assert archiver(store, sink).sweep(now=moment + 1.0).archived == []
+
+
+def test_its_actions_are_archived_and_found_by_their_id(
+    store: ActionStore, sink: ArchiveSink
+) -> None:
+    # A NUL character, which PostgreSQL's jsonb cannot hold, in one record.
+    cid, actions = conversation_with_actions(store, "first", "before\x00after")
+    records = [store.get_action(a) for a in actions]
+    assert [r.state for r in records] == ["done", "done"]
+
+    assert archiver(store, sink).sweep(now=store.server_time() + 60).archived == [cid]
+
+    for action in actions:
+        with pytest.raises(ActionNotFound):
+            store.get_action(action)
+    archived = sink.read(cid)
+    assert archived is not None
+    assert [archived.action(a) for a in actions] == records
+    assert [sink.find_action(a) for a in actions] == [cid, cid]
+    assert sink.find_action("no-such-action") is None
+    assert sink.find_action("../" + cid) is None
+    sink.remove(cid)
+    assert [sink.find_action(a) for a in actions] == [None, None]
+    assert sink.read(cid) is None
 
 
 def test_a_running_conversation_is_never_archived(
@@ -271,11 +311,23 @@ def test_the_archived_conversation_reads_as_before_and_refuses_changes(
 ) -> None:
     archive = tmp_path / "archive"
     with ActionQ(settings.model_copy(update={"archive_url": str(archive)})) as aq:
-        cid = conversation_with_messages(aq, 3)
-        before = (aq.get_conversation(cid), events_json(aq, cid), aq.list_events(cid, 1, 2))
+        cid, (action,) = conversation_with_actions(store, "a thought")
+        for n in range(3):
+            aq.send_message(cid, f"{n}: hello")
+        before = (
+            aq.get_conversation(cid),
+            events_json(aq, cid),
+            aq.list_events(cid, 1, 2),
+            aq.get_action(action),
+        )
         event_id = aq.all_events(cid)[2].id
         assert archiver(store, JsonlSink(archive)).sweep(now=store.server_time() + 60).archived
-        assert (aq.get_conversation(cid), events_json(aq, cid), aq.list_events(cid, 1, 2)) == before
+        assert (
+            aq.get_conversation(cid),
+            events_json(aq, cid),
+            aq.list_events(cid, 1, 2),
+            aq.get_action(action),
+        ) == before
         assert aq.find_event(cid, event_id) == aq.all_events(cid)[2] and aq.is_archived(cid)
         for change in (
             lambda: aq.send_message(cid, "no"),
@@ -285,6 +337,7 @@ def test_the_archived_conversation_reads_as_before_and_refuses_changes(
             lambda: aq.run(cid),
             lambda: aq.delete_conversation(cid),
             lambda: aq.create_conversation(cid),
+            lambda: aq.retry_action(action, force=True),
         ):
             with pytest.raises(ConversationArchived, match="archived; read-only"):
                 change()
