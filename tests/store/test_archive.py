@@ -7,6 +7,7 @@ by what was archived."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -464,3 +465,21 @@ def test_a_conversation_the_sink_refuses_does_not_hold_up_the_others(
     assert (first.failed, first.archived) == ([refused], [])
     assert second.archived == [other]
     assert third.failed == [refused] and keys_of(store, refused) != []
+
+
+def test_a_copy_of_the_first_format_still_reads_with_no_actions(
+    aq: ActionQ, store: ActionStore, tmp_path: Path
+) -> None:
+    """actionq-archive/1 (before actions were archived): no action lines and
+    no actions_count; its digest is the one the /2 formula gives with none."""
+    sink = JsonlSink(tmp_path / "archive")
+    cid = conversation_with_messages(aq, 2)
+    sink.write(ArchivedConversation.from_export(store.export_conversation(cid), archived_at="x"))
+    path = tmp_path / "archive" / f"{cid}.jsonl"
+    header, *events = path.read_text().splitlines()
+    old = json.loads(header) | {"format": "actionq-archive/1"}
+    del old["actions_count"]
+    path.write_text("\n".join([json.dumps(old), *events]) + "\n")
+    archived = sink.read(cid)
+    assert archived is not None and archived.actions == []
+    assert [e.model_dump(mode="json") for e in archived.all_events()] == events_json(aq, cid)
