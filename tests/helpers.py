@@ -46,9 +46,10 @@ def valkey_binary() -> str:
 class ValkeyServer:
     """A throw-away valkey-server on a free port, owned by the test session."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, also_bind: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.also_bind = also_bind  # addresses besides 127.0.0.1 (a test network's)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -61,6 +62,10 @@ class ValkeyServer:
                     str(self.port),
                     "--bind",
                     "127.0.0.1",
+                    *self.also_bind,
+                    # A test network's address is not loopback: protected
+                    # mode would refuse it (the network is this host's own).
+                    *(("--protected-mode", "no") if self.also_bind else ()),
                     "--save",
                     "",
                     "--appendonly",
@@ -113,8 +118,10 @@ class WorkerProcess:
         concurrency: int = 1,
         *,
         agent: bool = False,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        self.prefix = prefix  # e.g. ip netns exec <ns>: it execs the worker, same pid
         self.env = env
         self.log_path = logdir / f"worker-{name}.log"
         self.concurrency = concurrency
@@ -126,7 +133,7 @@ class WorkerProcess:
         command = worker_command(self.concurrency, f"{self.name}@%h", agent=self.agent, queue=queue)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, "--without-heartbeat"],
+                [*self.prefix, *command, "--without-heartbeat"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
