@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -259,6 +260,29 @@ def _from_parts(
     )
 
 
+def _replace_rows(
+    connection: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    columns: tuple[str, ...],
+    conversation_id: str,
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """The conversation's rows of ``table`` replaced by ``rows`` (COPY)."""
+    from psycopg import sql
+
+    where = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    connection.execute(
+        sql.SQL("DELETE FROM {} WHERE conversation_id = %s").format(where), (conversation_id,)
+    )
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        where, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 class PostgresSink:
     """A schema of its own (made if missing) with three tables:
     ``conversations`` (one row each: status, times, the record, the agent,
@@ -409,34 +433,20 @@ class PostgresSink:
                             else canonical(archived.confirmation_policy),
                         ),
                     )
-                    connection.execute(
-                        sql.SQL("DELETE FROM {}.events WHERE conversation_id = %s").format(schema),
-                        (info.id,),
-                    )
-                    copy_sql = sql.SQL(
-                        "COPY {}.events (conversation_id, seq, event_id, kind, event, event_text)"
-                        " FROM STDIN"
-                    ).format(schema)
-                    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                        for seq, event in archived.events:
-                            copy.write_row(
-                                (info.id, seq, str(event.get("id", "")), str(event.get("kind", "")),
-                                 *_json_columns(canonical(event)))
-                            )  # fmt: skip
-                    connection.execute(
-                        sql.SQL("DELETE FROM {}.actions WHERE conversation_id = %s").format(schema),
-                        (info.id,),
-                    )
-                    copy_sql = sql.SQL(
-                        "COPY {}.actions (id, conversation_id, position, record, record_text)"
-                        " FROM STDIN"
-                    ).format(schema)
-                    with connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                        for position, action in enumerate(archived.actions):
-                            copy.write_row(
-                                (str(action["id"]), info.id, position,
-                                 *_json_columns(canonical(action)))
-                            )  # fmt: skip
+                    _replace_rows(
+                        connection, self.schema, "events",
+                        ("conversation_id", "seq", "event_id", "kind", "event", "event_text"),
+                        info.id,
+                        ((info.id, seq, str(event.get("id", "")), str(event.get("kind", "")),
+                          *_json_columns(canonical(event))) for seq, event in archived.events),
+                    )  # fmt: skip
+                    _replace_rows(
+                        connection, self.schema, "actions",
+                        ("id", "conversation_id", "position", "record", "record_text"),
+                        info.id,
+                        ((str(action["id"]), info.id, position, *_json_columns(canonical(action)))
+                         for position, action in enumerate(archived.actions)),
+                    )  # fmt: skip
             except psycopg.Error as e:
                 raise self._failed(f"writing conversation {info.id} failed", e) from e
         _verify(archived, self.read(archived.id), self._where)
