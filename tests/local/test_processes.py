@@ -60,10 +60,16 @@ def test_kill_group_kills_what_the_process_started() -> None:
 
 def test_the_signal_is_the_callers() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)"],
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(600)"],
         preexec_fn=child_preexec(),
+        stdout=subprocess.PIPE,
     )
-    # Python dies of an unhandled SIGINT (or of the default action, before it starts).
+    assert process.stdout is not None
+    with process.stdout:
+        # Signalled while it starts, Python can exit 1 (a KeyboardInterrupt
+        # while it imports site): only once it runs is the outcome one thing.
+        assert process.stdout.readline() == b"ready\n"
+    # Python dies of an unhandled SIGINT by re-raising it.
     assert stop_process(process, 10, signal.SIGINT) == -signal.SIGINT
 
 
