@@ -74,7 +74,13 @@ FULL = Config(
         worker_shapes=((1, 64), (1, 200), (2, 100)),
         tool_concurrency=2,
     ),
-    openhands=OpenHandsBench(steps=20, step_rounds=3, batches=(1, 8), timeout_s=300),
+    openhands=OpenHandsBench(
+        steps=20,
+        step_rounds=3,
+        batches=(1, 8),
+        timeout_s=300,
+        crash_timeout_s=120,
+    ),
 )
 QUICK = Config(
     n=30,
@@ -97,7 +103,9 @@ QUICK = Config(
         worker_shapes=((1, 6), (2, 10)),
         tool_concurrency=2,
     ),
-    openhands=OpenHandsBench(steps=5, step_rounds=1, batches=(1, 2), timeout_s=120),
+    openhands=OpenHandsBench(
+        steps=5, step_rounds=1, batches=(1, 2), timeout_s=120, crash_timeout_s=30
+    ),
 )
 
 

@@ -34,6 +34,7 @@ from openhands.sdk.event import ActionEvent, AgentErrorEvent, Event, Observation
 from pydantic import SecretStr
 
 ENV = os.environ
+SOCKET_WAIT_S = 35.0  # RemoteConversation's reconnect backoff is at most 30 s
 
 
 def _conversation(callback: Any) -> RemoteConversation:
@@ -130,6 +131,12 @@ def crash() -> dict[str, Any]:
     events = list(conversation.state.events)
     calls = [e.tool_call_id for e in events if isinstance(e, ActionEvent)]
     listed = [e for e in events if isinstance(e, AgentErrorEvent)]
+    observed = [e for e in events if isinstance(e, ObservationEvent)]
+    # The socket may still be reconnecting (its backoff reaches 30 s): wait
+    # for the error the server has, bounded.
+    deadline = time.time() + SOCKET_WAIT_S
+    while listed and not errors and time.time() < deadline:
+        time.sleep(0.05)
     result = {
         "started": started,
         "run_returned": returned,
@@ -139,6 +146,10 @@ def crash() -> dict[str, Any]:
         "call_ids": calls,
         "socket_errors": [{"tool_call_id": c, "at": t} for c, t in errors],
         "listed_errors": [{"tool_call_id": e.tool_call_id, "error": e.error[:300]} for e in listed],
+        "observations": [
+            {"tool_call_id": e.tool_call_id, "observation": e.observation.model_dump_json()[:400]}
+            for e in observed
+        ],
     }
     conversation.close()
     return result

@@ -74,6 +74,7 @@ class OpenHandsBench:
     step_rounds: int  # one-conversation runs per side for the per-step figure
     batches: tuple[int, ...]  # conversations run at once
     timeout_s: float  # each client run's bound
+    crash_timeout_s: float  # the bound of a crash that nothing may ever report
 
 
 def _crash_key(side: str) -> str:
@@ -82,6 +83,7 @@ def _crash_key(side: str) -> str:
 
 def _scripts(bench: OpenHandsBench) -> dict[str, list[dict[str, Any]]]:
     """The fake model's script of each kind of conversation."""
+
     def echo(n: int) -> dict[str, Any]:
         # A different command each step: both sides' stuck detectors stop a
         # conversation that repeats one action.
@@ -328,6 +330,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def _crash(
+    case: str,
     python: Path,
     server: Server,
     model_url: str,
@@ -337,11 +340,11 @@ def _crash(
 ) -> dict[str, Any]:
     """Run the crash conversation; ``on_crash`` (agent-server) runs in the
     bench once the kill happened, while the client waits (the restart)."""
-    at_file = crash_dir / f"{_side_of(server)}.at"
+    at_file = crash_dir / f"{case}.at"
     with ThreadPoolExecutor(1) as pool:
         client = pool.submit(
             run_client, python, server, model_url, timeout, server.base,
-            OHB_MODE="crash", OHB_MESSAGE=_crash_key(_side_of(server)),
+            OHB_MODE="crash", OHB_MESSAGE=_crash_key(case),
         )  # fmt: skip
         restart: dict[str, Any] = {}
         if on_crash is not None:
@@ -354,19 +357,18 @@ def _crash(
     socket = [e["at"] for e in result["socket_errors"] if e["tool_call_id"] == call]
     listed = [e for e in result["listed_errors"] if e["tool_call_id"] == call]
     return {
-        "shell_parent": (crash_dir / f"{_side_of(server)}.parent").read_text().strip(),
+        "shell_parent": (crash_dir / f"{case}.parent").read_text().strip(),
         "client_status": result["status"],
         "server_status": result["server_status"],
         "run_error": result["run_error"],
         "run_returned_after_s": result["run_returned"] - crash_at,
         "socket_error_after_s": (socket[0] - crash_at) if socket else None,
         "error_for_the_call": listed[0]["error"] if listed else None,
+        "observation_of_the_call": next(
+            (o["observation"] for o in result["observations"] if o["tool_call_id"] == call), None
+        ),
         **restart,
     }
-
-
-def _side_of(server: Server) -> str:
-    return "actionq" if isinstance(server, ActionqUp) else "agent_server"
 
 
 def _restart_agent_server(server: AgentServer) -> Callable[[], dict[str, Any]]:
@@ -404,10 +406,10 @@ def measure_openhands(bench: OpenHandsBench, say: Callable[[str], None]) -> dict
                 say(f"starting {server.name}: {server.start():.1f} s")
             fake_scripts = _scripts(bench)
             assert agent_server.process is not None
-            fake_scripts[_crash_key("actionq")] = _crash_reply("actionq", crash_dir, "$PPID")
-            fake_scripts[_crash_key("agent_server")] = _crash_reply(
-                "agent_server", crash_dir, str(agent_server.process.pid)
-            )
+            fake_scripts |= {
+                _crash_key(case): _crash_reply(case, crash_dir, kill)
+                for case, kill in _crash_kills(agent_server.process.pid).items()
+            }
             for key, replies in fake_scripts.items():
                 fake.script(key, replies)
             return _measure(bench, python, servers, fake.base_url, crash_dir, agent_server, say)
@@ -415,6 +417,17 @@ def measure_openhands(bench: OpenHandsBench, say: Callable[[str], None]) -> dict
         for server in servers.values():
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _crash_kills(agent_server_pid: int) -> dict[str, str]:
+    """What each crash case's command kills: actionq's pool child (the
+    shell's parent), agent-server's process (as an eviction would), and, the
+    same command as actionq's, agent-server's shell's parent (its tmux server)."""
+    return {
+        "actionq": "$PPID",
+        "agent_server": str(agent_server_pid),
+        "agent_server_shell_parent": "$PPID",
+    }
 
 
 def _crash_reply(side: str, crash_dir: Path, kill: str) -> list[dict[str, Any]]:
@@ -454,10 +467,16 @@ def _measure(
                 f"batch of {n} {side}: {run['wall_s']:.2f} s, RSS {memory[side]['rss_mib']:.0f} MiB"
             )
     crash = {
-        "actionq": _crash(python, servers["actionq"], model_url, crash_dir, None, bench.timeout_s),
+        "actionq": _crash("actionq", python, servers["actionq"], model_url, crash_dir, None,
+                          bench.timeout_s),
         "agent_server": _crash(
-            python, agent_server, model_url, crash_dir,
+            "agent_server", python, agent_server, model_url, crash_dir,
             _restart_agent_server(agent_server), bench.timeout_s,
+        ),
+        # No restart: the server process lives; bounded by crash_timeout_s.
+        "agent_server_shell_parent": _crash(
+            "agent_server_shell_parent", python, agent_server, model_url, crash_dir, None,
+            bench.crash_timeout_s,
         ),
     }  # fmt: skip
     for side, seen in crash.items():

@@ -456,12 +456,15 @@ def openhands_table(openhands: dict[str, Any]) -> Table:
             f"{memory[a][f'{kind}_mib']:.0f}", f"{memory[o][f'{kind}_mib']:.0f}",
             ratios[kind])  # fmt: skip
     crash = openhands["crash"]
-    row("crash → run() raises the error, s (lower)",
-        _seconds(crash[a]["run_returned_after_s"]), _seconds(crash[o]["run_returned_after_s"]),
-        ratios["crash_to_run_error"])  # fmt: skip
-    row("crash → AgentErrorEvent on the socket, s",
-        _seconds(crash[a]["socket_error_after_s"]), _seconds(crash[o]["socket_error_after_s"]),
-        None)  # fmt: skip
+    parent = crash.get("agent_server_shell_parent")
+    for label, key in (("run() ends (raises the error)", "run_returned_after_s"),
+                       ("AgentErrorEvent on the socket", "socket_error_after_s")):  # fmt: skip
+        ratio = ratios["crash_to_run_error"] if key == "run_returned_after_s" else None
+        row(f"crash → {label}, s (lower)", _seconds(crash[a][key]),
+            _seconds(crash[o][key]) + " (restarted)", ratio)  # fmt: skip
+        if parent is not None:
+            seen = _seconds(parent[key]) + f" ({parent['client_status']})"
+            row(f"  agent-server, its shell's parent killed: {label}", "", seen, None)
     return table
 
 
@@ -480,6 +483,11 @@ def openhands_notes(openhands: dict[str, Any]) -> list[str]:
             f"crash, {side}: the shell's parent was {seen['shell_parent']!r}; after it: "
             f"client status {seen['client_status']}, server status {seen['server_status']}; "
             f"the call's error: {seen['error_for_the_call']!r}"
+            + (
+                f"; its observation: {seen['observation_of_the_call'][:200]}"
+                if seen.get("observation_of_the_call")
+                else ""
+            )
         )
     if "restarted_after_death_s" in server:
         notes.append(
