@@ -402,8 +402,8 @@ def measure_openhands(bench: OpenHandsBench, say: Callable[[str], None]) -> dict
     servers: dict[str, Server] = {"actionq": up, "agent_server": agent_server}
     try:
         with FakeModel(api_key=MODEL_KEY) as fake:
-            for server in servers.values():
-                say(f"starting {server.name}: {server.start():.1f} s")
+            start_s = {side: server.start() for side, server in servers.items()}
+            say(f"started in {json.dumps({k: round(v, 1) for k, v in start_s.items()})} s")
             fake_scripts = _scripts(bench)
             assert agent_server.process is not None
             fake_scripts |= {
@@ -412,7 +412,8 @@ def measure_openhands(bench: OpenHandsBench, say: Callable[[str], None]) -> dict
             }
             for key, replies in fake_scripts.items():
                 fake.script(key, replies)
-            return _measure(bench, python, servers, fake.base_url, crash_dir, agent_server, say)
+            result = _measure(bench, python, servers, fake.base_url, crash_dir, agent_server, say)
+            return result | {"start_s": start_s}
     finally:
         for server in servers.values():
             server.stop()

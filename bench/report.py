@@ -455,6 +455,9 @@ def openhands_table(openhands: dict[str, Any]) -> Table:
         row(f"server {kind.upper()} MiB after the batch (lower)",
             f"{memory[a][f'{kind}_mib']:.0f}", f"{memory[o][f'{kind}_mib']:.0f}",
             ratios[kind])  # fmt: skip
+    if "start_s" in openhands:
+        row("start to healthy, s (lower)", _seconds(openhands["start_s"][a], digits=1),
+            _seconds(openhands["start_s"][o], digits=1), None)  # fmt: skip
     crash = openhands["crash"]
     parent = crash.get("agent_server_shell_parent")
     for label, key in (("run() ends (raises the error)", "run_returned_after_s"),
