@@ -104,7 +104,7 @@ QUICK = Config(
         tool_concurrency=2,
     ),
     openhands=OpenHandsBench(
-        steps=5, step_rounds=1, batches=(1, 2), timeout_s=120, crash_timeout_s=30
+        steps=5, step_rounds=1, batches=(1, 2), timeout_s=120, crash_timeout_s=45
     ),
 )
 
