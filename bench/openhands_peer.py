@@ -243,13 +243,6 @@ class AgentServer(Server):
                     found.append(process)
         return found
 
-    def kill(self) -> None:
-        """SIGKILL of the server process alone, as when its pod is evicted."""
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        self.process.wait(10)
-
     def stop(self) -> None:
         super().stop()
         for tmux in self._tmux_servers():
