@@ -15,7 +15,12 @@ Sections (each starts its own embedded server and workers, and stops them):
 - topology (only when named in ``--only``): actionq's throughput on one
   server, one server with RabbitMQ, a 3-primary Redis Cluster with a replica
   each (replica acks off and on) and one primary with one replica (off and
-  on), in the same run (``bench.topology`` starts the layouts).
+  on), in the same run (``bench.topology`` starts the layouts);
+- openhands (only when named in ``--only``): actionq's ``up`` against
+  OpenHands' agent-server, both driven by OpenHands' RemoteConversation (a
+  Python 3.12 venv with the pinned SDK and server, built once and cached):
+  time per step, batches of conversations, memory, a crash
+  (``bench.openhands_peer``).
 
 Prints tables, writes ``results.json`` and PNG plots to ``--out``
 (default ``docs/benchmarks/``; with ``--quick``, a temporary folder).
@@ -39,11 +44,13 @@ import celery
 from bench import suite
 from bench.agent_loop import AgentBench
 from bench.harness import ROOT
+from bench.openhands_peer import OpenHandsBench
 from bench.report import print_report
 from bench.suite import Config, console
 
-SECTIONS = ("compare", "scaling", "crash", "memory", "agent", "topology")
-# topology starts 9 servers and needs RabbitMQ: it runs when asked for.
+SECTIONS = ("compare", "scaling", "crash", "memory", "agent", "topology", "openhands")
+# topology starts 9 servers and needs RabbitMQ, openhands a Python 3.12 venv
+# with OpenHands' packages: they run when asked for.
 DEFAULT_SECTIONS = ("compare", "scaling", "crash", "memory", "agent")
 FULL = Config(
     n=1000,
@@ -67,6 +74,13 @@ FULL = Config(
         worker_shapes=((1, 64), (1, 200), (2, 100)),
         tool_concurrency=2,
     ),
+    openhands=OpenHandsBench(
+        steps=20,
+        step_rounds=3,
+        batches=(1, 8),
+        timeout_s=300,
+        crash_timeout_s=120,
+    ),
 )
 QUICK = Config(
     n=30,
@@ -88,6 +102,9 @@ QUICK = Config(
         delay_s=0.2,
         worker_shapes=((1, 6), (2, 10)),
         tool_concurrency=2,
+    ),
+    openhands=OpenHandsBench(
+        steps=5, step_rounds=1, batches=(1, 2), timeout_s=120, crash_timeout_s=45
     ),
 )
 
@@ -115,7 +132,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(DEFAULT_SECTIONS),
-        help=f"comma-separated sections: {', '.join(SECTIONS)} (default: all but topology)",
+        help=f"comma-separated sections: {', '.join(SECTIONS)} "
+        "(default: all but topology and openhands)",
     )
     parser.add_argument("--out", type=Path, help="folder for results.json and the plots")
     return parser.parse_args()
@@ -174,6 +192,7 @@ def main() -> None:
         "memory": suite.memory,
         "agent": suite.agent,
         "topology": suite.topology,
+        "openhands": suite.openhands,
     }
     for section in sections:
         console.rule(section)

@@ -15,6 +15,8 @@ __all__ = [
     "crash_comparison",
     "crash_notes",
     "memory_tables",
+    "openhands_notes",
+    "openhands_table",
     "print_report",
     "topology_table",
 ]
@@ -423,6 +425,82 @@ TOPOLOGY_NOTES = (
 )
 
 
+def _seconds(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return "never" if value is None else f"{value * scale:.{digits}f}"
+
+
+def openhands_table(openhands: dict[str, Any]) -> Table:
+    """Each figure for actionq and OpenHands' agent-server, and the ratio."""
+    table = Table(
+        title=f"Against OpenHands' agent-server: the same RemoteConversation client, "
+        f"{openhands['steps']} terminal steps per conversation"
+    )
+    for column in ("figure", "actionq", "agent-server", "actionq ÷ agent-server"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    ratios, steps = openhands["ratios"], openhands["step_s"]
+    a, o = "actionq", "agent_server"
+
+    def row(label: str, ours: str, theirs: str, ratio: float | None) -> None:
+        table.add_row(label, ours, theirs, "" if ratio is None else f"{ratio:.2f}")
+
+    for q in ("p50", "p90"):
+        row(f"ms per step, {q} (lower is better)", _seconds(steps[a][q], 1000, 0),
+            _seconds(steps[o][q], 1000, 0), ratios[f"step_{q}"])  # fmt: skip
+    for n in openhands["batches"]:
+        ours, theirs = openhands["batch"][a][str(n)], openhands["batch"][o][str(n)]
+        row(f"{n} conversation(s) at once, wall s (lower)", _seconds(ours["wall_s"]),
+            _seconds(theirs["wall_s"]), ratios[f"batch_{n}_wall"])  # fmt: skip
+    memory = openhands["memory"]
+    for kind in ("rss", "pss"):
+        row(f"server {kind.upper()} MiB after the batch (lower)",
+            f"{memory[a][f'{kind}_mib']:.0f}", f"{memory[o][f'{kind}_mib']:.0f}",
+            ratios[kind])  # fmt: skip
+    if "start_s" in openhands:
+        row("start to healthy, s (lower)", _seconds(openhands["start_s"][a], digits=1),
+            _seconds(openhands["start_s"][o], digits=1), None)  # fmt: skip
+    crash = openhands["crash"]
+    parent = crash.get("agent_server_shell_parent")
+    for label, key in (("run() ends (raises the error)", "run_returned_after_s"),
+                       ("AgentErrorEvent on the socket", "socket_error_after_s")):  # fmt: skip
+        ratio = ratios["crash_to_run_error"] if key == "run_returned_after_s" else None
+        row(f"crash → {label}, s (lower)", _seconds(crash[a][key]),
+            _seconds(crash[o][key]) + " (restarted)", ratio)  # fmt: skip
+        if parent is not None:
+            seen = _seconds(parent[key]) + f" ({parent['client_status']})"
+            row(f"  agent-server, its shell's parent killed: {label}", "", seen, None)
+    return table
+
+
+def openhands_notes(openhands: dict[str, Any]) -> list[str]:
+    crash, memory = openhands["crash"], openhands["memory"]
+    server = crash["agent_server"]
+    notes = [
+        "step: from run() (or the previous ObservationEvent) to the next ObservationEvent "
+        "reaching the client: the model call, the tool call, the events back.",
+        f"memory: the server's process tree with every conversation of the section kept "
+        f"(not deleted), after the batch of {memory['actionq']['after_batch_of']}; "
+        "agent-server's includes its tmux servers and shells.",
+    ]
+    for side, seen in crash.items():
+        notes.append(
+            f"crash, {side}: the shell's parent was {seen['shell_parent']!r}; after it: "
+            f"client status {seen['client_status']}, server status {seen['server_status']}; "
+            f"the call's error: {seen['error_for_the_call']!r}"
+            + (
+                f"; its observation: {seen['observation_of_the_call'][:200]}"
+                if seen.get("observation_of_the_call")
+                else ""
+            )
+        )
+    if "restarted_after_death_s" in server:
+        notes.append(
+            f"agent-server was SIGKILLed by its tool call and restarted at once (as a "
+            f"supervisor would); healthy again {server['restart_to_healthy_s']:.1f} s later. "
+            "Without a restart the client never sees the error: nothing else would write it."
+        )
+    return notes
+
+
 def print_report(result: dict[str, Any], console: Console) -> None:
     machine = result["machine"]
     console.print(
@@ -451,6 +529,12 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         _print(console, agent_tables(result["agent"]), agent_notes(result["agent"]))
     if "topology" in result:
         _print(console, [topology_table(result["topology"])], TOPOLOGY_NOTES)
+    if "openhands" in result:
+        openhands = result["openhands"]
+        if "not_measured" in openhands:
+            console.print(f"openhands: {openhands['not_measured']}", highlight=False)
+        else:
+            _print(console, [openhands_table(openhands)], openhands_notes(openhands))
 
 
 def _print(console: Console, tables: list[Table], notes: Sequence[str]) -> None:

@@ -24,12 +24,23 @@ from bench.actionq_side import ActionqSide
 from bench.agent_loop import AgentBench, measure_agent
 from bench.api_memory import measure_api_memory
 from bench.harness import Stack, summary
+from bench.openhands_peer import OpenHandsBench, measure_openhands
 from bench.peers import PEERS, not_installed, start_peer
 from bench.raw_side import RawCelerySide
 from bench.rounds import Round, throughput_result
 from bench.topology import BenchCluster, ReplicatedPair, wait_calls
 
-__all__ = ["TOPOLOGY_SIDES", "Config", "agent", "compare", "crash", "memory", "scaling", "topology"]
+__all__ = [
+    "TOPOLOGY_SIDES",
+    "Config",
+    "agent",
+    "compare",
+    "crash",
+    "memory",
+    "openhands",
+    "scaling",
+    "topology",
+]
 
 # Tables are wide: 120 columns when the output is not a terminal (a log, a pipe).
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -52,6 +63,7 @@ class Config:
     memory_events: int  # events in the long conversation the API reads
     memory_baseline: int  # events in the short one it is compared with
     agent: AgentBench  # the agent loop (bench.agent_loop)
+    openhands: OpenHandsBench  # against OpenHands' agent-server (bench.openhands_peer)
 
 
 def server_version(url: str) -> str:
@@ -202,6 +214,12 @@ def memory(config: Config) -> dict[str, Any]:
 def agent(config: Config) -> dict[str, Any]:
     """bench.agent_loop: per-step overhead of the agent loop, and concurrency."""
     return measure_agent(config.agent, lambda line: console.print(line, highlight=False))
+
+
+def openhands(config: Config) -> dict[str, Any]:
+    """bench.openhands_peer: actionq and OpenHands' agent-server, the same
+    RemoteConversation client against both, in the same run."""
+    return measure_openhands(config.openhands, lambda line: console.print(line, highlight=False))
 
 
 # The broker of the topology sides that cannot (or do not) use direct enqueue.

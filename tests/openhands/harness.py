@@ -196,29 +196,29 @@ def find_base_python(env: Mapping[str, str] | None = None) -> BasePython | str:
     )
 
 
-def venv_dir(cache_root: Path, base: BasePython) -> Path:
+def venv_dir(cache_root: Path, base: BasePython, pins: tuple[str, ...] = SDK_PINS) -> Path:
     """The venv's folder: one per interpreter version and pin set."""
-    pins = "-".join(pin.replace("==", "-") for pin in SDK_PINS)
-    return cache_root / f"py{base.version}-{pins}"
+    named = "-".join(pin.replace("==", "-") for pin in pins)
+    return cache_root / f"py{base.version}-{named}"
 
 
 def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _expected_marker(base: BasePython) -> dict[str, Any]:
-    return {"pins": list(SDK_PINS), "python": base.version, "base": str(base.path)}
+def _expected_marker(base: BasePython, pins: tuple[str, ...] = SDK_PINS) -> dict[str, Any]:
+    return {"pins": list(pins), "python": base.version, "base": str(base.path)}
 
 
-def sdk_venv_ready(cache_root: Path, base: BasePython) -> bool:
+def sdk_venv_ready(cache_root: Path, base: BasePython, pins: tuple[str, ...] = SDK_PINS) -> bool:
     """True if the venv was fully installed (its marker, written last, matches)
     and its interpreter still runs (the base one may have been removed)."""
-    venv = venv_dir(cache_root, base)
+    venv = venv_dir(cache_root, base, pins)
     try:
         marker = json.loads((venv / _READY_MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return marker == _expected_marker(base) and _version_of(_venv_python(venv)) is not None
+    return marker == _expected_marker(base, pins) and _version_of(_venv_python(venv)) is not None
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -240,7 +240,7 @@ def _check(done: _Finished, what: str, timeout: float) -> None:
     )
 
 
-def _install(venv: Path, base: BasePython, timeout: float) -> None:
+def _install(venv: Path, base: BasePython, timeout: float, pins: tuple[str, ...]) -> None:
     deadline = time.monotonic() + timeout
 
     def left() -> float:
@@ -250,35 +250,42 @@ def _install(venv: Path, base: BasePython, timeout: float) -> None:
     _check(_run_bounded(command, left()), "creating the SDK venv", timeout)
     python = str(_venv_python(venv))
     command = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-    _check(_run_bounded([*command, *SDK_PINS], left()), "pip install of the SDK", timeout)
+    _check(_run_bounded([*command, *pins], left()), "pip install of the SDK", timeout)
     # Import what the scripts import, with the script environment, and check
     # pip installed the pinned versions.
+    names = [pin.split("==")[0] for pin in pins]
     probe = (
         "import json, openhands.sdk, openhands.tools; from importlib.metadata import version; "
-        "print(json.dumps([version('openhands-sdk'), version('openhands-tools')]))"
+        f"print(json.dumps([version(name) for name in {names!r}]))"
     )
     done = _run_bounded([python, "-c", probe], left(), env=client_env({}))
     _check(done, "importing the installed SDK", timeout)
     versions = json.loads(done.stdout.strip().splitlines()[-1])
-    if versions != [pin.split("==")[1] for pin in SDK_PINS]:
-        raise SdkSetupError(f"the SDK venv has {versions}, not {SDK_PINS}")
+    if versions != [pin.split("==")[1] for pin in pins]:
+        raise SdkSetupError(f"the SDK venv has {versions}, not {pins}")
 
 
-def ensure_sdk_venv(cache_root: Path, base: BasePython, timeout: float | None = None) -> Path:
+def ensure_sdk_venv(
+    cache_root: Path,
+    base: BasePython,
+    timeout: float | None = None,
+    pins: tuple[str, ...] = SDK_PINS,
+) -> Path:
     """The SDK venv's python, built if it is missing, half-installed (no
     marker: an interrupted run), for other pins or interpreter, or
     ``$ACTIONQ_TEST_SDK_REBUILD`` is set. A lock keeps two test runs of
-    the same checkout from building it at once."""
+    the same checkout from building it at once. ``pins``: the packages
+    (bench.openhands_peer adds openhands-agent-server)."""
     timeout = install_timeout() if timeout is None else timeout
-    venv = venv_dir(cache_root, base)
+    venv = venv_dir(cache_root, base, pins)
     cache_root.mkdir(parents=True, exist_ok=True)
     with open(cache_root / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.environ.get(REBUILD_VARIABLE) or not sdk_venv_ready(cache_root, base):
+        if os.environ.get(REBUILD_VARIABLE) or not sdk_venv_ready(cache_root, base, pins):
             shutil.rmtree(venv, ignore_errors=True)
-            _install(venv, base, timeout)
+            _install(venv, base, timeout, pins)
             # Written last: its presence means every step above succeeded.
-            (venv / _READY_MARKER).write_text(json.dumps(_expected_marker(base)))
+            (venv / _READY_MARKER).write_text(json.dumps(_expected_marker(base, pins)))
     return _venv_python(venv)
 
 
