@@ -298,8 +298,9 @@ class ConversationStore(RedisStore):
         consistent moment); the events up to that moment's ``last_seq`` are
         then read in chunks (events are never changed once written, so the
         later reads cannot disagree with it), then the actions of that
-        moment's list (a conversation archival takes runs nothing, so its
-        actions have ended and no longer change)."""
+        moment's list (an action that still ends afterwards, e.g. one in
+        flight when its conversation was paused, moves ``last_seq``, which
+        the removal compares: then nothing is removed)."""
         k = self.keys
         cid = conversation_id
         with self.redis.pipeline(transaction=True) as pipe:
