@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 import httpx
 import psutil
 
-from actionq.local.processes import free_port
+from actionq.local.processes import free_port, stop_process
 from bench.harness import ROOT, percentile, wait_for
 from tests.fake_model import FakeModel
 from tests.openhands.harness import (
@@ -166,15 +165,8 @@ class Server:
         return {"rss_mib": rss / 2**20, "pss_mib": pss / 2**20, "processes": sorted(names)}
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, 20, kill_group=True, kill_timeout=10)
 
 
 def _plain_env() -> dict[str, str]:
@@ -236,7 +228,7 @@ class AgentServer(Server):
     def _tmux_servers(self) -> list[psutil.Process]:
         found = []
         for process in psutil.process_iter(["name"]):
-            if process.info["name"] != "tmux: server" and "tmux" not in process.info["name"]:
+            if "tmux" not in process.info["name"]:
                 continue
             with contextlib.suppress(psutil.Error):
                 if process.environ().get("TMUX_TMPDIR") == str(self.base):
